@@ -1,0 +1,139 @@
+"""Datasets. Each module registers a loader with `@register_dataset`; importing this package
+imports them all.
+
+Small data sets live as tensors on the training device (`TensorData`) and are augmented in
+batches there: no per-image PIL DataLoader. Batches are a deterministic function of
+(seed, epoch), so a run resumed at an epoch boundary sees exactly the batches it would have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from bench.registry import DATASETS
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class Data(Protocol):
+    """What the trainer needs from a loaded dataset."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    num_train: int
+
+    def train_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[Batch]: ...
+
+    def test_batches(self, batch_size: int) -> Iterator[Batch]: ...
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    # load(root, device, augment, input_shape, num_classes): the last two are the model's,
+    # used only by datasets without a fixed shape (synthetic).
+    load: Callable[..., Data]
+    input_shape: tuple[int, ...] | None  # None: takes the model's shape
+    num_classes: int | None
+    description: str = ""
+    on_disk: bool = False  # needs files under --data-dir
+
+
+def register_dataset(name: str, input_shape: tuple[int, ...] | None, num_classes: int | None, on_disk: bool = False):
+    def wrap(load: Callable[..., Data]) -> Callable[..., Data]:
+        DATASETS.register(
+            name, DatasetInfo(name, load, input_shape, num_classes, (load.__doc__ or "").strip(), on_disk)
+        )
+        return load
+
+    return wrap
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The RNG for one epoch's shuffling and augmentation, independent of everything else."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 100_003 + epoch)
+    return g
+
+
+class TensorData:
+    """A dataset held as tensors on the training device.
+
+    `x_*` may be uint8 (normalized per batch with `mean`/`std`) or float (used as is).
+    `augment(x_float, generator)` acts on a normalized float batch.
+    """
+
+    def __init__(
+        self,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        x_test: torch.Tensor,
+        y_test: torch.Tensor,
+        num_classes: int,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        augment: Augment | None = None,
+    ) -> None:
+        self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
+        self.num_classes = num_classes
+        self.input_shape = tuple(x_train.shape[1:])
+        self.num_train = len(x_train)
+        self.augment = augment
+        shape = (1, -1, 1, 1) if x_train.dim() == 4 else (1, -1)
+        dev = x_train.device
+        self._mean = torch.tensor(mean, device=dev).view(shape) if mean else None
+        self._std = torch.tensor(std, device=dev).view(shape) if std else None
+
+    def to(self, device: torch.device) -> TensorData:
+        t = [x.to(device) for x in (self.x_train, self.y_train, self.x_test, self.y_test)]
+        mean = tuple(self._mean.flatten().tolist()) if self._mean is not None else None
+        std = tuple(self._std.flatten().tolist()) if self._std is not None else None
+        return TensorData(*t, self.num_classes, mean, std, self.augment)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        if self._mean is not None:
+            x = (x - self._mean) / self._std
+        return x
+
+    def train_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[Batch]:
+        g = epoch_generator(seed, epoch, self.x_train.device)
+        order = torch.randperm(self.num_train, device=self.x_train.device, generator=g)
+        for i in range(math.ceil(self.num_train / batch_size)):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            x = self._prepare(self.x_train[idx])
+            if self.augment is not None:
+                x = self.augment(x, g)
+            yield x, self.y_train[idx]
+
+    def test_batches(self, batch_size: int) -> Iterator[Batch]:
+        for i in range(0, len(self.x_test), batch_size):
+            yield self._prepare(self.x_test[i : i + batch_size]), self.y_test[i : i + batch_size]
+
+
+def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Batched random crop after zero-padding by `pad`, and horizontal flip (CIFAR standard).
+
+    One gather for the whole batch: per-image offsets index into the padded batch.
+    """
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=g)
+    flip = torch.rand(n, device=x.device, generator=g) < 0.5
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+    cols = torch.arange(w, device=x.device)[None, :].expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # (n, w)
+    idx_n = torch.arange(n, device=x.device)[:, None, None, None]
+    idx_c = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+from bench.data import digits, imagenet, synthetic, vision  # noqa: E402,F401  (register)

@@ -1,0 +1,114 @@
+"""gRDA: generalized regularized dual averaging (Chao et al., NeurIPS 2020), the method under test.
+
+Update, per parameter tensor, with accumulator `a` (starts as a copy of the initial weights):
+
+    n += 1
+    a <- a - lr * grad
+    L += c * lr^(mu + 1/2) * (n^mu - (n-1)^mu)        (accumulation form: works under any schedule)
+    w <- sign(a) * max(|a| - L, 0)                    (soft thresholding = F.softshrink(a, L))
+
+With a constant lr this is the closed form L_n = c * sqrt(lr) * (n * lr)^mu.
+
+Speed: the only state tensor per parameter is `a`. The step counter and threshold are Python
+numbers kept in the param group (so they round-trip through `state_dict()` and need no
+host-device sync), and the step is two memory passes over the parameters: one foreach
+`a -= lr * g`, one `softshrink(a, L, out=w)`. SGD with momentum needs three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.config import hp
+from bench.pruner import Pruner, register_pruner
+
+
+class GRDA(torch.optim.Optimizer):
+    """gRDA optimizer. Per-group `c` and `mu`: a group with `c=0` is trained by plain dual
+    averaging (= SGD without momentum) and never thresholded (e.g. BN and biases)."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 0.01, c: float = 0.005, mu: float = 0.55) -> None:
+        _validate(lr, c, mu)
+        super().__init__(params, dict(lr=lr, c=c, mu=mu))
+        for group in self.param_groups:
+            _validate(group["lr"], group["c"], group["mu"])
+            group.setdefault("step", 0)  # n, shared by the group's parameters
+            group.setdefault("threshold", 0.0)  # L
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, c, mu = group["lr"], group["c"], group["mu"]
+            n = group["step"] = group["step"] + 1
+            group["threshold"] += c * lr ** (mu + 0.5) * (n**mu - (n - 1) ** mu)
+            accs = []
+            for p in params:
+                state = self.state[p]
+                if "accumulator" not in state:
+                    state["accumulator"] = p.detach().clone(memory_format=torch.preserve_format)
+                accs.append(state["accumulator"])
+            grads = [p.grad for p in params]
+            if params[0].is_sparse or any(g.is_sparse for g in grads):
+                raise RuntimeError("GRDA does not support sparse gradients")
+            torch._foreach_add_(accs, grads, alpha=-lr)
+            threshold = group["threshold"]
+            for p, a in zip(params, accs, strict=True):
+                torch._C._nn.softshrink(a, threshold, out=p)
+        return loss
+
+
+def _validate(lr: float, c: float, mu: float) -> None:
+    if not lr > 0:
+        raise ValueError(f"GRDA: lr must be > 0, got {lr}")
+    if not c >= 0:
+        raise ValueError(f"GRDA: c must be >= 0, got {c}")
+    if not 0 < mu < 1:
+        raise ValueError(f"GRDA: mu must be in (0, 1), got {mu}")
+
+
+@dataclass(frozen=True)
+class GRDAHparams:
+    c: float = hp(0.005, "l1 strength; sparsity grows with c (paper: 0 < c <= 0.005 at ImageNet scale)")
+    mu: float = hp(0.55, "threshold growth exponent, 0.5 < mu < 1 in theory; sparsity grows with mu")
+    prune_all: bool = hp(
+        True, "threshold every parameter, BN and biases included (the authors' setting); "
+        "false: only the prunable conv/linear weights, the rest get c=0"
+    )
+
+    def __post_init__(self) -> None:
+        if not self.c >= 0:
+            raise ValueError(f"c = {self.c!r}: must be >= 0")
+        if not 0 < self.mu < 1:
+            raise ValueError(f"mu = {self.mu!r}: must be in (0, 1)")
+
+
+@register_pruner("grda")
+class GRDAPruner(Pruner):
+    """gRDA: sparse training with an l1 proximal optimizer, no retraining (lr from the budget)."""
+
+    Hparams = GRDAHparams
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        hp = self.hp
+        if hp.prune_all:
+            groups = [{"params": list(model.parameters())}]
+        else:
+            weights = {id(m.weight) for _, m in self.prunable(model)}
+            params = list(model.parameters())
+            groups = [
+                {"params": [p for p in params if id(p) in weights]},
+                {"params": [p for p in params if id(p) not in weights], "c": 0.0},
+            ]
+        return GRDA(groups, lr=self.budget.lr, c=hp.c, mu=hp.mu)

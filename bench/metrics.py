@@ -1,0 +1,143 @@
+"""What a run measures: sparsity, FLOPs, memory, and provenance."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+# ------------------------------------------------------------------------------------ sparsity
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+@torch.no_grad()
+def sparsity_stats(model: nn.Module) -> dict[str, Any]:
+    """Zeros among conv/linear weights (`sparsity`) and among all parameters (`sparsity_all`, the
+    gRDA paper's measure), per layer, and the counts behind them."""
+    layer_zeros = {n: (int((m.weight == 0).sum()), m.weight.numel()) for n, m in weight_layers(model)}
+    w_zero = sum(z for z, _ in layer_zeros.values())
+    w_total = sum(t for _, t in layer_zeros.values())
+    all_nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
+    all_total = sum(p.numel() for p in model.parameters())
+    return {
+        "sparsity": w_zero / max(w_total, 1),
+        "sparsity_all": 1 - all_nonzero / max(all_total, 1),
+        "layer_sparsity": {n: z / t for n, (z, t) in layer_zeros.items()},
+        "nonzero_params": all_nonzero,
+        "total_params": all_total,
+    }
+
+
+# --------------------------------------------------------------------------------------- FLOPs
+
+
+@torch.no_grad()
+def flops(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> tuple[float, float]:
+    """(dense, sparse) multiply-accumulates of one forward pass of one example, from
+    torch-pruning's op counter; sparse weights each conv/linear layer's count by its density."""
+    was_training = model.training
+    model.eval()
+    example = torch.zeros((1, *input_shape), device=device)
+    dense, _, layer_macs, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
+    model.train(was_training)
+    sparse = float(dense)
+    for _, m in weight_layers(model):
+        macs = layer_macs.get(m, 0)
+        density = float(m.weight.count_nonzero()) / m.weight.numel()
+        sparse -= macs * (1 - density)
+    return float(dense), sparse
+
+
+# -------------------------------------------------------------------------------------- memory
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, extra: Iterable[torch.Tensor] = ()) -> int:
+    """Exact bytes of parameters, gradients, optimizer state and pruner state: the memory
+    comparison that holds on any machine."""
+    params = list(model.parameters())
+    grads = [p.grad for p in params if p.grad is not None]
+    opt_state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    return tensor_bytes(params) + tensor_bytes(grads) + tensor_bytes(opt_state) + tensor_bytes(extra)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start peak-memory tracking now (so that importing torch or loading data is not counted)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory(device: torch.device) -> int:
+    """CUDA: the allocator's max allocated bytes; CPU: the process's peak resident memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------- provenance
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": device_name(device),
+        "torch_version": torch.__version__,
+        "git_sha": git_sha(),
+        "slurm_job_id": slurm_job_id(),
+        "hostname": platform.node(),
+    }
+
+
+def slurm_job_id() -> str | None:
+    """`ARRAYJOB_TASK` inside an array task, the job id inside a plain job, None outside SLURM."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    return env.get("SLURM_JOB_ID")

@@ -1,0 +1,123 @@
+"""The Pruner protocol (every method, gRDA included, has this shape) and the `dense` reference.
+
+A pruner acts on training only through these hooks, called by `bench.train` in this order:
+
+    model = pruner.prepare(model)              once, before the optimizer (e.g. reparameterize)
+    opt = pruner.make_optimizer(model)         once
+    per step:  loss = task_loss + pruner.regularizer(model)
+               loss.backward(); pruner.after_backward(step)
+               opt.step();      pruner.after_step(step)
+    per epoch: pruner.end_epoch(epoch)
+    eval:      pruner.finalize(model) -> the model to evaluate and count (effective weights)
+
+`finalize` must not disturb training (it is also called at every epoch's evaluation): return
+`model` itself or a copy. Hyperparameters live in a frozen dataclass `Hparams` whose fields carry
+help text; a pruner registers with `@register_pruner("name")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bench.config import Budget
+from bench.registry import PRUNERS
+
+
+@dataclass(frozen=True)
+class NoHparams:
+    """This pruner has no hyperparameters."""
+
+
+def register_pruner(name: str):
+    def wrap(cls: type[Pruner]) -> type[Pruner]:
+        cls.name = name
+        return PRUNERS.register(name, cls)
+
+    return wrap
+
+
+def prunable_parameters(model: nn.Module, include_first_last: bool = True) -> list[tuple[str, nn.Module]]:
+    """(qualified name, module) of every conv/linear layer whose weight may be pruned, in order.
+
+    Reparameterized layers (torch.nn.utils.parametrize) count like plain ones.
+    """
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if not include_first_last and len(layers) > 2:
+        layers = layers[1:-1]
+    return layers
+
+
+class Pruner:
+    """Base class: dense SGD training with no-op hooks. Subclasses override what they need."""
+
+    name: ClassVar[str] = ""
+    Hparams: ClassVar[type] = NoHparams
+
+    def __init__(self, hparams: Any, budget: Budget) -> None:
+        self.hp = hparams
+        self.budget = budget
+        self.total_steps = 0  # set by the trainer before `prepare`
+        self.steps_per_epoch = 0
+
+    # -- hooks -------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.model = model
+        return model
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=self.budget.lr,
+            momentum=self.budget.momentum,
+            weight_decay=self.budget.weight_decay,
+            foreach=True,
+        )
+
+    def regularizer(self, model: nn.Module) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, step: int) -> None:
+        pass
+
+    def after_step(self, step: int) -> None:
+        pass
+
+    def end_epoch(self, epoch: int) -> None:
+        pass
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        return model
+
+    # -- state (checkpointed with the run) ----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_tensors(self) -> Iterator[torch.Tensor]:
+        """Tensors the pruner keeps besides the model and optimizer (masks...), for state_bytes."""
+        return iter(())
+
+    # -- helpers ------------------------------------------------------------------------------
+    def prunable(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return prunable_parameters(model, self.budget.prune_first_last)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, help) of every hyperparameter."""
+        return [
+            (f.name, f.default, f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls.Hparams)
+        ]
+
+
+@register_pruner("dense")
+class Dense(Pruner):
+    """Plain SGD with the budget's momentum and weight decay: the reference row."""

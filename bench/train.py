@@ -1,0 +1,300 @@
+"""One run under the shared budget: build, train, checkpoint every epoch, measure, record.
+
+`run(config, out)` is a plain, picklable function (a submitit job calls it). Its folder
+`out/<run_id>/` holds config.json, history.csv, checkpoint.pt and, when done, result.json.
+Calling it again on the same folder resumes from the last checkpoint, or returns the finished
+result; a resumed run ends with exactly the result of an uninterrupted one, because the
+batches are a function of (seed, epoch) and the RNG state is checkpointed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+import traceback
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench import metrics
+from bench.config import Budget, RunConfig, build_dataclass
+from bench.data import Data
+from bench.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
+from bench.registry import DATASETS, MODELS, PRUNERS
+
+FINISHED = ("ok", "diverged")
+STEP_TIME_WINDOW = 2000  # step times kept for the median (the most recent ones)
+
+
+def lr_factor(budget: Budget, progress: float) -> float:
+    """The lr multiplier at `progress` (fraction of the budget's steps done, in [0, 1])."""
+    s = budget.lr_schedule
+    if s == "constant":
+        return 1.0
+    if s == "step":
+        return budget.lr_gamma ** sum(progress >= m for m in budget.lr_milestones)
+    if s == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if s == "cifar":  # gRDA authors' CIFAR scripts: constant to 50%, linear to 1% at 90%, held
+        if progress < 0.5:
+            return 1.0
+        return 1.0 - 0.99 * min((progress - 0.5) / 0.4, 1.0)
+    raise ValueError(f"unknown lr_schedule {s!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_hparams(config: RunConfig) -> RunConfig:
+    """Validate the pruner's hyperparameters and fill in the defaults (raises ConfigError)."""
+    import dataclasses
+
+    cls = PRUNERS.get(config.pruner, "pruner")
+    hp = build_dataclass(cls.Hparams, config.hparams, f"pruners.{config.pruner}")
+    return dataclasses.replace(config, hparams=dataclasses.asdict(hp))
+
+
+def check_config(config: RunConfig) -> RunConfig:
+    """Everything that can be checked without loading data or training: names, hyperparameters,
+    model/dataset fit. Returns the config with resolved hyperparameters."""
+    config = resolve_hparams(config)
+    model = MODELS.get(config.model, "model")
+    dataset = DATASETS.get(config.dataset, "dataset")
+    if dataset.input_shape is not None:
+        model.check_fits(config.dataset, dataset.input_shape, dataset.num_classes)
+    return config
+
+
+def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str, Any]:
+    """Train (or resume, or return the finished result of) one run; returns the result record."""
+    config = check_config(config)
+    run_dir = Path(out) / config.run_id
+    done = read_json(run_dir / "result.json")
+    if done is not None and done.get("status") in FINISHED:
+        return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {**config.to_dict(), "run_id": config.run_id,
+                                          "config_hash": config.config_hash})
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        return Trainer(config, run_dir, progress).fit(started)
+    except Exception as e:
+        write_text(run_dir / "traceback.txt", traceback.format_exc())
+        write_json(run_dir / "result.json", {
+            **_identity(config), "status": "failed", "error": f"{type(e).__name__}: {e}",
+            "started_at": started, "finished_at": _now(), **metrics.provenance(resolve_device(config.device)),
+        })
+        raise
+
+
+def _identity(config: RunConfig) -> dict[str, Any]:
+    return {
+        "run_id": config.run_id, "config_hash": config.config_hash, "pruner": config.pruner,
+        "model": config.model, "dataset": config.dataset, "seed": config.seed,
+        "hparams": config.hparams, "budget": config.to_dict()["budget"],
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run_dir: Path, progress: bool) -> None:
+        self.config, self.run_dir, self.progress = config, run_dir, progress
+        self.budget = b = config.budget
+        self.device = resolve_device(config.device)
+        model_info = MODELS.get(config.model)
+        self.data: Data = DATASETS.get(config.dataset).load(
+            config.data_dir or "data", self.device, b.augment, model_info.input_shapes[0],
+            (model_info.classes or (10,))[0],
+        )
+        model_info.check_fits(config.dataset, self.data.input_shape, self.data.num_classes)
+        torch.manual_seed(config.seed)
+        model = model_info.build(self.data.num_classes).to(self.device)
+        self.flops_dense, _ = metrics.flops(model, self.data.input_shape, self.device)
+
+        pruner_cls = PRUNERS.get(config.pruner)
+        self.pruner = pruner_cls(pruner_cls.Hparams(**config.hparams), b)
+        self.steps_per_epoch = math.ceil(self.data.num_train / b.batch_size)
+        self.total_steps = b.epochs * self.steps_per_epoch
+        if b.max_steps:
+            self.total_steps = min(self.total_steps, b.max_steps)
+        self.pruner.total_steps, self.pruner.steps_per_epoch = self.total_steps, self.steps_per_epoch
+        self.model = self.pruner.prepare(model)
+        self.optimizer = self.pruner.make_optimizer(self.model)
+
+        self.epoch, self.step, self.samples, self.train_time = 0, 0, 0, 0.0
+        self.history: list[dict[str, Any]] = []
+        self.step_times: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
+
+    # -- checkpoint -------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def save(self) -> None:
+        save_checkpoint(self.checkpoint_path, {
+            "config_hash": self.config.config_hash,
+            "epoch": self.epoch, "step": self.step, "samples": self.samples,
+            "train_time": self.train_time, "step_times": list(self.step_times),
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "pruner": self.pruner.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+        })
+
+    def resume(self) -> bool:
+        ckpt = load_checkpoint(self.checkpoint_path)
+        if ckpt is None or ckpt.get("config_hash") != self.config.config_hash:
+            return False
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.pruner.load_state_dict(ckpt["pruner"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if self.device.type == "cuda" and ckpt["rng_cuda"]:
+            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        self.epoch, self.step, self.samples = ckpt["epoch"], ckpt["step"], ckpt["samples"]
+        self.train_time, self.history = ckpt["train_time"], ckpt["history"]
+        self.step_times.extend(ckpt["step_times"])
+        return True
+
+    # -- loop -------------------------------------------------------------------------------
+    def set_lr(self) -> float:
+        lr = self.budget.lr * lr_factor(self.budget, self.step / self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_epoch(self) -> float:
+        """One epoch (or what is left of the step budget); returns the mean task loss."""
+        model, opt, pruner, dev = self.model, self.optimizer, self.pruner, self.device
+        model.train()
+        loss_sum = torch.zeros((), device=dev)
+        n = 0
+        cuda = dev.type == "cuda"
+        events: list[tuple[Any, Any]] = []
+        metrics.synchronize(dev)
+        t_epoch = time.perf_counter()
+        for x, y in self.data.train_batches(self.budget.batch_size, self.epoch, self.config.seed):
+            if self.step >= self.total_steps:
+                break
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            else:
+                t0 = time.perf_counter()
+            self.set_lr()
+            loss = F.cross_entropy(model(x), y)
+            reg = pruner.regularizer(model)
+            opt.zero_grad(set_to_none=True)
+            (loss if reg is None else loss + reg).backward()
+            pruner.after_backward(self.step)
+            opt.step()
+            pruner.after_step(self.step)
+            if cuda:
+                end.record()
+                events.append((start, end))
+            else:
+                self.step_times.append((time.perf_counter() - t0) * 1e3)
+            loss_sum += loss.detach()
+            n += 1
+            self.step += 1
+            self.samples += len(y)
+        metrics.synchronize(dev)
+        self.train_time += time.perf_counter() - t_epoch
+        self.step_times.extend(s.elapsed_time(e) for s, e in events)
+        return (loss_sum / max(n, 1)).item()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> tuple[float, float]:
+        model.eval()
+        correct1 = correct5 = total = 0
+        k = min(5, self.data.num_classes)
+        for x, y in self.data.test_batches(max(self.budget.batch_size, 256)):
+            top = model(x).topk(k, dim=1).indices
+            correct1 += int((top[:, 0] == y).sum())
+            correct5 += int((top == y[:, None]).any(dim=1).sum())
+            total += len(y)
+        self.model.train()
+        return correct1 / total, correct5 / total
+
+    def fit(self, started: str) -> dict[str, Any]:
+        resumed = self.resume()
+        metrics.reset_peak_memory(self.device)
+        status, diverged_epoch = "ok", None
+        epochs = self.budget.epochs
+        bar = tqdm(total=epochs, initial=self.epoch, disable=not self.progress, unit="epoch",
+                   desc=self.config.run_id, leave=True)
+        while self.epoch < epochs and self.step < self.total_steps:
+            loss = self.train_epoch()
+            self.pruner.end_epoch(self.epoch)
+            if not math.isfinite(loss):
+                status, diverged_epoch = "diverged", self.epoch
+                self.history.append(self._epoch_row(loss, None, None))
+                self.epoch += 1
+                break
+            evaluated = self.pruner.finalize(self.model)
+            top1, _ = self.evaluate(evaluated)
+            self.history.append(self._epoch_row(loss, top1, metrics.sparsity_stats(evaluated)["sparsity"]))
+            self.epoch += 1
+            self.save()
+            self._write_history()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", top1=f"{top1:.3f}", sparsity=f"{self.history[-1]['sparsity']:.3f}")
+        bar.close()
+        self._write_history()
+        return self._record(status, diverged_epoch, started, resumed)
+
+    def _epoch_row(self, loss: float, top1: float | None, sparsity: float | None) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "loss": loss, "top1": top1,
+                "sparsity": sparsity, "lr": self.optimizer.param_groups[0]["lr"],
+                "elapsed_s": self.train_time}
+
+    def _write_history(self) -> None:
+        if not self.history:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(self.history[0]))
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text(self.run_dir / "history.csv", buf.getvalue())
+
+    def _record(self, status: str, diverged_epoch: int | None, started: str, resumed: bool) -> dict[str, Any]:
+        record: dict[str, Any] = {**_identity(self.config), "status": status}
+        if status == "diverged":
+            record["diverged_epoch"] = diverged_epoch
+        final = self.pruner.finalize(self.model)
+        if status == "ok":
+            record["top1"], record["top5"] = self.evaluate(final)
+        else:
+            record["top1"] = record["top5"] = None
+        record.update(metrics.sparsity_stats(final))
+        record["flops_dense"] = self.flops_dense
+        _, record["flops_sparse"] = metrics.flops(final, self.data.input_shape, self.device)
+        record.update({
+            "epochs_completed": self.epoch, "steps": self.step, "samples_seen": self.samples,
+            "train_time_s": self.train_time,
+            "step_time_ms": median(self.step_times) if self.step_times else None,
+            "peak_memory_bytes": metrics.peak_memory(self.device),
+            "state_bytes": metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
+            "resumed": resumed,
+            **metrics.provenance(self.device),
+            "started_at": started, "finished_at": _now(),
+        })
+        write_json(self.run_dir / "result.json", record)
+        return record
