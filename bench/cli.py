@@ -33,16 +33,25 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) 
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
-        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+        choices = (
+            typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+        )
         group.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar=f.name.upper(),
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
             help=f"{f.metadata.get('help', '')} (default: {default}"
-                 + (f"; choices: {', '.join(choices)})" if choices else ")"),
+            + (f"; choices: {', '.join(choices)})" if choices else ")"),
         )
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, where: str) -> Any:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
     return build_dataclass(cls, values, where)
 
 
@@ -61,8 +70,14 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pruner", default="dense", help="pruner name (see `bench list`)")
     parser.add_argument("--model", default="mlp", help="model name (see `bench list`)")
     parser.add_argument("--dataset", default="digits", help="dataset name (see `bench list`)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="a pruner hyperparameter, repeatable (e.g. --set c=0.02 --set mu=0.6)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a pruner hyperparameter, repeatable (e.g. --set c=0.02 --set mu=0.6)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -74,8 +89,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     from bench.train import check_config
 
     config = RunConfig(
-        pruner=args.pruner, model=args.model, dataset=args.dataset, hparams=parse_sets(args.sets),
-        budget=dataclass_from_args(Budget, args, "budget"), seed=args.seed, data_dir=args.data_dir,
+        pruner=args.pruner,
+        model=args.model,
+        dataset=args.dataset,
+        hparams=parse_sets(args.sets),
+        budget=dataclass_from_args(Budget, args, "budget"),
+        seed=args.seed,
+        data_dir=args.data_dir,
         device=args.device,
     )
     return check_config(config)
@@ -89,8 +109,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     result = run(config, args.out, progress=not args.quiet)
-    keys = ("run_id", "status", "top1", "sparsity", "sparsity_all", "flops_dense", "flops_sparse",
-            "train_time_s", "step_time_ms", "peak_memory_bytes", "state_bytes")
+    keys = (
+        "run_id",
+        "status",
+        "top1",
+        "sparsity",
+        "sparsity_all",
+        "flops_dense",
+        "flops_sparse",
+        "train_time_s",
+        "step_time_ms",
+        "peak_memory_bytes",
+        "state_bytes",
+    )
     print(json.dumps({k: result.get(k) for k in keys}, indent=2))
     print(f"run folder: {args.out.rstrip('/')}/{result['run_id']}", file=sys.stderr)
     return 0 if result["status"] == "ok" else 1
@@ -101,23 +132,28 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("pruners (hyperparameters: default, help):")
     for name, cls in PRUNERS.items():
-        print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {name:<12} {_first_line(cls.__doc__)}")
         for field, default, help_ in cls.describe():
             print(f"      {field} = {default!r}: {help_}")
     print("\nmodels (input shapes, classes):")
     for name, info in MODELS.items():
         classes = "any" if info.classes is None else "/".join(map(str, info.classes))
         shapes = " | ".join("x".join(map(str, s)) for s in info.input_shapes)
-        print(f"  {name:<16} {shapes:<12} classes {classes:<5} {info.description.splitlines()[0] if info.description else ''}")
+        print(f"  {name:<16} {shapes:<12} classes {classes:<5} {_first_line(info.description)}")
     print("\ndatasets (input shape, classes):")
     for name, info in DATASETS.items():
         shape = "x".join(map(str, info.input_shape)) if info.input_shape else "model's"
         where = " [on disk under --data-dir]" if info.on_disk else ""
-        print(f"  {name:<12} {shape:<10} {info.num_classes or 'model':<6} {info.description.splitlines()[0] if info.description else ''}{where}")
+        classes = info.num_classes or "model"
+        print(f"  {name:<12} {shape:<10} {classes:<6} {_first_line(info.description)}{where}")
     print("\nbudget (shared; flags of `bench run`):")
     for f in dataclasses.fields(Budget):
         print(f"  --{f.name.replace('_', '-'):<18} {f.default!r}: {f.metadata.get('help', '')}")
     return 0
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().split("\n", 1)[0]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,10 +52,18 @@ class Budget:
         _check(self.max_steps >= 0, "budget.max_steps", self.max_steps, "must be >= 0")
         _check(self.batch_size > 0, "budget.batch_size", self.batch_size, "must be > 0")
         _check(self.lr > 0, "budget.lr", self.lr, "must be > 0")
-        _check(self.lr_schedule in LR_SCHEDULES, "budget.lr_schedule", self.lr_schedule,
-               f"valid choices: {', '.join(LR_SCHEDULES)}")
-        _check(all(0 < m < 1 for m in self.lr_milestones), "budget.lr_milestones",
-               self.lr_milestones, "each must be in (0, 1)")
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            "budget.lr_schedule",
+            self.lr_schedule,
+            f"valid choices: {', '.join(LR_SCHEDULES)}",
+        )
+        _check(
+            all(0 < m < 1 for m in self.lr_milestones),
+            "budget.lr_milestones",
+            self.lr_milestones,
+            "each must be in (0, 1)",
+        )
         _check(0 < self.lr_gamma <= 1, "budget.lr_gamma", self.lr_gamma, "must be in (0, 1]")
         _check(0 <= self.momentum < 1, "budget.momentum", self.momentum, "must be in [0, 1)")
         _check(self.weight_decay >= 0, "budget.weight_decay", self.weight_decay, "must be >= 0")

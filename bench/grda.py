@@ -83,8 +83,9 @@ class GRDAHparams:
     c: float = hp(0.005, "l1 strength; sparsity grows with c (paper: 0 < c <= 0.005 at ImageNet scale)")
     mu: float = hp(0.55, "threshold growth exponent, 0.5 < mu < 1 in theory; sparsity grows with mu")
     prune_all: bool = hp(
-        True, "threshold every parameter, BN and biases included (the authors' setting); "
-        "false: only the prunable conv/linear weights, the rest get c=0"
+        True,
+        "threshold every parameter, BN and biases included (the authors' setting); "
+        "false: only the prunable conv/linear weights, the rest get c=0",
     )
 
     def __post_init__(self) -> None:

@@ -41,9 +41,11 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def write_json(path: str | Path, obj: Any) -> Any:
+    """Write `obj` as JSON; returns what a reader will get back (tuples as lists, NaN as None)."""
     data = json.dumps(_json_safe(obj), indent=2, sort_keys=True, default=str).encode()
     atomic_write(path, lambda f: f.write(data))
+    return json.loads(data)
 
 
 def write_text(path: str | Path, text: str) -> None:

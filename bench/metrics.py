@@ -65,7 +65,9 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, extra: Iterable[torch.Tensor] = ()) -> int:
+def state_bytes(
+    model: nn.Module, optimizer: torch.optim.Optimizer, extra: Iterable[torch.Tensor] = ()
+) -> int:
     """Exact bytes of parameters, gradients, optimizer state and pruner state: the memory
     comparison that holds on any machine."""
     params = list(model.parameters())

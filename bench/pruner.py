@@ -112,10 +112,7 @@ class Pruner:
     @classmethod
     def describe(cls) -> list[tuple[str, Any, str]]:
         """(name, default, help) of every hyperparameter."""
-        return [
-            (f.name, f.default, f.metadata.get("help", ""))
-            for f in dataclasses.fields(cls.Hparams)
-        ]
+        return [(f.name, f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls.Hparams)]
 
 
 @register_pruner("dense")

@@ -85,25 +85,39 @@ def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str,
     if done is not None and done.get("status") in FINISHED:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {**config.to_dict(), "run_id": config.run_id,
-                                          "config_hash": config.config_hash})
+    write_json(
+        run_dir / "config.json",
+        {**config.to_dict(), "run_id": config.run_id, "config_hash": config.config_hash},
+    )
     started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         return Trainer(config, run_dir, progress).fit(started)
     except Exception as e:
         write_text(run_dir / "traceback.txt", traceback.format_exc())
-        write_json(run_dir / "result.json", {
-            **_identity(config), "status": "failed", "error": f"{type(e).__name__}: {e}",
-            "started_at": started, "finished_at": _now(), **metrics.provenance(resolve_device(config.device)),
-        })
+        write_json(
+            run_dir / "result.json",
+            {
+                **_identity(config),
+                "status": "failed",
+                "error": f"{type(e).__name__}: {e}",
+                "started_at": started,
+                "finished_at": _now(),
+                **metrics.provenance(resolve_device(config.device)),
+            },
+        )
         raise
 
 
 def _identity(config: RunConfig) -> dict[str, Any]:
     return {
-        "run_id": config.run_id, "config_hash": config.config_hash, "pruner": config.pruner,
-        "model": config.model, "dataset": config.dataset, "seed": config.seed,
-        "hparams": config.hparams, "budget": config.to_dict()["budget"],
+        "run_id": config.run_id,
+        "config_hash": config.config_hash,
+        "pruner": config.pruner,
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "hparams": config.hparams,
+        "budget": config.to_dict()["budget"],
     }
 
 
@@ -118,7 +132,10 @@ class Trainer:
         self.device = resolve_device(config.device)
         model_info = MODELS.get(config.model)
         self.data: Data = DATASETS.get(config.dataset).load(
-            config.data_dir or "data", self.device, b.augment, model_info.input_shapes[0],
+            config.data_dir or "data",
+            self.device,
+            b.augment,
+            model_info.input_shapes[0],
             (model_info.classes or (10,))[0],
         )
         model_info.check_fits(config.dataset, self.data.input_shape, self.data.num_classes)
@@ -146,17 +163,23 @@ class Trainer:
         return self.run_dir / "checkpoint.pt"
 
     def save(self) -> None:
-        save_checkpoint(self.checkpoint_path, {
-            "config_hash": self.config.config_hash,
-            "epoch": self.epoch, "step": self.step, "samples": self.samples,
-            "train_time": self.train_time, "step_times": list(self.step_times),
-            "history": self.history,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "pruner": self.pruner.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-        })
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "config_hash": self.config.config_hash,
+                "epoch": self.epoch,
+                "step": self.step,
+                "samples": self.samples,
+                "train_time": self.train_time,
+                "step_times": list(self.step_times),
+                "history": self.history,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "pruner": self.pruner.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
+        )
 
     def resume(self) -> bool:
         ckpt = load_checkpoint(self.checkpoint_path)
@@ -238,8 +261,14 @@ class Trainer:
         metrics.reset_peak_memory(self.device)
         status, diverged_epoch = "ok", None
         epochs = self.budget.epochs
-        bar = tqdm(total=epochs, initial=self.epoch, disable=not self.progress, unit="epoch",
-                   desc=self.config.run_id, leave=True)
+        bar = tqdm(
+            total=epochs,
+            initial=self.epoch,
+            disable=not self.progress,
+            unit="epoch",
+            desc=self.config.run_id,
+            leave=True,
+        )
         while self.epoch < epochs and self.step < self.total_steps:
             loss = self.train_epoch()
             self.pruner.end_epoch(self.epoch)
@@ -255,15 +284,23 @@ class Trainer:
             self.save()
             self._write_history()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", top1=f"{top1:.3f}", sparsity=f"{self.history[-1]['sparsity']:.3f}")
+            bar.set_postfix(
+                loss=f"{loss:.3f}", top1=f"{top1:.3f}", sparsity=f"{self.history[-1]['sparsity']:.3f}"
+            )
         bar.close()
         self._write_history()
         return self._record(status, diverged_epoch, started, resumed)
 
     def _epoch_row(self, loss: float, top1: float | None, sparsity: float | None) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "loss": loss, "top1": top1,
-                "sparsity": sparsity, "lr": self.optimizer.param_groups[0]["lr"],
-                "elapsed_s": self.train_time}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss": loss,
+            "top1": top1,
+            "sparsity": sparsity,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "elapsed_s": self.train_time,
+        }
 
     def _write_history(self) -> None:
         if not self.history:
@@ -286,15 +323,19 @@ class Trainer:
         record.update(metrics.sparsity_stats(final))
         record["flops_dense"] = self.flops_dense
         _, record["flops_sparse"] = metrics.flops(final, self.data.input_shape, self.device)
-        record.update({
-            "epochs_completed": self.epoch, "steps": self.step, "samples_seen": self.samples,
-            "train_time_s": self.train_time,
-            "step_time_ms": median(self.step_times) if self.step_times else None,
-            "peak_memory_bytes": metrics.peak_memory(self.device),
-            "state_bytes": metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
-            "resumed": resumed,
-            **metrics.provenance(self.device),
-            "started_at": started, "finished_at": _now(),
-        })
-        write_json(self.run_dir / "result.json", record)
-        return record
+        record.update(
+            {
+                "epochs_completed": self.epoch,
+                "steps": self.step,
+                "samples_seen": self.samples,
+                "train_time_s": self.train_time,
+                "step_time_ms": median(self.step_times) if self.step_times else None,
+                "peak_memory_bytes": metrics.peak_memory(self.device),
+                "state_bytes": metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
+                "resumed": resumed,
+                **metrics.provenance(self.device),
+                "started_at": started,
+                "finished_at": _now(),
+            }
+        )
+        return write_json(self.run_dir / "result.json", record)

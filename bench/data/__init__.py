@@ -45,7 +45,9 @@ class DatasetInfo:
     on_disk: bool = False  # needs files under --data-dir
 
 
-def register_dataset(name: str, input_shape: tuple[int, ...] | None, num_classes: int | None, on_disk: bool = False):
+def register_dataset(
+    name: str, input_shape: tuple[int, ...] | None, num_classes: int | None, on_disk: bool = False
+):
     def wrap(load: Callable[..., Data]) -> Callable[..., Data]:
         DATASETS.register(
             name, DatasetInfo(name, load, input_shape, num_classes, (load.__doc__ or "").strip(), on_disk)
@@ -128,7 +130,7 @@ def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor
     dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=g)
     dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=g)
     flip = torch.rand(n, device=x.device, generator=g) < 0.5
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
     cols = torch.arange(w, device=x.device)[None, :].expand(n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # (n, w)
     idx_n = torch.arange(n, device=x.device)[:, None, None, None]

@@ -55,12 +55,12 @@ def load_imagenet(root: str, device: torch.device, augment: bool, *_: object,
     """ImageNet from <data dir>/imagenet/{train,val}/<class>/; random-resized crop 224 + flip."""
     folder = os.path.join(root, "imagenet")
     norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    val_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm])
+    to_tensor = [transforms.ToTensor(), norm]
+    val_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), *to_tensor])
     train_tf = val_tf
     if augment:
-        train_tf = transforms.Compose(
-            [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]
-        )
+        crop_flip = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+        train_tf = transforms.Compose([*crop_flip, *to_tensor])
     split = {}
     for name, tf in (("train", train_tf), ("val", val_tf)):
         try:

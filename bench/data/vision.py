@@ -43,7 +43,8 @@ def load_mnist(root: str, device: torch.device, augment: bool, *_: object) -> Te
     try:
         train, test = cls(root, train=True), cls(root, train=False)
     except RuntimeError as e:  # torchvision's "Dataset not found": it only checks the files exist
-        raise missing_files_error("mnist", os.path.join(root, "MNIST", "raw"), _torchvision_how(cls, root)) from e
+        path = os.path.join(root, "MNIST", "raw")
+        raise missing_files_error("mnist", path, _torchvision_how(cls, root)) from e
     return TensorData(
         train.data.unsqueeze(1).to(device), train.targets.to(device),
         test.data.unsqueeze(1).to(device), test.targets.to(device),
@@ -63,7 +64,10 @@ def _read_cifar(cls: type, name: str, root: str) -> tuple[torch.Tensor, ...]:
     train_files, test_files = [f for f, _ in cls.train_list], [f for f, _ in cls.test_list]
     missing = [f for f in train_files + test_files if not os.path.isfile(os.path.join(folder, f))]
     if missing:
-        raise missing_files_error(name, folder, f"{_torchvision_how(cls, root)} (missing: {', '.join(missing)})")
+        how = _torchvision_how(cls, root)
+        if len(missing) < len(train_files + test_files):
+            how += f" (missing: {', '.join(missing)})"
+        raise missing_files_error(name, folder, how)
 
     def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -86,13 +90,15 @@ def _load_cifar(cls: type, name: str, num_classes: int, mean: tuple[float, ...],
 
 @register_dataset("cifar10", input_shape=(3, 32, 32), num_classes=10, on_disk=True)
 def load_cifar10(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
-    """CIFAR-10 (50k/10k 32x32 colour, 10 classes) from <data dir>/cifar-10-batches-py; pad-4 crop + flip."""
-    return _load_cifar(torchvision.datasets.CIFAR10, "cifar10", 10, CIFAR10_MEAN, CIFAR10_STD, root, device, augment)
+    """CIFAR-10 (50k/10k 32x32 colour, 10 classes) from <data dir>/cifar-10-batches-py; crop + flip."""
+    return _load_cifar(
+        torchvision.datasets.CIFAR10, "cifar10", 10, CIFAR10_MEAN, CIFAR10_STD, root, device, augment
+    )
 
 
 @register_dataset("cifar100", input_shape=(3, 32, 32), num_classes=100, on_disk=True)
 def load_cifar100(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
-    """CIFAR-100 (50k/10k 32x32 colour, 100 fine classes) from <data dir>/cifar-100-python; pad-4 crop + flip."""
+    """CIFAR-100 (50k/10k 32x32 colour, 100 fine classes) from <data dir>/cifar-100-python; crop + flip."""
     return _load_cifar(
         torchvision.datasets.CIFAR100, "cifar100", 100, CIFAR100_MEAN, CIFAR100_STD, root, device, augment
     )

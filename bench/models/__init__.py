@@ -34,7 +34,9 @@ class ModelInfo:
             )
 
 
-def register_model(name: str, input_shapes: tuple[tuple[int, ...], ...], classes: tuple[int, ...] | None = None):
+def register_model(
+    name: str, input_shapes: tuple[tuple[int, ...], ...], classes: tuple[int, ...] | None = None
+):
     def wrap(build: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
         MODELS.register(name, ModelInfo(name, build, input_shapes, classes, (build.__doc__ or "").strip()))
         return build

@@ -7,7 +7,9 @@ from torch import nn
 from bench.models import register_model
 
 # VGG configuration "D"; "M" is a 2x2 max pool. Five pools take 32x32 down to 1x1x512.
-_CFG_D: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+_CFG_D: list[int | str] = [
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+]
 
 
 def _features(batch_norm: bool) -> nn.Sequential:

@@ -46,7 +46,7 @@ class WideResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         blocks: list[nn.Module] = []
         in_planes = widths[0]
-        for planes, stride in zip(widths[1:], (1, 2, 2)):
+        for planes, stride in zip(widths[1:], (1, 2, 2), strict=True):
             for i in range(n):
                 blocks.append(WideBasic(in_planes, planes, stride if i == 0 else 1, dropout))
                 in_planes = planes

@@ -1,0 +1,146 @@
+"""gRDA against its closed form (constant lr) and accumulation form (any schedule), its state
+round-trip, and its input checks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.grda import GRDA
+
+
+def soft_threshold(a: torch.Tensor, L: float) -> torch.Tensor:
+    return torch.sign(a) * torch.clamp(a.abs() - L, min=0)
+
+
+def params(seed: int = 0) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(shape, generator=g)) for shape in [(7, 5), (5,), (3, 2, 3, 3)]]
+
+
+def feed(ps, opt, n, seed=1, sched=None):
+    """Run n steps with given random gradients; returns the gradients and lrs used."""
+    g = torch.Generator().manual_seed(seed)
+    grads, lrs = [], []
+    for _ in range(n):
+        gs = [torch.randn(p.shape, generator=g) for p in ps]
+        for p, gr in zip(ps, gs, strict=True):
+            p.grad = gr.clone()
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None:
+            sched.step()
+        grads.append(gs)
+    return grads, lrs
+
+
+@pytest.mark.parametrize("c,mu,lr", [(0.5, 0.6, 0.1), (0.2, 0.51, 0.05), (1.0, 0.9, 0.3)])
+def test_constant_lr_matches_closed_form(c, mu, lr):
+    ps = params()
+    w0 = [p.detach().clone() for p in ps]
+    opt = GRDA(ps, lr=lr, c=c, mu=mu)
+    n = 25
+    grads, _ = feed(ps, opt, n)
+    L = c * lr**0.5 * (n * lr) ** mu  # closed form L_n = c sqrt(lr) (n lr)^mu
+    for i, p in enumerate(ps):
+        a = w0[i] - lr * sum(g[i] for g in grads)
+        torch.testing.assert_close(p.detach(), soft_threshold(a, L), rtol=1e-5, atol=1e-6)
+    assert opt.param_groups[0]["threshold"] == pytest.approx(L, rel=1e-12)
+    assert any((p == 0).any() for p in ps), "the threshold should have zeroed some weights"
+
+
+def test_step_schedule_matches_accumulation_form():
+    ps = params()
+    w0 = [p.detach().clone() for p in ps]
+    c, mu = 0.3, 0.6
+    opt = GRDA(ps, lr=0.2, c=c, mu=mu)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.1)
+    grads, lrs = feed(ps, opt, 20, sched=sched)
+    assert len(set(lrs)) == 3, "the schedule should have changed lr twice"
+    L = sum(c * lr ** (mu + 0.5) * (k**mu - (k - 1) ** mu) for k, lr in enumerate(lrs, start=1))
+    for i, p in enumerate(ps):
+        a = w0[i] - sum(lr * g[i] for lr, g in zip(lrs, grads, strict=True))
+        torch.testing.assert_close(p.detach(), soft_threshold(a, L), rtol=1e-5, atol=1e-6)
+
+
+def test_state_dict_round_trip_is_bit_identical():
+    ps = params()
+    opt = GRDA(ps, lr=0.1, c=0.4, mu=0.55)
+    feed(ps, opt, 5, seed=1)
+    saved_params = [p.detach().clone() for p in ps]
+    saved_state = copy.deepcopy(opt.state_dict())
+
+    feed(ps, opt, 5, seed=2)  # uninterrupted continuation
+
+    resumed = [torch.nn.Parameter(p.clone()) for p in saved_params]
+    opt2 = GRDA(resumed, lr=0.1, c=0.4, mu=0.55)
+    opt2.load_state_dict(saved_state)
+    feed(resumed, opt2, 5, seed=2)
+    for p, q in zip(ps, resumed, strict=True):
+        assert torch.equal(p, q)
+    assert opt2.param_groups[0]["step"] == 10
+
+
+def test_one_state_tensor_per_parameter_and_sgd_sized():
+    ps = params()
+    opt = GRDA(ps, lr=0.1, c=0.1, mu=0.6)
+    feed(ps, opt, 2)
+    for p in ps:
+        tensors = [v for v in opt.state[p].values() if torch.is_tensor(v)]
+        assert len(tensors) == 1 and tensors[0].shape == p.shape
+    # the scalars are Python numbers in the group: no device tensor, no host sync
+    assert isinstance(opt.param_groups[0]["threshold"], float)
+    assert isinstance(opt.param_groups[0]["step"], int)
+
+
+def test_group_with_c_zero_is_plain_dual_averaging():
+    ps = params()
+    w0 = [p.detach().clone() for p in ps]
+    opt = GRDA([{"params": ps[:1]}, {"params": ps[1:], "c": 0.0}], lr=0.1, c=50.0, mu=0.6)
+    grads, _ = feed(ps, opt, 10)
+    assert (ps[0] == 0).all(), "a huge c zeroes the thresholded group"
+    for i in (1, 2):  # unthresholded: w = w0 - lr * sum g  (= SGD without momentum)
+        torch.testing.assert_close(ps[i].detach(), w0[i] - 0.1 * sum(g[i] for g in grads))
+
+
+def test_trains_a_model_to_sparsity():
+    torch.manual_seed(0)
+    x = torch.randn(256, 20)
+    y = (x[:, :3].sum(1) > 0).long()  # only 3 of 20 features matter
+    model = torch.nn.Linear(20, 2)
+    opt = GRDA(model.parameters(), lr=0.1, c=0.3, mu=0.6)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    acc = (model(x).argmax(1) == y).float().mean()
+    assert acc > 0.9
+    zero_frac_irrelevant = (model.weight[:, 3:] == 0).float().mean()
+    assert zero_frac_irrelevant > 0.8  # l1 removes the irrelevant features
+    assert (model.weight[:, :3] != 0).all()  # and keeps the relevant ones
+
+
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        ({"lr": 0}, "lr"),
+        ({"lr": -1}, "lr"),
+        ({"c": -0.1}, "c"),
+        ({"mu": 0}, "mu"),
+        ({"mu": 1}, "mu"),
+        ({"mu": 1.5}, "mu"),
+    ],
+)
+def test_bad_values_raise_naming_the_field(kw, field):
+    args = {"lr": 0.1, "c": 0.01, "mu": 0.6, **kw}
+    with pytest.raises(ValueError, match=rf"\b{field}\b"):
+        GRDA(params(), **args)
+
+
+def test_bad_value_in_a_group_is_refused():
+    ps = params()
+    with pytest.raises(ValueError, match="mu"):
+        GRDA([{"params": ps, "mu": 2.0}], lr=0.1)

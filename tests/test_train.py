@@ -1,0 +1,225 @@
+"""The budgeted trainer: the run folder and record, resume after interruption, divergence,
+failures, schedules, and the acceptance command of the core harness."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from bench import cli
+from bench.config import Budget, RunConfig
+from bench.errors import ConfigError
+from bench.registry import PRUNERS
+from bench.train import Trainer, check_config, lr_factor, run
+
+SHORT = Budget(epochs=3)
+
+RECORD_FIELDS = {
+    "run_id",
+    "config_hash",
+    "pruner",
+    "model",
+    "dataset",
+    "seed",
+    "hparams",
+    "budget",
+    "status",
+    "top1",
+    "top5",
+    "sparsity",
+    "sparsity_all",
+    "layer_sparsity",
+    "nonzero_params",
+    "total_params",
+    "flops_dense",
+    "flops_sparse",
+    "train_time_s",
+    "step_time_ms",
+    "peak_memory_bytes",
+    "state_bytes",
+    "device",
+    "torch_version",
+    "git_sha",
+    "slurm_job_id",
+    "started_at",
+    "finished_at",
+    "steps",
+    "samples_seen",
+}
+
+
+def test_run_writes_folder_and_record(tmp_path):
+    config = RunConfig(pruner="grda", hparams={"c": 0.02, "mu": 0.6}, budget=SHORT)
+    r = run(config, tmp_path)
+    folder = tmp_path / r["run_id"]
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.json",
+        "result.json",
+        "history.csv",
+        "checkpoint.pt",
+    }
+    assert RECORD_FIELDS <= set(r)
+    assert json.loads((folder / "result.json").read_text())["top1"] == r["top1"]
+    assert r["status"] == "ok" and 0.5 < r["top1"] <= 1 and 0 < r["sparsity"] < 1
+    # 1437 training images, batch 32 -> 45 steps per epoch
+    assert r["steps"] == 3 * 45 and r["samples_seen"] == 3 * 1437
+    assert r["flops_sparse"] < r["flops_dense"]
+    assert r["nonzero_params"] < r["total_params"]
+    # state = params + grads + one accumulator each: exactly 3x the parameter bytes
+    assert r["state_bytes"] == 3 * 4 * r["total_params"]
+    rows = list(csv.DictReader((folder / "history.csv").open()))
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert float(rows[-1]["sparsity"]) == pytest.approx(r["sparsity"])
+    saved = json.loads((folder / "config.json").read_text())
+    assert RunConfig.from_dict(
+        {k: v for k, v in saved.items() if k not in ("run_id", "config_hash")}
+    ) == config.__class__(**{**config.__dict__, "hparams": {"c": 0.02, "mu": 0.6, "prune_all": True}})
+
+
+def test_finished_run_is_not_retrained(tmp_path, monkeypatch):
+    config = RunConfig(budget=Budget(epochs=1))
+    first = run(config, tmp_path)
+    monkeypatch.setattr(Trainer, "fit", lambda *a: pytest.fail("trained again"))
+    assert run(config, tmp_path) == first
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = RunConfig(pruner="grda", hparams={"c": 0.05, "mu": 0.6}, budget=Budget(epochs=4))
+    clean = run(config, tmp_path / "clean")
+
+    calls = {"n": 0}
+    original = Trainer.train_epoch
+
+    def crash_in_third_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # like a SIGINT / preemption mid-epoch
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, tmp_path / "resumed")
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = run(config, tmp_path / "resumed")
+    assert resumed["resumed"] is True and clean["resumed"] is False
+    for key in (
+        "top1",
+        "top5",
+        "sparsity",
+        "sparsity_all",
+        "nonzero_params",
+        "steps",
+        "samples_seen",
+        "layer_sparsity",
+    ):
+        assert resumed[key] == clean[key], key
+    hist = [
+        (tmp_path / d / config.run_id / "history.csv").read_text().splitlines() for d in ("clean", "resumed")
+    ]
+    strip = [[",".join(line.split(",")[:6]) for line in h] for h in hist]  # all but elapsed time
+    assert strip[0] == strip[1]
+
+
+def test_truncated_checkpoint_is_recomputed(tmp_path):
+    config = RunConfig(budget=Budget(epochs=2))
+    clean = run(config, tmp_path / "a")
+    folder = tmp_path / "b" / config.run_id
+    folder.mkdir(parents=True)
+    data = (tmp_path / "a" / config.run_id / "checkpoint.pt").read_bytes()
+    (folder / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    again = run(config, tmp_path / "b")
+    assert again["resumed"] is False and again["top1"] == clean["top1"]
+
+
+def test_divergence_is_recorded(tmp_path):
+    r = run(RunConfig(budget=Budget(epochs=3, lr=1e6)), tmp_path)
+    assert r["status"] == "diverged" and r["diverged_epoch"] == 0 and r["top1"] is None
+    assert json.loads((tmp_path / r["run_id"] / "result.json").read_text())["status"] == "diverged"
+
+
+def test_failure_is_recorded_with_traceback(tmp_path, monkeypatch):
+    def boom(self):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Trainer, "train_epoch", boom)
+    config = RunConfig(budget=Budget(epochs=1))
+    with pytest.raises(RuntimeError):
+        run(config, tmp_path)
+    folder = tmp_path / check_config(config).run_id
+    record = json.loads((folder / "result.json").read_text())
+    assert record["status"] == "failed" and "disk on fire" in record["error"]
+    assert "RuntimeError: disk on fire" in (folder / "traceback.txt").read_text()
+
+
+@pytest.mark.parametrize("pruner", PRUNERS.names())
+def test_every_pruner_trains_one_epoch(tmp_path, pruner):
+    r = run(RunConfig(pruner=pruner, budget=Budget(epochs=1, batch_size=64)), tmp_path)
+    assert r["status"] == "ok" and r["top1"] > 0.3 and r["steps"] == 23
+
+
+def test_model_dataset_mismatch_is_refused_naming_both():
+    with pytest.raises(ConfigError, match=r"resnet20.*digits"):
+        check_config(RunConfig(model="resnet20", dataset="digits"))
+
+
+@pytest.mark.parametrize("field,value", [("pruner", "nope"), ("model", "nope"), ("dataset", "nope")])
+def test_unknown_names_list_valid_choices(field, value):
+    with pytest.raises(ConfigError, match=f"unknown {field} 'nope'; valid choices: .*"):
+        check_config(RunConfig(**{field: value}))
+
+
+def test_lr_schedules():
+    b = Budget
+    assert lr_factor(b(lr_schedule="constant"), 0.7) == 1
+    assert [lr_factor(b(lr_schedule="step"), p) for p in (0.1, 0.5, 0.8)] == pytest.approx([1, 0.1, 0.01])
+    assert lr_factor(b(lr_schedule="cosine"), 0.5) == pytest.approx(0.5)
+    cifar = [lr_factor(b(lr_schedule="cifar"), p) for p in (0.0, 0.49, 0.5, 0.7, 0.9, 0.99)]
+    assert cifar == pytest.approx([1, 1, 1, 1 - 0.99 * 0.5, 0.01, 0.01])
+
+
+def test_run_id_is_stable_and_ignores_defaults():
+    # Pinned: a change here renames every existing run folder (breaks resume and skip-done).
+    assert RunConfig().run_id == "dense-mlp-digits-s0-9b269bb9be"
+    a = check_config(RunConfig(pruner="grda", hparams={"c": 0.02}))
+    b = check_config(RunConfig(pruner="grda", hparams={"c": 0.02, "mu": 0.55}))  # mu default made explicit
+    assert a.run_id == b.run_id
+    assert a.run_id == "grda-mlp-digits-s0-44a9e9c4b6"
+    assert check_config(RunConfig(pruner="grda", hparams={"c": 0.03})).run_id != a.run_id
+    assert RunConfig(data_dir="/elsewhere").run_id == RunConfig().run_id
+
+
+def test_readme_command_reaches_sparsity_and_accuracy(tmp_path, capsys):
+    """The core issue's acceptance command, as a new user types it."""
+    code = cli.main(
+        [
+            "run",
+            "--pruner",
+            "grda",
+            "--model",
+            "mlp",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "60",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.1",
+            "--lr-schedule",
+            "constant",
+            "--set",
+            "c=0.02",
+            "--set",
+            "mu=0.6",
+            "--seed",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["status"] == "ok"
+    assert out["top1"] >= 0.95 and out["sparsity"] >= 0.90
