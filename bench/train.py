@@ -9,12 +9,15 @@ batches are a function of (seed, epoch) and the RNG state is checkpointed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import math
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
@@ -78,34 +81,53 @@ def check_config(config: RunConfig) -> RunConfig:
 
 
 def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str, Any]:
-    """Train (or resume, or return the finished result of) one run; returns the result record."""
+    """Train (or resume, or return the finished result of) one run; returns the result record.
+
+    Holds an exclusive lock on the run folder, so two sweeps sharing a folder never train the
+    same run twice at once: the second waits, then returns the first one's result.
+    """
     config = check_config(config)
     run_dir = Path(out) / config.run_id
     done = read_json(run_dir / "result.json")
     if done is not None and done.get("status") in FINISHED:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(
-        run_dir / "config.json",
-        {**config.to_dict(), "run_id": config.run_id, "config_hash": config.config_hash},
-    )
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    try:
-        return Trainer(config, run_dir, progress).fit(started)
-    except Exception as e:
-        write_text(run_dir / "traceback.txt", traceback.format_exc())
+    with run_lock(run_dir):
+        done = read_json(run_dir / "result.json")  # finished while we waited for the lock?
+        if done is not None and done.get("status") in FINISHED:
+            return done
         write_json(
-            run_dir / "result.json",
-            {
-                **_identity(config),
-                "status": "failed",
-                "error": f"{type(e).__name__}: {e}",
-                "started_at": started,
-                "finished_at": _now(),
-                **metrics.provenance(resolve_device(config.device)),
-            },
+            run_dir / "config.json",
+            {**config.to_dict(), "run_id": config.run_id, "config_hash": config.config_hash},
         )
-        raise
+        started = _now()
+        try:
+            return Trainer(config, run_dir, progress).fit(started)
+        except Exception as e:
+            write_text(run_dir / "traceback.txt", traceback.format_exc())
+            write_json(
+                run_dir / "result.json",
+                {
+                    **_identity(config),
+                    "status": "failed",
+                    "error": f"{type(e).__name__}: {e}",
+                    "started_at": started,
+                    "finished_at": _now(),
+                    **metrics.provenance(resolve_device(config.device)),
+                },
+            )
+            raise
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on `run_dir/.lock`, released when the process dies."""
+    with open(run_dir / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _identity(config: RunConfig) -> dict[str, Any]:
