@@ -1,5 +1,5 @@
 # Shared paths and helpers for start.sh / stop.sh (sourced, not executed).
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # variables are used by the sourcing scripts
 
 STATE_DIR="${PRUNEBENCH_SLURM_DIR:-/tmp/prunebench-slurm}"
 CLUSTER_NAME="${PRUNEBENCH_SLURM_CLUSTER:-prunebench}"
@@ -22,6 +22,13 @@ MUNGE_PIDFILE=/run/munge/munged.pid
 SLURMDBD_PIDFILE="$RUN_DIR/slurmdbd.pid"
 SLURMCTLD_PIDFILE="$RUN_DIR/slurmctld.pid"
 SLURMD_PIDFILE="$RUN_DIR/slurmd.pid"
+
+# Serialise concurrent start.sh/stop.sh calls (e.g. parallel test workers).
+# The lock lives next to, not inside, the state dir so `rm -rf` of it is safe.
+take_lock() {
+    exec 9>"${STATE_DIR%/}.lock"
+    flock -w 300 9 || die "could not get lock ${STATE_DIR%/}.lock"
+}
 
 log() { printf '[prunebench-slurm] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

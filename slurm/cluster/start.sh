@@ -17,6 +17,7 @@ source "$HERE/lib.sh"
 
 T0=$SECONDS
 [[ $(id -u) -eq 0 ]] || die "must run as root"
+take_lock
 
 # ---------------------------------------------------------------- packages ---
 PKGS=(slurm-wlm slurmdbd munge mariadb-server)
@@ -28,16 +29,14 @@ if ((${#missing[@]})); then
     log "installing: ${missing[*]}"
     # Stop package postinst scripts from starting the daemons with their stock
     # config (we start them ourselves below). Only add policy-rc.d if absent.
-    policy_added=0
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 755 /usr/sbin/policy-rc.d
-        policy_added=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # removed even if apt fails
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    ((policy_added)) && rm -f /usr/sbin/policy-rc.d
     log "packages installed after $((SECONDS - T0))s"
 fi
 
@@ -133,11 +132,10 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 
 # Accounting through slurmdbd -> MariaDB, so sacct (polled by submitit) works.
-# Nothing is enforced: jobs run without needing an association.
+# AccountingStorageEnforce is left unset: jobs run without needing an association.
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
-AccountingStorageEnforce=
 JobCompType=jobcomp/none
 
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS Boards=1 SocketsPerBoard=${SOCKETS:-1} CoresPerSocket=${CORES:-$CPUS} ThreadsPerCore=${THREADS:-1} RealMemory=$MEM_MB State=UNKNOWN
@@ -189,7 +187,8 @@ bind-address=127.0.0.1
 port=$DB_PORT
 skip-name-resolve
 skip-log-bin
-# Small footprint; settings recommended by the slurmdbd docs.
+# Small footprint (slurmdbd logs a harmless "not recommended values:
+# innodb_buffer_pool_size" error; it wants ~half the RAM).
 innodb_buffer_pool_size=128M
 innodb_log_file_size=64M
 innodb_lock_wait_timeout=900
@@ -211,7 +210,7 @@ fi
 ((db_conf_changed)) && stop_daemon "$DB_PIDFILE" mariadbd 60
 
 # ---------------------------------------------------------------- munge ------
-munge_ok() { munge -n </dev/null | unmunge >/dev/null 2>&1; }
+munge_ok() { munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; }
 if ! munge_ok; then
     if [[ ! -s /etc/munge/munge.key ]]; then
         log "creating munge key"
@@ -232,7 +231,7 @@ if ! munge_ok; then
     if ! is_running "$MUNGE_PIDFILE" munged; then
         log "starting munged"
         # --force: remove a stale socket left by a killed munged.
-        runuser -u munge -- /usr/sbin/munged --force
+        runuser -u munge -- /usr/sbin/munged --force 9>&-
     fi
     wait_for 10 munged munge_ok || die "munged not working; see /var/log/munge/munged.log"
 fi
@@ -250,12 +249,12 @@ if ! is_running "$DB_PIDFILE" mariadbd; then
     fi
     log "starting MariaDB on 127.0.0.1:$DB_PORT"
     rm -f "$DB_SOCKET"
-    setsid nohup mariadbd --defaults-file="$DB_CNF" --user=mysql </dev/null >/dev/null 2>&1 &
+    setsid nohup mariadbd --defaults-file="$DB_CNF" --user=mysql </dev/null >/dev/null 2>&1 9>&- &
 fi
 wait_for 60 "MariaDB" dbq -e 'SELECT 1' \
     || { tail -n 30 "$DB_DIR/mariadbd.err" >&2; die "MariaDB did not come up"; }
 # Idempotent: (re)create the accounting DB and its user with the current password.
-dbq <<EOF
+dbq mysql <<EOF
 CREATE DATABASE IF NOT EXISTS slurm_acct_db;
 CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PW';
 CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PW';
@@ -268,7 +267,7 @@ EOF
 # ---------------------------------------------------------------- slurmdbd ---
 if ! is_running "$SLURMDBD_PIDFILE" slurmdbd; then
     log "starting slurmdbd"
-    slurmdbd   # daemonizes, drops to SlurmUser
+    slurmdbd 9>&-   # daemonizes, drops to SlurmUser; 9>&-: do not inherit our lock
 fi
 wait_for 60 "slurmdbd" timeout 10 sacctmgr -n -P show cluster \
     || { tail -n 30 "$LOG_DIR/slurmdbd.log" >&2; die "slurmdbd did not come up"; }
@@ -290,7 +289,7 @@ fi
 ctld_ok() { timeout 10 scontrol ping 2>/dev/null | grep 'is UP' >/dev/null; }
 if ! is_running "$SLURMCTLD_PIDFILE" slurmctld; then
     log "starting slurmctld"
-    slurmctld   # daemonizes, drops to SlurmUser; recovers jobs from StateSaveLocation
+    slurmctld 9>&-   # daemonizes, drops to SlurmUser; recovers jobs from StateSaveLocation
 fi
 wait_for 60 "slurmctld" ctld_ok \
     || { tail -n 30 "$LOG_DIR/slurmctld.log" >&2; die "slurmctld did not come up"; }
@@ -298,7 +297,7 @@ wait_for 60 "slurmctld" ctld_ok \
 # ---------------------------------------------------------------- slurmd -----
 if ! is_running "$SLURMD_PIDFILE" slurmd; then
     log "starting slurmd"
-    slurmd
+    slurmd 9>&-
 fi
 node_state() { sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | head -n1; }
 node_ready() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }

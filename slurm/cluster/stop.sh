@@ -14,12 +14,14 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
+take_lock
 
 if is_running "$SLURMCTLD_PIDFILE" slurmctld && [[ ${PRUNEBENCH_SLURM_KEEP_JOBS:-0} != 1 ]]; then
     if [[ -n $(timeout 10 squeue -h -o %i 2>/dev/null) ]]; then
         log "cancelling all jobs"
-        timeout 10 scancel --full --partition=debug 2>/dev/null || true
+        timeout 10 scancel --partition=debug 2>/dev/null || true
         # Let slurmd tear down the job steps while it is still running.
+        # shellcheck disable=SC2016
         wait_for 20 "jobs to finish" bash -c '[[ -z $(timeout 5 squeue -h -t R,CG -o %i) ]]' || true
     fi
 fi
@@ -30,13 +32,14 @@ stop_daemon "$SLURMDBD_PIDFILE" slurmdbd
 stop_daemon "$DB_PIDFILE" mariadbd 60
 stop_daemon "$MUNGE_PIDFILE" munged
 
-# slurmstepd outlives slurmd; any still around belong to this (only) node's
-# jobs. Only kill processes whose command name really is slurmstepd.
-for comm_file in /proc/[0-9]*/comm; do
-    [[ $(cat "$comm_file" 2>/dev/null) == slurmstepd ]] || continue
-    pid=${comm_file#/proc/}; pid=${pid%/comm}
-    log "killing leftover slurmstepd (pid $pid)"
-    kill -KILL "$pid" 2>/dev/null || true
-done
+# slurmstepd outlives slurmd (by design: a restarted slurmd reattaches to it).
+# Unless jobs are being kept, any left belong to this (only) node's cancelled
+# jobs. pgrep -x matches the exact command name only.
+if [[ ${PRUNEBENCH_SLURM_KEEP_JOBS:-0} != 1 ]]; then
+    for pid in $(pgrep -x slurmstepd || true); do
+        log "killing leftover slurmstepd (pid $pid)"
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+fi
 
 log "stopped (state kept in $STATE_DIR)"
