@@ -276,3 +276,19 @@ def test_crop_flip_covers_every_offset_and_flip() -> None:
     candidates = [c.flatten().tolist() for c in crops] + [c.flip(-1).flatten().tolist() for c in crops]
     seen = {candidates.index(img.flatten().tolist()) for img in crop_flip(x, gen(1), pad=1)}
     assert seen == set(range(18))
+
+
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path):
+    import os
+    import pickle
+
+    from bench.data.vision import _ArrayUnpickler
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}))
+    with open(path, "rb") as f, pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        _ArrayUnpickler(f, encoding="latin1").load()

@@ -52,6 +52,22 @@ def load_mnist(root: str, device: torch.device, augment: bool, *_: object) -> Te
     )
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR batches hold only dicts, lists, strings and numpy arrays: any other global in the file
+    is refused, so a doctored batch file cannot run code when it is loaded."""
+
+    ALLOWED = frozenset(
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy")
+        for name in ("_reconstruct", "ndarray", "dtype", "scalar")
+    )
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch file")
+        return super().find_class(module, name)
+
+
 def _read_cifar(cls: type, name: str, root: str) -> tuple[torch.Tensor, ...]:
     """(x_train, y_train, x_test, y_test) as uint8 NCHW / int64, read from the python pickles.
 
@@ -73,7 +89,7 @@ def _read_cifar(cls: type, name: str, root: str) -> tuple[torch.Tensor, ...]:
         xs, ys = [], []
         for f in files:
             with open(os.path.join(folder, f), "rb") as fh:
-                entry = pickle.load(fh, encoding="latin1")
+                entry = _ArrayUnpickler(fh, encoding="latin1").load()
             xs.append(entry["data"])  # (n, 3072) uint8: the R, G, B planes of each image, row-major
             ys.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
         x = np.concatenate(xs).reshape(-1, 3, 32, 32)
