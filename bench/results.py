@@ -1,0 +1,353 @@
+"""Gather run folders into pandas: one row per run, and a long per-epoch history table.
+
+    bench gather runs/digits-mlp -o results.parquet     # + results.history.parquet beside it
+
+A run folder is any folder holding `result.json` or `config.json`; the folders given are searched
+recursively for them. Rows are `result.json` flattened (`hparams.c`, `budget.epochs`, ...;
+`layer_sparsity` and list values as JSON strings) plus `path`, the run folder. Folders that cannot
+give a row (no result yet, truncated or incomplete result.json) are skipped and reported; a run_id
+found in several folders keeps the one that finished last and is reported too.
+
+Speed: files are read by a thread pool with plain `json`, rows are built as dicts and turned into
+one DataFrame, and every history.csv is parsed in one `read_csv` call per distinct header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import ConfigError
+from bench.io import atomic_write
+
+RESULT, CONFIG, HISTORY = "result.json", "config.json", "history.csv"
+STATUSES = ("ok", "diverged", "failed")
+IDENTITY = ("run_id", "config_hash", "pruner", "model", "dataset", "seed", "hparams", "budget", "status")
+PROVENANCE = ("device", "torch_version", "git_sha", "slurm_job_id", "hostname", "started_at", "finished_at")
+METRICS = (
+    "top1", "top5", "sparsity", "sparsity_all", "layer_sparsity", "nonzero_params", "total_params",
+    "flops_dense", "flops_sparse", "epochs_completed", "steps", "samples_seen", "train_time_s",
+    "step_time_ms", "peak_memory_bytes", "state_bytes", "resumed",
+)
+# Fields a result.json must have to make a row; a failed run has no metrics, only an error.
+REQUIRED = {
+    "ok": IDENTITY + METRICS + PROVENANCE,
+    "diverged": (*IDENTITY, *METRICS, "diverged_epoch", *PROVENANCE),
+    "failed": (*IDENTITY, "error", *PROVENANCE),
+}
+NESTED = ("hparams", "budget")  # flattened into `hparams.<key>` / `budget.<key>` columns
+HISTORY_IDENTITY = ("run_id", "pruner", "model", "dataset", "seed")
+WORKERS = 16  # threads: reading many small files (on NFS/Lustre, mostly waiting)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    run_id: str
+    kept: str
+    dropped: tuple[str, ...]
+
+
+@dataclass
+class Gathered:
+    """What `gather` found: the runs table, the history table and what it left out, and why."""
+
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    skipped: list[Skipped] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+
+    def report(self, limit: int = 20) -> str:
+        """Human-readable summary of the runs and of every skipped folder and duplicate."""
+        counts = self.runs["status"].value_counts() if len(self.runs) else pd.Series(dtype=int)
+        lines = [
+            f"gathered {len(self.runs)} runs ("
+            + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
+            + f"), {len(self.history)} history rows; skipped {len(self.skipped)} folders, "
+            f"{len(self.duplicates)} duplicate run_ids"
+        ]
+        lines += [f"  skipped {s.path}: {s.reason}" for s in self.skipped[:limit]]
+        lines += [
+            f"  duplicate {d.run_id}: kept {d.kept} (newest finished_at), dropped {', '.join(d.dropped)}"
+            for d in self.duplicates[:limit]
+        ]
+        hidden = max(len(self.skipped) - limit, 0) + max(len(self.duplicates) - limit, 0)
+        if hidden:
+            lines.append(f"  ... and {hidden} more")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def _probe(folder: str, history: bool = False) -> tuple[str, Any]:
+    """('row', (flat dict, history.csv bytes or None)) | ('skip', reason) | ('dirs', subfolders)."""
+    try:
+        with open(os.path.join(folder, RESULT), "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        if os.path.exists(os.path.join(folder, CONFIG)):
+            return "skip", "no result.json yet (not started, running or killed)"
+        try:
+            with os.scandir(folder) as it:
+                return "dirs", [e.path for e in it if e.is_dir() and not e.name.startswith(".")]
+        except OSError as e:
+            return "skip", f"unreadable folder ({e.strerror})"
+    except OSError as e:
+        return "skip", f"unreadable result.json ({e.strerror})"
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return "skip", "result.json is truncated or not JSON"
+    if not isinstance(record, dict):
+        return "skip", "result.json is not a JSON object"
+    status = record.get("status")
+    if status not in REQUIRED:
+        return "skip", f"result.json has status {status!r}; valid: {', '.join(STATUSES)}"
+    missing = [k for k in REQUIRED[status] if k not in record]
+    if missing:
+        return "skip", f"result.json lacks field(s) {', '.join(missing)}"
+    bad = [k for k in NESTED if not isinstance(record[k], dict)]
+    if bad:
+        return "skip", f"result.json field(s) {', '.join(bad)} are not objects"
+    return "row", (_flatten(record, folder), _read_history(folder) if history else None)
+
+
+def _flatten(record: dict[str, Any], folder: str) -> dict[str, Any]:
+    # comprehensions, not a helper per value: this runs for every field of every run
+    nested = (dict, list)
+    row = {k: _encode(v) if type(v) in nested else v for k, v in record.items() if k not in NESTED}
+    for key in NESTED:
+        row.update({f"{key}.{k}": _encode(v) if type(v) in nested else v for k, v in record[key].items()})
+    row["path"] = folder
+    return row
+
+
+_encode = json.JSONEncoder(sort_keys=True).encode  # nested values (layer_sparsity, lists) as JSON text
+
+
+def _scan(dirs: Iterable[str | Path], pool: ThreadPoolExecutor,
+          history: bool) -> tuple[list[tuple[dict, bytes | None]], list[Skipped]]:
+    """Breadth-first over the folders: each level is probed in parallel."""
+    level = []
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise ConfigError(f"gather: {d}: no such folder")
+        level.append(str(d))
+    rows: list[tuple[dict, bytes | None]] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    while level:
+        level = [d for d in dict.fromkeys(level) if os.path.abspath(d) not in seen]  # each folder once
+        seen.update(map(os.path.abspath, level))
+        nxt: list[str] = []
+        probed = pool.map(_probe, level, [history] * len(level))
+        for folder, (kind, value) in zip(level, probed, strict=True):
+            if kind == "row":
+                rows.append(value)
+            elif kind == "skip":
+                skipped.append(Skipped(folder, value))
+            else:
+                nxt.extend(value)
+        level = sorted(nxt)
+    return rows, skipped
+
+
+def _read_history(folder: str) -> bytes | None:
+    try:
+        with open(os.path.join(folder, HISTORY), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------------------------ tables
+
+
+def _order(columns: Iterable[str]) -> list[str]:
+    cols = list(columns)
+    head = [c for c in ("run_id", "pruner", "model", "dataset", "seed", "status") if c in cols]
+    hparams = sorted(c for c in cols if c.startswith("hparams."))
+    metrics = [c for c in (*METRICS, "diverged_epoch", "error") if c in cols]
+    budget = sorted(c for c in cols if c.startswith("budget."))
+    tail = [c for c in ("config_hash", *PROVENANCE, "path") if c in cols]
+    known = set(head + hparams + metrics + budget + tail)
+    return head + hparams + metrics + budget + tail + sorted(c for c in cols if c not in known)
+
+
+def _runs_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(rows)
+    df = df[_order(df.columns)]
+    for col in ("started_at", "finished_at"):
+        df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
+    # Parquet needs one type per column: a hyperparameter that is a number for one pruner and a
+    # string for another is stored as JSON text.
+    for col in df.columns[[dt == object for dt in df.dtypes]]:  # noqa: E721 (pandas dtypes)
+        types = set(df[col].dropna().map(type))
+        if len(types) > 1 and not types <= {int, float}:
+            df[col] = df[col].map(lambda v: None if v is None or v != v else json.dumps(v))
+    return df
+
+
+def _dedupe(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Duplicate]]:
+    """Keep, per run_id, the row that finished last (ties: the later path)."""
+    df = df.sort_values(["finished_at", "path"], na_position="first", kind="stable")
+    dup = df[df["run_id"].duplicated(keep=False)]
+    report = [
+        Duplicate(run_id, paths.iloc[-1], tuple(paths.iloc[:-1]))
+        for run_id, paths in dup.groupby("run_id")["path"]
+    ]
+    kept = df.drop_duplicates("run_id", keep="last")
+    return kept.sort_values(["dataset", "model", "pruner", "run_id"]).reset_index(drop=True), report
+
+
+def _history_frame(runs: pd.DataFrame, blobs: list[bytes | None]) -> tuple[pd.DataFrame, list[Skipped]]:
+    """Every history.csv in one long table, the run's identity columns first.
+
+    Files with the same header are concatenated and parsed by one `read_csv` (one call per file
+    would take seconds for thousands of runs); each row's run is known from the files' line
+    counts. A group that does not parse is read file by file, and unreadable files are skipped.
+    """
+    groups: dict[bytes, tuple[list[int], list[bytes], list[int]]] = defaultdict(lambda: ([], [], []))
+    for i, blob in enumerate(blobs):
+        header, _, body = (blob or b"").partition(b"\n")
+        body = body.strip(b"\r\n")
+        if not body:
+            continue
+        if b"\n\n" in body or b"\n\r\n" in body:  # blank lines would throw the line counts off
+            body = b"\n".join(line for line in body.splitlines() if line.strip())
+        idx, bodies, counts = groups[header.strip()]
+        idx.append(i)
+        bodies.append(body)
+        counts.append(body.count(b"\n") + 1)
+    frames, codes, skipped = [], [], []
+    for header, (idx, bodies, counts) in groups.items():
+        try:
+            df = pd.read_csv(io.BytesIO(header + b"\n" + b"\n".join(bodies)))
+            if len(df) != sum(counts):
+                raise ValueError("line count mismatch")
+            frames.append(df)
+            codes.append(np.repeat(idx, counts))
+        except (ValueError, pd.errors.ParserError):
+            for i, body in zip(idx, bodies, strict=True):
+                try:
+                    frames.append(pd.read_csv(io.BytesIO(header + b"\n" + body)))
+                    codes.append(np.full(len(frames[-1]), i))
+                except (ValueError, pd.errors.ParserError) as e:
+                    skipped.append(Skipped(runs["path"].iat[i], f"history.csv unreadable ({e}); run kept"))
+    cols = list(HISTORY_IDENTITY)
+    if not frames:
+        return pd.DataFrame(columns=[*cols, "epoch"]), skipped
+    ident = runs[cols].astype({c: "category" for c in cols if c != "seed"})  # small, fast to filter
+    ident = ident.iloc[np.concatenate(codes)].reset_index(drop=True)
+    hist = pd.concat(frames, ignore_index=True)
+    return pd.concat([ident, hist.drop(columns=[c for c in cols if c in hist.columns])], axis=1), skipped
+
+
+# ------------------------------------------------------------------------------------ API
+
+
+def gather(*dirs: str | Path, history: bool = True) -> Gathered:
+    """Every run folder under `dirs`: the runs table (one row per run_id), the per-epoch history
+    (empty if `history` is False) and the folders skipped and duplicates dropped."""
+    with ThreadPoolExecutor(WORKERS) as pool:
+        found, skipped = _scan(dirs, pool, history)
+    if not found:
+        return Gathered(pd.DataFrame(columns=_order(IDENTITY)), pd.DataFrame(columns=list(HISTORY_IDENTITY)),
+                        skipped, [])
+    runs, duplicates = _dedupe(_runs_frame([row for row, _ in found]))
+    if not history:
+        return Gathered(runs, pd.DataFrame(columns=list(HISTORY_IDENTITY)), skipped, duplicates)
+    blob = {row["path"]: b for row, b in found}
+    hist, bad = _history_frame(runs, [blob[p] for p in runs["path"]])
+    return Gathered(runs, hist, skipped + bad, duplicates)
+
+
+def _warn(g: Gathered) -> None:
+    if g.skipped or g.duplicates:
+        warnings.warn(g.report(), stacklevel=3)
+
+
+def load(*dirs: str | Path) -> pd.DataFrame:
+    """The runs table of every run folder under `dirs` (warns about skipped folders/duplicates)."""
+    g = gather(*dirs, history=False)
+    _warn(g)
+    return g.runs
+
+
+def load_history(*dirs: str | Path) -> pd.DataFrame:
+    """The per-epoch history of every run under `dirs`: run_id, pruner, model, dataset (categorical
+    columns), seed, then the history.csv columns (epoch, step, loss, top1, sparsity, lr, elapsed_s)."""
+    g = gather(*dirs)
+    _warn(g)
+    return g.history
+
+
+def history_path(results: str | Path) -> Path:
+    """`x/results.parquet` -> `x/results.history.parquet`."""
+    p = Path(results)
+    return p.with_name(p.name.removesuffix(".parquet") + ".history.parquet")
+
+
+def write(g: Gathered, path: str | Path, history: bool = True) -> list[Path]:
+    """Write the runs table to `path` and (if `history`) the history beside it, atomically."""
+    path = Path(path)
+    atomic_write(path, lambda f: g.runs.to_parquet(f, index=False))
+    if not history:
+        return [path]
+    hpath = history_path(path)
+    atomic_write(hpath, lambda f: g.history.to_parquet(f, index=False))
+    return [path, hpath]
+
+
+def read(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A gathered runs table and its history (None if the history file is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such results file (make one with `bench gather DIR -o {path}`)")
+    try:
+        runs = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a file that is not parquet
+        raise ConfigError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+    hpath = history_path(path)
+    return runs, pd.read_parquet(hpath) if hpath.is_file() else None
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def cmd_gather(args: argparse.Namespace) -> int:
+    g = gather(*args.dirs, history=not args.no_history)
+    print(g.report(), file=sys.stderr)
+    if g.runs.empty:
+        raise ConfigError(f"gather: no finished runs under {', '.join(args.dirs)}")
+    written = write(g, args.output, history=not args.no_history)
+    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
+    return 0
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gather", help="collect run folders into results.parquet (+ .history.parquet)")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="run folders or folders holding them (searched recursively)")
+    p.add_argument("-o", "--output", default="results.parquet", help="runs table (default: results.parquet)")
+    p.add_argument("--no-history", action="store_true", help="skip the per-epoch history (faster)")
+    p.set_defaults(func=cmd_gather)
