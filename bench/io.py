@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -73,6 +71,8 @@ def read_json(path: str | Path) -> Any | None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    import torch  # here, not at the top: reading results must not pay for importing torch
+
     atomic_write(path, lambda f: torch.save(state, f))
 
 
@@ -81,6 +81,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
 
     Loaded with `weights_only=True`: a checkpoint can never run code.
     """
+    import torch
+
     path = Path(path)
     if not path.exists():
         return None
