@@ -176,7 +176,7 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
             raise ConfigError(f"{name} = {value!r}: expected a number")
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
             raise ConfigError(f"{name} = {value!r}: expected a number") from None
     if tp is str:
         if not isinstance(value, str):

@@ -45,8 +45,8 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, capsys, argv, message):
 
 def test_missing_dataset_files_exit_2_naming_the_path(tmp_path, capsys):
     out = tmp_path / "runs"
-    code = cli.main(["run", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
-                     "--out", str(out), "--quiet", "--epochs", "1"])
+    argv = ["run", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none")]
+    code = cli.main([*argv, "--out", str(out), "--quiet", "--epochs", "1"])
     assert code == 2
     err = capsys.readouterr().err
     assert "cifar10" in err and str(tmp_path / "none") in err

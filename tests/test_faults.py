@@ -49,7 +49,7 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(tmp_path):
     assert 3 <= done_before < 12
 
     rerun = bench_run(tmp_path / "killed")
-    out, err = rerun.communicate(timeout=300)
+    _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     resumed = json.loads((folder / "result.json").read_text())
     assert resumed["resumed"] is True

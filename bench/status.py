@@ -1,0 +1,190 @@
+"""Where a sweep's cells stand, from the out folder alone: each cell's result.json and the live
+state of the job that last ran it (`.jobs/<run_id>.json`), so `bench status DIR` and a
+re-submission agree on what is done, running, pending or failed, and a dead job (cancelled,
+node failure, out of memory, time limit) is reported failed instead of waited on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from bench import executors
+from bench.config import RunConfig
+from bench.errors import ConfigError
+from bench.io import read_json, write_json
+
+if TYPE_CHECKING:
+    from bench.sweep import SweepSpec
+
+MANIFEST = "sweep.json"
+
+ACTIVE = ("running", "pending")
+STATES = ("done", "running", "pending", "failed", "diverged", "missing")
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """Where one cell stands: done | running | pending | failed | diverged | missing (never
+    submitted, or failed earlier and not retried)."""
+
+    config: RunConfig
+    state: str
+    job_id: str | None = None
+    job_state: str | None = None  # the scheduler's word: PENDING, RUNNING, CANCELLED, ...
+    reason: str = ""
+
+
+def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
+    """The state of every cell, from its result.json and the live state of its last job."""
+    records = {c.run_id: read_json(out / ".jobs" / f"{c.run_id}.json") for c in cells}
+    # job states first, results second: a job that ends in between has written its result
+    job_states = executors.job_states([r for r in records.values() if r])
+    statuses = []
+    for c in cells:
+        result = read_json(out / c.run_id / "result.json")
+        result = result if isinstance(result, dict) else {}
+        rec = records[c.run_id]
+        job_id = rec.get("job_id") if rec else None
+        job_state = job_states.get(executors.job_key(rec)) if job_id else None
+        status = result.get("status")
+        if status in ("ok", "diverged"):
+            state, reason = ("done" if status == "ok" else "diverged"), ""
+        elif job_state in executors.ALIVE:
+            state, reason = executors.cell_activity(out / c.run_id, rec, job_state), ""
+        elif status == "failed":
+            state, reason = "failed", str(result.get("error", ""))
+        elif rec:
+            state = "failed"
+            reason = f"job {job_id} ended ({job_state or 'state unknown'}) without a result"
+        else:
+            state, reason = "missing", ""
+        statuses.append(CellStatus(c, state, job_id, job_state, reason))
+    return statuses
+
+
+def read_manifest(out: Path) -> tuple[dict[str, Any], list[RunConfig]]:
+    manifest = read_json(out / MANIFEST)
+    if not isinstance(manifest, dict) or "cells" not in manifest:
+        raise ConfigError(
+            f"{out}: no {MANIFEST} here; is it a sweep's out folder? (`bench sweep FILE --out DIR` writes it)"
+        )
+    cells = [RunConfig.from_dict({k: v for k, v in d.items() if k != "run_id"}) for d in manifest["cells"]]
+    return manifest, cells
+
+
+def wait_for(
+    out: Path, cells: list[RunConfig], poll_s: float, progress: bool = True, jobs: list[Any] = ()
+) -> list[CellStatus]:
+    """Poll until no cell is running or pending (dead jobs count as failed), with a progress bar."""
+    bar = tqdm(total=len(cells), disable=not progress, unit="run", desc="sweep")
+    try:
+        while True:
+            for job in jobs:  # reap finished local jobs (else they linger as zombies)
+                job.done()
+            statuses = cell_statuses(out, cells)
+            counts = Counter(s.state for s in statuses)
+            bar.n = len(cells) - counts["running"] - counts["pending"]
+            bar.set_postfix({k: v for k, v in counts.items() if v}, refresh=True)
+            if not counts["running"] and not counts["pending"]:
+                return statuses
+            time.sleep(poll_s)
+    finally:
+        bar.close()
+
+
+def records(statuses: list[CellStatus], out: Path) -> list[dict[str, Any]]:
+    """result.json of each cell; for a cell without one, its identity, state and reason."""
+    out_records = []
+    for s in statuses:
+        r = read_json(out / s.config.run_id / "result.json")
+        r = r if isinstance(r, dict) else {}
+        # a result left by an earlier attempt does not describe a cell that runs again or died
+        if not r or s.state in ACTIVE or (s.state == "failed" and r.get("status") != "failed"):
+            c = s.config
+            r = {
+                "run_id": c.run_id,
+                "config_hash": c.config_hash,
+                "pruner": c.pruner,
+                "model": c.model,
+                "dataset": c.dataset,
+                "seed": c.seed,
+                "hparams": c.hparams,
+                "budget": c.to_dict()["budget"],
+                "status": s.state,
+                "job_id": s.job_id,
+                "job_state": s.job_state,
+            }
+            if s.reason:
+                r["error"] = s.reason
+        out_records.append(r)
+    return out_records
+
+
+def to_submit(statuses: list[CellStatus], retry_failed: bool = False) -> list[RunConfig]:
+    """Cells never submitted, and failed ones with `retry_failed`; never a done, diverged,
+    running or pending one (so no run is ever trained twice at once)."""
+    return [s.config for s in statuses if s.state == "missing" or (retry_failed and s.state == "failed")]
+
+
+def write_manifest(out: Path, spec: SweepSpec) -> None:
+    """`out/sweep.json`: the sweep's name, its TOML source and every cell (what `bench status` reads)."""
+    write_json(
+        out / MANIFEST,
+        {
+            "name": spec.name,
+            "path": str(spec.path),
+            "source": spec.source,
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cells": [{**c.to_dict(), "run_id": c.run_id} for c in spec.cells],
+        },
+    )
+
+
+def finished_result(out: Path | None, config: RunConfig) -> dict[str, Any] | None:
+    from bench.train import FINISHED
+
+    if out is None:
+        return None
+    r = read_json(out / config.run_id / "result.json")
+    return r if isinstance(r, dict) and r.get("status") in FINISHED else None
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    manifest, cells = read_manifest(out)
+    statuses = wait_for(out, cells, args.poll, True) if args.wait else cell_statuses(out, cells)
+    counts = Counter(s.state for s in statuses)
+    print(f"{out}: sweep {manifest.get('name')}, {len(cells)} cells")
+    print("  " + "   ".join(f"{k} {counts[k]}" for k in STATES))
+    jobs = Counter({s.job_id: s.job_state for s in statuses if s.job_state}.values())
+    if jobs:
+        print("  jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())))
+    for s in statuses:
+        if args.verbose or s.state == "failed":
+            job = f" job {s.job_id} ({s.job_state})" if s.job_id else ""
+            print(f"  {s.state:<8} {s.config.run_id}{job}{': ' + s.reason if s.reason else ''}")
+    if counts["failed"]:
+        print(f"resubmit the failed ones with: bench sweep {manifest.get('path')} --out {out} --retry-failed")
+    return 1 if counts["failed"] else 0
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="done / running / pending / failed / diverged cells of a sweep folder")
+    p.add_argument("dir", help="the sweep's out folder")
+    p.add_argument(
+        "--wait", action="store_true", help="wait (with a progress bar) until nothing is left to run"
+    )
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
+    p.add_argument("--verbose", "-v", action="store_true", help="one line per cell")
+    p.set_defaults(func=cmd_status)

@@ -1,0 +1,190 @@
+"""Sweeps on the real single-node SLURM test cluster (`bash slurm/cluster/start.sh`): a sweep is
+one job array and a second submission submits nothing; a job requeued mid-run resumes to the
+result of an uninterrupted run; a cancelled job is reported failed, not waited on; an invalid
+file submits nothing. Set PRUNEBENCH_NO_SLURM=1 to skip them (a failing start is an error).
+About 2-3 minutes on the 2-core dev VM."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import cli, executors
+from bench.io import read_json
+from bench.status import wait_for
+from bench.sweep import load_sweep, run_sweep
+from bench.train import run
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    """Starts the test cluster (idempotent) and leaves it running."""
+    if os.environ.get("PRUNEBENCH_NO_SLURM") == "1":
+        pytest.skip("PRUNEBENCH_NO_SLURM=1: SLURM tests disabled")
+    p = subprocess.run(
+        ["bash", "slurm/cluster/start.sh"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"slurm/cluster/start.sh failed ({p.returncode}):\n{p.stdout}\n{p.stderr[-3000:]}")
+
+
+@pytest.fixture
+def cleanup():
+    """Cancels the jobs a test submitted (by id), whatever happens to the test."""
+    outs: list[Path] = []
+    yield outs
+    for out in outs:
+        ids = {r["job_id"] for r in map(read_json, (out / ".jobs").glob("*.json")) if r}
+        if ids:
+            subprocess.run(["scancel", *sorted(ids)], capture_output=True)
+
+
+def sweep_file(tmp_path: Path, epochs: int, batch_size: int, settings: str) -> Path:
+    name = f"t{uuid.uuid4().hex[:8]}"  # unique job name, to count this test's jobs
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""
+name = "{name}"
+[budget]
+epochs = {epochs}
+batch_size = {batch_size}
+lr = 0.05
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+{settings}
+""")
+    return path
+
+
+def arrays_submitted(name: str) -> set[str]:
+    """Ids of the jobs (an array counts once) submitted under the sweep's job name."""
+    queued = subprocess.run(
+        ["squeue", "-h", "-r", "-n", f"bench-{name}", "-o", "%i"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    acct = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "--name", f"bench-{name}", "-o", "JobID"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return {j.split("_")[0] for j in queued + acct}
+
+
+def history(folder: Path) -> list[dict[str, str]]:
+    rows = list(csv.DictReader((folder / "history.csv").open()))
+    return [{k: r[k] for k in ("epoch", "step", "loss", "top1", "sparsity")} for r in rows]
+
+
+def job_of(out: Path, run_id: str) -> str:
+    return read_json(out / ".jobs" / f"{run_id}.json")["job_id"]
+
+
+def test_sweep_is_one_array_and_a_second_submission_submits_nothing(cluster, tmp_path, cleanup):
+    spec = load_sweep(
+        sweep_file(tmp_path, 2, 32, "[pruners.grda]\nc = [0.01, 0.02]\nmu = 0.6\n[pruners.dense]")
+    )
+    out = tmp_path / "out"
+    cleanup.append(out)
+    records = run_sweep(spec, out, "slurm", "local-test", wait=True, progress=False)
+    assert [r["status"] for r in records] == ["ok"] * 3
+    (array,) = arrays_submitted(spec.name)
+    assert sorted(r["slurm_job_id"] for r in records) == [f"{array}_{i}" for i in range(3)]
+    # the script submitit gave sbatch is the one the golden-file test pins
+    script = (out / ".submitit" / array / f"{array}_submission.sh").read_text()
+    profile = executors.load_profile("local-test")
+    assert script == executors.sbatch_script(profile, spec.name, out.absolute() / ".submitit" / "%j", 3)
+
+    jobs = {p.name: p.read_text() for p in (out / ".jobs").iterdir()}
+    again = run_sweep(spec, out, "slurm", "local-test", wait=True, progress=False)
+    assert again == records
+    assert arrays_submitted(spec.name) == {array}
+    assert {p.name: p.read_text() for p in (out / ".jobs").iterdir()} == jobs
+
+
+def test_job_requeued_mid_run_ends_with_the_uninterrupted_result(cluster, tmp_path, cleanup):
+    # ~0.5 s per epoch: the job must outlive the 10 s between requeue's SIGTERM (which submitit
+    # ignores) and its SIGKILL (KillWait), or it ends before it can be requeued
+    spec = load_sweep(sweep_file(tmp_path, 40, 8, "[pruners.grda]\nc = 0.02\nmu = 0.6"))
+    (cell,) = spec.cells
+    out = tmp_path / "out"
+    cleanup.append(out)
+    run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False)
+    job = job_of(out, cell.run_id)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job (cpus_per_task = 1): float sums depend on the thread count
+    with ThreadPoolExecutor(1) as pool:
+        reference = pool.submit(run, cell, tmp_path / "reference")  # meanwhile, uninterrupted
+        deadline = time.time() + 240
+        while not (out / cell.run_id / "checkpoint.pt").exists():
+            assert time.time() < deadline, "the job wrote no checkpoint"
+            time.sleep(0.2)
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        (status,) = wait_for(out, spec.cells, 1.0, progress=False)
+        reference = reference.result()
+    torch.set_num_threads(threads)
+    result = read_json(out / cell.run_id / "result.json")
+    assert status.state == "done" and result["resumed"] is True  # it did stop and resume
+    assert history(out / cell.run_id) == history(tmp_path / "reference" / cell.run_id)
+    for key in ("top1", "top5", "sparsity", "sparsity_all", "steps", "samples_seen", "layer_sparsity"):
+        assert result[key] == reference[key], key
+    accounting = subprocess.run(
+        ["sacct", "-j", job.split("_")[0], "-X", "-n", "-P", "--duplicates", "-o", "State"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "REQUEUED" in accounting
+
+
+def test_cancelled_job_is_reported_failed_not_waited_on(cluster, tmp_path, cleanup):
+    spec = load_sweep(sweep_file(tmp_path, 500, 8, "[pruners.dense]"))
+    (cell,) = spec.cells
+    out = tmp_path / "out"
+    cleanup.append(out)
+    run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False)
+    subprocess.run(["scancel", job_of(out, cell.run_id)], check=True)
+    t0 = time.time()
+    p = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "status", str(out), "--wait", "--poll", "1"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 1, p.stderr
+    assert "failed 1" in p.stdout and "CANCELLED" in p.stdout and "--retry-failed" in p.stdout
+    assert time.time() - t0 < 120
+    assert arrays_submitted(spec.name) == {job_of(out, cell.run_id)}
+    run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False)  # not without --retry-failed
+    assert len(arrays_submitted(spec.name)) == 1
+
+
+def test_invalid_sweep_submits_nothing(cluster, tmp_path, capsys):
+    path = sweep_file(tmp_path, 0, 32, "[pruners.grda]\nmu = 2.0\nlr = 0.1")
+    name = path.stem
+    out = tmp_path / "out"
+    assert (
+        cli.main(["sweep", str(path), "--executor", "slurm", "--profile", "local-test", "--out", str(out)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"3 errors in {path}" in err
+    for line in (
+        "[budget] epochs = 0: must be > 0",
+        "[pruners.grda] mu = 2.0: must be in (0, 1)",
+        "[pruners.grda] lr: per-pruner budget overrides are not allowed",
+    ):
+        assert line in err
+    assert not out.exists()
+    assert arrays_submitted(name) == set()

@@ -1,0 +1,687 @@
+"""Sweeps: the TOML format (expansion, every error at once), skip/resubmit logic, SLURM job-state
+parsing, the sbatch script (golden file), and the local executor end to end (incl. 2-process DDP).
+
+The end-to-end tests start real submitit jobs (each pays Python + torch start-up, ~5-10 s here):
+test_local_sweep_end_to_end (~20 s) and test_two_process_ddp_run_matches_single_process (~40 s).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench import cli, executors
+from bench.config import Budget, RunConfig
+from bench.errors import ConfigError
+from bench.io import read_json, write_json
+from bench.registry import PRUNERS
+from bench.status import cell_statuses, to_submit
+from bench.sweep import load_sweep, run_sweep, sweep_from_dict, sweep_from_toml
+from bench.train import check_config, run
+
+GOLDEN = Path(__file__).parent / "golden"
+
+DEMO = """
+name = "digits-demo"
+[budget]
+epochs = 2
+batch_size = 32
+lr = 0.1
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+seeds = [0, 1, 2]
+[pruners.grda]
+c = [0.01, 0.02]
+mu = 0.6
+[pruners.dense]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------------ format/expansion
+
+
+def test_expansion_is_models_x_datasets_x_seeds_x_pruner_axes(tmp_path):
+    spec = load_sweep(write(tmp_path, DEMO))
+    assert spec.name == "digits-demo" and spec.path == tmp_path / "sweep.toml"
+    assert spec.per_pruner() == {"grda": 6, "dense": 3}
+    assert len({c.run_id for c in spec.cells}) == 9
+    grda = {(c.hparams["c"], c.seed) for c in spec.cells if c.pruner == "grda"}
+    assert grda == {(c, s) for c in (0.01, 0.02) for s in (0, 1, 2)}
+    for cell in spec.cells:
+        assert cell.budget == spec.budget == Budget(epochs=2, batch_size=32, lr=0.1)
+        assert cell == check_config(cell)  # validated, hyperparameters resolved (defaults filled in)
+        if cell.pruner == "grda":
+            assert cell.hparams["mu"] == 0.6 and cell.hparams["prune_all"] is True
+
+
+def test_a_cell_is_the_same_run_as_bench_run_with_the_same_settings(tmp_path):
+    """Same run_id, so a sweep and `bench run` share (and skip) each other's run folders."""
+    spec = load_sweep(write(tmp_path, DEMO))
+    args = cli.build_parser().parse_args(
+        [
+            "run",
+            "--pruner",
+            "grda",
+            "--set",
+            "c=0.02",
+            "--set",
+            "mu=0.6",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.1",
+            "--seed",
+            "1",
+        ]
+    )
+    ids = {c.run_id for c in spec.cells}
+    assert cli.config_from_args(args).run_id in ids
+
+
+@pytest.mark.parametrize("pruner", PRUNERS.names())
+def test_every_pruner_table_without_keys_is_one_cell_per_seed_with_defaults(pruner):
+    spec = sweep_from_dict(
+        {"grid": {"models": ["mlp"], "datasets": ["digits"], "seeds": [0, 1]}, "pruners": {pruner: {}}}
+    )
+    defaults = dataclasses.asdict(PRUNERS.get(pruner).Hparams())
+    assert [c.seed for c in spec.cells] == [0, 1]
+    assert all(c.pruner == pruner and c.hparams == defaults for c in spec.cells)
+
+
+def test_array_of_tables_adds_settings_and_identical_cells_run_once():
+    spec = sweep_from_toml("""
+[grid]
+models = "mlp"
+datasets = "digits"
+[[pruners.grda]]
+c = [0.01, 0.02]
+mu = 0.6
+[[pruners.grda]]
+c = 0.02
+mu = [0.6, 0.7]
+""")
+    assert sorted((c.hparams["c"], c.hparams["mu"]) for c in spec.cells) == [
+        (0.01, 0.6),
+        (0.02, 0.6),
+        (0.02, 0.7),
+    ]
+    assert spec.name == "sweep" and spec.budget == Budget()  # defaults: the file's stem, Budget()
+
+
+def test_data_dir_and_device_reach_every_cell():
+    spec = sweep_from_dict(
+        {
+            "data_dir": "/data",
+            "device": "cpu",
+            "pruners": {"dense": {}},
+            "grid": {"models": ["mlp"], "datasets": ["digits"]},
+        }
+    )
+    assert [(c.data_dir, c.device) for c in spec.cells] == [("/data", "cpu")]
+
+
+BAD = """
+name = "bad"
+colour = "blue"
+[budget]
+epochs = 0
+lr = "fast"
+batch_size = [16, 32]
+[grid]
+models = ["mlp", "transformer"]
+datasets = ["digits"]
+seeds = [0, -1]
+[pruners.grda]
+c = [0.01, -0.02]
+mu = 2.0
+epochs = 3
+bogus = 1
+[pruners.nope]
+"""
+
+
+def test_every_error_is_reported_at_once_naming_file_table_and_key(tmp_path):
+    path = write(tmp_path, BAD, "bad.toml")
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    msg = str(e.value)
+    valid_top = "valid keys: name, data_dir, device, budget, grid, pruners"
+    expected = [
+        f"bad.toml: unknown key(s) 'colour'; {valid_top}",
+        "bad.toml: [budget] epochs = 0: must be > 0",
+        "bad.toml: [budget] lr = 'fast': expected a number",
+        "bad.toml: [budget] batch_size = [16, 32]: the budget is shared by every cell",
+        "bad.toml: [grid] models = 'transformer': unknown model; valid choices: ",
+        "bad.toml: [grid] seeds = -1: expected an integer >= 0",
+        "bad.toml: [pruners.grda] c = -0.02: must be >= 0",
+        "bad.toml: [pruners.grda] mu = 2.0: must be in (0, 1)",
+        "bad.toml: [pruners.grda] epochs: per-pruner budget overrides are not allowed",
+        "bad.toml: [pruners.grda] unknown key(s) 'bogus'; valid keys: c, mu, prune_all",
+        f"bad.toml: [pruners.nope]: unknown pruner 'nope'; valid choices: {', '.join(PRUNERS.names())}",
+    ]
+    for line in expected:
+        assert line in msg
+    assert msg.startswith(f"{len(expected)} errors in {path}:")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[grid]\nmodels=['mlp']\ndatasets=['digits']", "[pruners] needs at least one [pruners.NAME] table"),
+        ("[pruners.dense]", "[grid] missing"),
+        (
+            "[grid]\nmodels=['resnet20']\ndatasets=['digits']\n[pruners.dense]",
+            "does not fit dataset 'digits'",
+        ),
+        (
+            "[grid]\nmodels=['mlp']\ndatasets=['digits']\nshuffle=1\n[pruners.dense]",
+            "[grid] unknown key(s) 'shuffle'; valid keys: models, datasets, seeds",
+        ),
+        (
+            "[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.grda]\nseeds=[1]",
+            "[pruners.grda] seeds: set it in [grid]",
+        ),
+        (
+            "[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.grda]\nc=[]",
+            "[pruners.grda] c = []: an axis must not be empty",
+        ),
+        (
+            "[grid]\nmodels=['mlp']\ndatasets=['digits']\n[[pruners.grda]]\nc=0.1\n[[pruners.grda]]\nmu=7",
+            "[[pruners.grda]] #2 mu = 7.0: must be in (0, 1)",
+        ),
+        (
+            "device='tpu'\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]",
+            "device = 'tpu': valid choices: auto, cpu, cuda, cuda:N",
+        ),
+        ("name='a b'\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]", "name = 'a b': must be"),
+        (
+            "[budget]\nlr_schedule='linear'\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]",
+            "[budget] lr_schedule = 'linear': valid choices: constant, step, cosine, cifar",
+        ),
+        ("pruners = ['grda']\n[grid]\nmodels=['mlp']\ndatasets=['digits']", "[pruners] needs at least one"),
+        ("[grid\nmodels=", "not valid TOML"),
+    ],
+)
+def test_single_errors_name_the_table_and_key(text, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)) as e:
+        sweep_from_toml(text, "s.toml")
+    assert str(e.value).startswith("s.toml: ")
+
+
+# ------------------------------------------------------------------------------ fuzzing (hypothesis)
+
+KEYS = [
+    "name",
+    "data_dir",
+    "device",
+    "budget",
+    "grid",
+    "pruners",
+    "models",
+    "datasets",
+    "seeds",
+    "grda",
+    "dense",
+    "c",
+    "mu",
+    "prune_all",
+    "epochs",
+    "lr",
+    "batch_size",
+    "lr_schedule",
+    "lr_milestones",
+    "max_steps",
+    "x",
+]
+SCALARS = (
+    st.integers(-3, 3)
+    | st.integers()
+    | st.just(10**400)
+    | st.floats(allow_nan=True)
+    | st.booleans()
+    | st.sampled_from(["mlp", "digits", "grda", "cpu", "auto", "cosine", "", "a b"])
+    | st.text(max_size=5)
+    | st.dates()
+    | st.datetimes()
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda v: st.lists(v, max_size=3) | st.dictionaries(st.sampled_from(KEYS), v, max_size=3),
+    max_leaves=8,
+)
+
+
+def _expect_spec_or_config_error(fn, *args):
+    try:
+        spec = fn(*args)
+    except ConfigError:
+        return
+    assert spec.cells and all(isinstance(c, RunConfig) for c in spec.cells)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5))
+def test_fuzz_documents_raise_only_config_error(doc):
+    _expect_spec_or_config_error(sweep_from_dict, doc, "fuzz.toml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    grid=st.fixed_dictionaries(
+        {},
+        optional={
+            "models": VALUES | st.just(["mlp"]),
+            "datasets": VALUES | st.just(["digits"]),
+            "seeds": VALUES,
+        },
+    ),
+    pruner=st.dictionaries(st.sampled_from(["c", "mu", "prune_all", "epochs", "k"]), VALUES, max_size=3),
+    budget=st.dictionaries(
+        st.sampled_from(["epochs", "lr", "lr_milestones", "augment", "z"]), VALUES, max_size=3
+    ),
+)
+def test_fuzz_near_valid_documents_raise_only_config_error(grid, pruner, budget):
+    doc = {"grid": grid, "pruners": {"grda": pruner, "dense": {}}, "budget": budget}
+    _expect_spec_or_config_error(sweep_from_dict, doc, "fuzz.toml")
+
+
+TOKENS = [
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "=",
+    "\n",
+    " ",
+    ",",
+    '"',
+    "'",
+    "{",
+    "}",
+    ".",
+    "#",
+    "pruners",
+    "grid",
+    "budget",
+    "grda",
+    "c",
+    "mu",
+    "models",
+    "datasets",
+    "seeds",
+    "mlp",
+    "digits",
+    "1",
+    "0.5",
+    "-2",
+    "true",
+    "1e999",
+    "nan",
+    "inf",
+    "1979-05-27",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=40).map("".join) | st.text(max_size=60))
+def test_fuzz_toml_text_raises_only_config_error(text):
+    _expect_spec_or_config_error(sweep_from_toml, text, "fuzz.toml")
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_invalid_file_exits_2_listing_errors_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, BAD, "bad.toml")
+    for extra in ([], ["--dry-run"], ["--executor", "slurm", "--profile", "local-test"]):
+        assert cli.main(["sweep", "bad.toml", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "11 errors in bad.toml" in err and "[pruners.grda] mu = 2.0: must be in (0, 1)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_cli_dry_run_counts_cells_estimates_compute_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, DEMO)
+    assert cli.main(["sweep", "sweep.toml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep digits-demo (sweep.toml): 9 cells" in out
+    assert re.search(r"grda\s+6", out) and re.search(r"dense\s+3", out)
+    assert re.search(r"estimated compute, timed on this machine \(cpu\): [0-9.e-]+ CPU-hours", out)
+    assert re.search(r"grda/mlp/digits: [0-9.e+-]+ ms/step x 90 steps .*\(timed probe\)", out)
+    assert (
+        cli.main(["sweep", "sweep.toml", "--dry-run", "--executor", "slurm", "--profile", "local-test"]) == 0
+    )
+    assert "on SLURM (profile local-test): about " in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.toml"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "partition = 'debug'\ngpu = 1\n",
+            "unknown key(s) gpu; valid keys: partition, gpus_per_node, cpus_per_task",
+        ),
+        ("timeout_min = 1\n", "timeout_min = 1: must be >= 2"),
+        ("cpus_per_task = 'two'\n", "cpus_per_task = 'two': expected an integer"),
+    ],
+)
+def test_bad_profile_exits_2_naming_file_and_key_before_anything(
+    tmp_path, monkeypatch, capsys, text, expected
+):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, DEMO)
+    (tmp_path / "slurm" / "profiles").mkdir(parents=True)
+    write(tmp_path / "slurm" / "profiles", text, "mine.toml")
+    assert cli.main(["sweep", "sweep.toml", "--executor", "slurm", "--profile", "mine"]) == 2
+    err = capsys.readouterr().err
+    assert "slurm/profiles/mine.toml" in err and expected in err
+    assert not (tmp_path / "runs").exists()
+    assert cli.main(["sweep", "sweep.toml", "--executor", "slurm", "--profile", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "--profile nosuch: no such profile" in err and re.search(r"available: .*\bmine\b", err)
+    assert cli.main(["sweep", "sweep.toml", "--profile", "mine"]) == 2  # a profile is for slurm
+    assert not (tmp_path / "runs").exists()
+
+
+def test_repository_profiles_load():
+    assert executors.profile_names() >= ["example-gpu", "local-test"]
+    for name in ("example-gpu", "local-test"):
+        assert isinstance(executors.load_profile(name), executors.Profile)
+
+
+# ------------------------------------------------------------------------------ sbatch (golden)
+
+
+@pytest.mark.parametrize(("profile", "tasks"), [("local-test", 1), ("example-gpu", 1), ("example-gpu", 2)])
+def test_sbatch_script_matches_golden_file(tmp_path, profile, tasks):
+    """The script submitit writes for a 6-cell array. UPDATE_GOLDEN=1 rewrites the files."""
+    folder = tmp_path / "runs" / "digits-demo" / ".submitit" / "%j"
+    script = executors.sbatch_script(executors.load_profile(profile), "digits-demo", folder, 6, tasks)
+    script = script.replace(str(tmp_path), "<TMP>").replace(executors.shlex.quote(sys.executable), "<PYTHON>")
+    golden = GOLDEN / f"sbatch_{profile}{'_x2' if tasks > 1 else ''}.sh"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(script)
+    assert script == golden.read_text()
+    assert "#SBATCH --array=0-5%" in script and "#SBATCH --requeue" in script
+
+
+# ------------------------------------------------------------------------- status and skip logic
+
+
+def _spec(tmp_path: Path):
+    return load_sweep(write(tmp_path, DEMO))
+
+
+def _result(out: Path, config: RunConfig, status: str) -> None:
+    write_json(
+        out / config.run_id / "result.json", {"run_id": config.run_id, "status": status, "error": "boom"}
+    )
+
+
+def _job(out: Path, config: RunConfig, record: dict) -> None:
+    write_json(out / ".jobs" / f"{config.run_id}.json", {"run_id": config.run_id, **record})
+
+
+def test_statuses_and_what_is_resubmitted(tmp_path):
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    c = spec.cells
+    _result(out, c[0], "ok")
+    _result(out, c[1], "diverged")
+    _result(out, c[2], "failed")
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        alive = {
+            "executor": "local",
+            "job_id": str(live.pid),
+            "start_ticks": executors._start_ticks(live.pid),
+            "submitted_ts": 0,
+        }
+        _job(out, c[3], alive)  # alive, its config.json written: running
+        write_json(out / c[3].run_id / "config.json", {})
+        _job(out, c[4], {**alive, "submitted_ts": 4e9})  # alive, not started yet: pending
+        _result(out, c[5], "failed")  # failed before, resubmitted and alive: running, not failed
+        _job(out, c[5], alive)
+        write_json(out / c[5].run_id / "config.json", {})
+        _job(out, c[6], {**alive, "start_ticks": -1})  # pid reused by another process: dead
+        _job(out, c[7], {"executor": "local", "job_id": "999999999", "start_ticks": 1})  # gone
+        states = [s.state for s in cell_statuses(out, c)]
+    finally:
+        live.kill()
+        live.wait()
+    assert states == [
+        "done",
+        "diverged",
+        "failed",
+        "running",
+        "pending",
+        "running",
+        "failed",
+        "failed",
+        "missing",
+    ]
+    statuses = cell_statuses(out, c)
+    assert "ended (EXITED) without a result" in statuses[7].reason
+    assert to_submit(statuses) == [c[8]]
+    assert to_submit(statuses, retry_failed=True) == [c[2], c[3], c[4], c[5], c[6], c[7], c[8]]
+
+
+def test_run_sweep_never_resubmits_done_running_or_pending_cells(tmp_path, monkeypatch):
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    calls = []
+    monkeypatch.setattr(executors, "submit", lambda cells, *a, **k: calls.append(cells) or [])
+    monkeypatch.setattr(
+        executors, "job_states", lambda records: {"7_1": "RUNNING", "7_2": "PENDING", "7_3": "CANCELLED"}
+    )
+    c = spec.cells
+    _result(out, c[0], "ok")
+    _job(out, c[1], {"executor": "slurm", "job_id": "7_1"})
+    _job(out, c[2], {"executor": "slurm", "job_id": "7_2"})
+    _job(out, c[3], {"executor": "slurm", "job_id": "7_3"})  # cancelled without a result: failed
+    records = run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False)
+    assert calls == [c[4:]]
+    assert [r["status"] for r in records[:5]] == ["ok", "running", "pending", "failed", "missing"]
+    assert "job 7_3 ended (CANCELLED) without a result" in records[3]["error"]
+    run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False, retry_failed=True)
+    assert calls[1] == [c[3], *c[4:]]
+    manifest = read_json(out / "sweep.json")
+    assert manifest["name"] == "digits-demo" and len(manifest["cells"]) == 9 and manifest["source"] == DEMO
+
+
+def test_slurm_states_squeue_decides_liveness_sacct_says_how_it_ended(monkeypatch):
+    outputs = {
+        "squeue": "12_0|RUNNING\n12_3|PENDING\n13|REQUEUED\n99_1|RUNNING\n",
+        "sacct": "JobID|State\n12_0|RUNNING\n12_1|CANCELLED by 0\n12_2|RUNNING\n"
+        "12_[3-5]|PENDING\n13|PENDING\n",
+    }
+    monkeypatch.setattr(executors, "_command", lambda cmd: outputs[cmd[0]])
+    states = executors.slurm_states({"12_0", "12_1", "12_2", "12_3", "12_4", "13", "14"})
+    assert states == {
+        "12_0": "RUNNING",
+        "12_1": "CANCELLED",
+        "12_2": "ENDED",
+        "12_3": "PENDING",
+        "12_4": "ENDED",
+        "13": "REQUEUED",
+        "14": "UNKNOWN",
+    }
+    alive = {k for k, v in states.items() if v in executors.ALIVE}
+    assert alive == {"12_0", "12_3", "13"}
+
+
+def test_local_submission_runs_cells_in_lanes_bounded_by_cores(tmp_path, monkeypatch):
+    """One job per core at most, torch threads = cores / jobs, every cell in exactly one job."""
+    submitted = []
+
+    class FakeJob:
+        def __init__(self, fn):
+            self.fn, self.job_id = fn, str(os.getpid())
+            self.paths = type("P", (), {"stdout": tmp_path / "log" / "x.out"})
+
+    class FakeExecutor:
+        def __init__(self, folder, **kw):
+            self.params = {}
+
+        def update_parameters(self, **kw):
+            self.params = kw
+
+        def submit(self, fn):
+            submitted.append((fn, dict(self.params)))
+            return FakeJob(fn)
+
+    monkeypatch.setattr(executors.submitit, "LocalExecutor", FakeExecutor)
+    monkeypatch.setattr(executors, "local_devices", lambda: (4, 0))
+    spec = _spec(tmp_path)
+    jobs = executors.submit(spec.cells, tmp_path / "out", "local", None, "x")
+    assert len(jobs) == 4 and [p["tasks_per_node"] for _, p in submitted] == [1] * 4
+    assert [fn.threads for fn, _ in submitted] == [1, 1, 1, 1]
+    assert sorted(c.run_id for fn, _ in submitted for c in fn.configs) == sorted(c.run_id for c in spec.cells)
+    submitted.clear()
+    executors.submit(spec.cells[:3], tmp_path / "out", "local", None, "x", tasks=2)
+    assert [(fn.threads, p["tasks_per_node"], p["gpus_per_node"]) for fn, p in submitted] == [(1, 2, 0)] * 2
+    submitted.clear()
+    executors.submit(spec.cells[:1], tmp_path / "out", "local", None, "x")
+    assert [fn.threads for fn, _ in submitted] == [4]  # one job: all the cores
+    rec = read_json(tmp_path / "out" / ".jobs" / f"{spec.cells[0].run_id}.json")
+    assert rec["executor"] == "local" and rec["job_id"] == str(os.getpid())
+
+
+# ------------------------------------------------------------------------- local executor (e2e)
+
+SMALL = """
+name = "small"
+[budget]
+epochs = 2
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+[pruners.grda]
+c = [0.01, 0.02]
+mu = 0.6
+[pruners.dense]
+"""
+
+
+def history(folder: Path) -> list[dict[str, str]]:
+    rows = list(csv.DictReader((folder / "history.csv").open()))
+    return [{k: r[k] for k in ("epoch", "step", "loss", "top1", "sparsity")} for r in rows]
+
+
+def test_local_sweep_end_to_end(tmp_path, monkeypatch, capsys):
+    """Runs on submitit's local executor; --no-wait then `bench status --wait`; a second
+    submission submits nothing; results equal in-process runs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(executors, "local_devices", lambda: (2, 0))  # 2 jobs of 1 thread, any machine
+    write(tmp_path, SMALL)
+    assert cli.main(["sweep", "sweep.toml", "--no-wait"]) == 0
+    out = tmp_path / "runs" / "small"
+    jobs_before = sorted(p.name for p in (out / ".submitit").iterdir() if p.name.isdigit())
+    assert len(jobs_before) == 2  # one job per core
+    assert cli.main(["status", str(out), "--wait", "--poll", "0.5"]) == 0
+    assert "done 3   running 0   pending 0   failed 0   diverged 0   missing 0" in capsys.readouterr().out
+
+    spec = load_sweep("sweep.toml")
+    records = run_sweep(spec, out, progress=False)
+    assert [r["status"] for r in records] == ["ok"] * 3
+    assert sorted(p.name for p in (out / ".submitit").iterdir() if p.name.isdigit()) == jobs_before
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each local job here: float sums depend on the thread count
+    try:
+        reference = run(spec.cells[1], tmp_path / "inprocess")
+    finally:
+        torch.set_num_threads(threads)
+    assert records[1]["top1"] == reference["top1"] and records[1]["sparsity"] == reference["sparsity"]
+    assert history(out / spec.cells[1].run_id) == history(tmp_path / "inprocess" / spec.cells[1].run_id)
+    capsys.readouterr()
+    assert cli.main(["sweep", "sweep.toml", "--dry-run"]) == 0  # the estimate now uses the finished runs
+    dry = capsys.readouterr().out
+    assert "(3 finished, 0 to run)" in dry and "median of 2 finished here" in dry and "probe" not in dry
+
+
+def test_a_job_goes_on_after_a_failed_run_which_is_resubmitted_only_with_retry_failed(
+    tmp_path, monkeypatch, capsys
+):
+    """A job (here called in-process) records a failed run and goes on with its next cell; the
+    failure is reported with its reason and resubmitted only with --retry-failed."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, SMALL)
+    spec = load_sweep("sweep.toml")
+    no_data = check_config(
+        RunConfig(
+            pruner="dense", model="lenet300_100", dataset="mnist", data_dir="nowhere", budget=Budget(epochs=1)
+        )
+    )
+    out = tmp_path / "runs" / "small"
+    calls = []
+    monkeypatch.setattr(executors, "submit", lambda cells, *a, **k: calls.append(cells) or [])
+    run_sweep(dataclasses.replace(spec, cells=[no_data, spec.cells[2]]), out, wait=False, progress=False)
+    assert calls == [[no_data, spec.cells[2]]]
+
+    monkeypatch.setattr(executors.submitit, "JobEnvironment", lambda: type("Env", (), {"num_tasks": 1}))
+    with pytest.raises(RuntimeError, match=r"1 run\(s\) failed: dense-lenet300_100-mnist-.*'mnist'"):
+        executors.RunJob(calls[0], out, threads=1)()
+    assert read_json(out / spec.cells[2].run_id / "result.json")["status"] == "ok"  # the next cell ran
+    for cell in calls[0]:  # as if the job had exited
+        _job(out, cell, {"executor": "local", "job_id": "999999999", "start_ticks": 1})
+    assert cli.main(["status", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "done 1   running 0   pending 0   failed 1" in printed and "'mnist'" in printed
+    assert "--retry-failed" in printed
+    spec = dataclasses.replace(spec, cells=calls[0])
+    (failed, done) = run_sweep(spec, out, wait=False, progress=False)
+    assert failed["status"] == "failed" and done["status"] == "ok" and calls[1] == []
+    run_sweep(spec, out, wait=False, retry_failed=True, progress=False)
+    assert calls[2] == [calls[0][0]]
+
+
+def test_job_is_picklable_and_checkpoints_to_itself(tmp_path):
+    import cloudpickle
+
+    job = executors.RunJob(load_sweep(write(tmp_path, DEMO)).cells[:2], tmp_path, threads=1)
+    again = cloudpickle.loads(cloudpickle.dumps(job))
+    assert again.configs == job.configs and again.out == str(tmp_path)
+    delayed = job.checkpoint()
+    assert delayed.function is job and not delayed.args
+
+
+def test_two_process_ddp_run_matches_single_process(tmp_path):
+    """--gpus 2 on a CPU machine: 2 tasks of one local job on gloo; each takes half of every
+    batch; one folder, one result, the same training as one process (up to float rounding)."""
+    spec = sweep_from_toml(SMALL.replace("c = [0.01, 0.02]", "c = 0.02").replace("[pruners.dense]", ""))
+    (cell,) = spec.cells
+    (record,) = run_sweep(spec, tmp_path / "ddp", gpus=2, progress=False)
+    assert record["status"] == "ok" and record["samples_seen"] == 2 * 1437
+    logs = list((tmp_path / "ddp" / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2  # two tasks
+    reference = run(cell, tmp_path / "single")
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if not p.name.startswith(".")) == [
+        cell.run_id,
+        "sweep.json",
+    ]
+    ddp, single = history(tmp_path / "ddp" / cell.run_id), history(tmp_path / "single" / cell.run_id)
+    for a, b in zip(ddp, single, strict=True):
+        assert a["step"] == b["step"] and float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4)
+    assert record["top1"] == pytest.approx(reference["top1"], abs=0.01)
+    assert record["sparsity"] == pytest.approx(reference["sparsity"], abs=0.005)
