@@ -21,7 +21,9 @@ from bench.config import Budget, RunConfig, build_dataclass
 from bench.errors import ConfigError
 
 # Modules that add subcommands with `add_cli(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "bench.sweep", "bench.results", "bench.leaderboard", "bench.perf", "bench.calibrate",
+)
 
 
 # ------------------------------------------------------------------------ flags from dataclasses
@@ -41,8 +43,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) 
             dest=f.name,
             default=None,
             metavar=f.name.upper(),
-            help=f"{f.metadata.get('help', '')} (default: {default}"
-            + (f"; choices: {', '.join(choices)})" if choices else ")"),
+            help=(f"{f.metadata.get('help', '')} (default: {default}"  # argparse %-formats help
+                  + (f"; choices: {', '.join(choices)})" if choices else ")")).replace("%", "%%"),
         )
 
 

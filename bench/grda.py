@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from bench.config import hp
-from bench.pruner import Pruner, register_pruner
+from bench.pruner import Pruner, SparsityKnob, register_pruner
 
 
 class GRDA(torch.optim.Optimizer):
@@ -100,6 +100,7 @@ class GRDAPruner(Pruner):
     """gRDA: sparse training with an l1 proximal optimizer, no retraining (lr from the budget)."""
 
     Hparams = GRDAHparams
+    sparsity_knob: ClassVar[SparsityKnob] = SparsityKnob("c", 1e-4, 1.0, "log")
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         hp = self.hp

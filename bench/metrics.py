@@ -20,21 +20,34 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
+def param_counts(model: nn.Module) -> dict[str, Any]:
+    """The sizes sparsity is measured against: each conv/linear weight's size, all parameters."""
+    return {
+        "layers": {n: m.weight.numel() for n, m in weight_layers(model)},
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
 @torch.no_grad()
-def sparsity_stats(model: nn.Module) -> dict[str, Any]:
+def sparsity_stats(model: nn.Module, dense: dict[str, Any] | None = None) -> dict[str, Any]:
     """Zeros among conv/linear weights (`sparsity`) and among all parameters (`sparsity_all`, the
-    gRDA paper's measure), per layer, and the counts behind them."""
-    layer_zeros = {n: (int((m.weight == 0).sum()), m.weight.numel()) for n, m in weight_layers(model)}
-    w_zero = sum(z for z, _ in layer_zeros.values())
-    w_total = sum(t for _, t in layer_zeros.values())
+    gRDA paper's measure), per layer, and the counts behind them.
+
+    Sizes come from `dense` (`param_counts` of the model before training) when given, so that
+    weights removed by structured pruning count like zeros; by default, from `model` itself.
+    """
+    dense = dense or param_counts(model)
+    layer_nonzero = {n: int(m.weight.count_nonzero()) for n, m in weight_layers(model)}
+    w_total = sum(dense["layers"].values())
+    w_zero = w_total - sum(layer_nonzero.values())
     all_nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
-    all_total = sum(p.numel() for p in model.parameters())
     return {
         "sparsity": w_zero / max(w_total, 1),
-        "sparsity_all": 1 - all_nonzero / max(all_total, 1),
-        "layer_sparsity": {n: z / t for n, (z, t) in layer_zeros.items()},
+        "sparsity_all": 1 - all_nonzero / max(dense["params"], 1),
+        "layer_sparsity": {n: (t - layer_nonzero.get(n, 0)) / t for n, t in dense["layers"].items()},
         "nonzero_params": all_nonzero,
-        "total_params": all_total,
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "params_dense": dense["params"],
     }
 
 

@@ -3,7 +3,7 @@
 A pruner acts on training only through these hooks, called by `bench.train` in this order:
 
     model = pruner.prepare(model)              once, before the optimizer (e.g. reparameterize)
-    opt = pruner.make_optimizer(model)         once
+    opt = pruner.make_optimizer(model)         once (again when a hook set `model_changed`)
     per step:  loss = task_loss + pruner.regularizer(model)
                loss.backward(); pruner.after_backward(step)
                opt.step();      pruner.after_step(step)
@@ -11,8 +11,14 @@ A pruner acts on training only through these hooks, called by `bench.train` in t
     eval:      pruner.finalize(model) -> the model to evaluate and count (effective weights)
 
 `finalize` must not disturb training (it is also called at every epoch's evaluation): return
-`model` itself or a copy. Hyperparameters live in a frozen dataclass `Hparams` whose fields carry
-help text; a pruner registers with `@register_pruner("name")`.
+`model` itself or a copy. An `after_step` that replaces the model's parameters (structured
+pruning) sets `self.model_changed = True`; the trainer then builds a new optimizer with
+`make_optimizer` (the old parameters' optimizer state is dropped). On resume the trainer loads
+the pruner's state before the model's, so `load_state_dict` can first rebuild the changed
+architecture (and set `model_changed` for a matching optimizer). Hyperparameters
+live in a frozen dataclass `Hparams` whose fields carry help text; a pruner registers with
+`@register_pruner("name")`. A pruner whose sparsity follows from a hyperparameter declares it
+as `sparsity_knob`, which `bench calibrate` searches for a target sparsity.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -32,6 +38,17 @@ from bench.registry import PRUNERS
 @dataclass(frozen=True)
 class NoHparams:
     """This pruner has no hyperparameters."""
+
+
+@dataclass(frozen=True)
+class SparsityKnob:
+    """The hyperparameter a pruner's final sparsity follows from, and its search range."""
+
+    name: str
+    low: float
+    high: float
+    scale: Literal["log", "linear"] = "log"
+    increasing: bool = True  # sparsity grows with the value
 
 
 def register_pruner(name: str):
@@ -58,12 +75,16 @@ class Pruner:
 
     name: ClassVar[str] = ""
     Hparams: ClassVar[type] = NoHparams
+    sparsity_knob: ClassVar[SparsityKnob | None] = None
 
     def __init__(self, hparams: Any, budget: Budget) -> None:
         self.hp = hparams
         self.budget = budget
-        self.total_steps = 0  # set by the trainer before `prepare`
+        self.total_steps = 0  # this and the next three are set by the trainer before `prepare`
         self.steps_per_epoch = 0
+        self.num_train = 0  # training examples
+        self.input_shape: tuple[int, ...] = ()  # one example's shape
+        self.model_changed = False  # see the module docstring; reset by the trainer
 
     # -- hooks -------------------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:

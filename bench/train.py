@@ -60,6 +60,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def dist_info() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless torch.distributed is initialised (a multi-task job)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def resolve_hparams(config: RunConfig) -> RunConfig:
     """Validate the pruner's hyperparameters and fill in the defaults (raises ConfigError)."""
     import dataclasses
@@ -88,22 +95,30 @@ def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str,
     """
     config = check_config(config)
     run_dir = Path(out) / config.run_id
+    rank, world = dist_info()  # several ranks (DistributedDataParallel): only rank 0 writes
     done = read_json(run_dir / "result.json")
-    if done is not None and done.get("status") in FINISHED:
+    if world == 1 and done is not None and done.get("status") in FINISHED:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
+    with run_lock(run_dir) if rank == 0 else contextlib.nullcontext():
         done = read_json(run_dir / "result.json")  # finished while we waited for the lock?
+        if world > 1:  # rank 0 decides, under the lock, for every rank
+            box = [done]
+            torch.distributed.broadcast_object_list(box, src=0)
+            done = box[0]
         if done is not None and done.get("status") in FINISHED:
             return done
-        write_json(
-            run_dir / "config.json",
-            {**config.to_dict(), "run_id": config.run_id, "config_hash": config.config_hash},
-        )
+        if rank == 0:
+            write_json(
+                run_dir / "config.json",
+                {**config.to_dict(), "run_id": config.run_id, "config_hash": config.config_hash},
+            )
         started = _now()
         try:
             return Trainer(config, run_dir, progress).fit(started)
         except Exception as e:
+            if rank != 0:
+                raise
             write_text(run_dir / "traceback.txt", traceback.format_exc())
             write_json(
                 run_dir / "result.json",
@@ -164,6 +179,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         model = model_info.build(self.data.num_classes).to(self.device)
         self.flops_dense, _ = metrics.flops(model, self.data.input_shape, self.device)
+        self.dense_counts = metrics.param_counts(model)  # sparsity counts removed weights as zeros
 
         pruner_cls = PRUNERS.get(config.pruner)
         self.pruner = pruner_cls(pruner_cls.Hparams(**config.hparams), b)
@@ -172,8 +188,11 @@ class Trainer:
         if b.max_steps:
             self.total_steps = min(self.total_steps, b.max_steps)
         self.pruner.total_steps, self.pruner.steps_per_epoch = self.total_steps, self.steps_per_epoch
+        self.pruner.num_train, self.pruner.input_shape = self.data.num_train, self.data.input_shape
         self.model = self.pruner.prepare(model)
         self.optimizer = self.pruner.make_optimizer(self.model)
+        self.rank, self.world = dist_info()
+        self.net = self.wrap(self.model)  # what the training step calls: DDP over ranks, or the model
 
         self.epoch, self.step, self.samples, self.train_time = 0, 0, 0, 0.0
         self.history: list[dict[str, Any]] = []
@@ -207,9 +226,11 @@ class Trainer:
         ckpt = load_checkpoint(self.checkpoint_path)
         if ckpt is None or ckpt.get("config_hash") != self.config.config_hash:
             return False
+        self.pruner.load_state_dict(ckpt["pruner"])  # first: it may rebuild a pruned architecture
+        if self.pruner.model_changed:
+            self.rebuild_optimizer()
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.pruner.load_state_dict(ckpt["pruner"])
         torch.set_rng_state(ckpt["rng_cpu"])
         if self.device.type == "cuda" and ckpt["rng_cuda"]:
             torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
@@ -219,6 +240,18 @@ class Trainer:
         return True
 
     # -- loop -------------------------------------------------------------------------------
+    def rebuild_optimizer(self) -> torch.optim.Optimizer:
+        """A new optimizer after the pruner replaced the model's parameters (structured pruning)."""
+        self.pruner.model_changed = False
+        self.optimizer = self.pruner.make_optimizer(self.model)
+        self.net = self.wrap(self.model)
+        self.set_lr()
+        return self.optimizer
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DistributedDataParallel when several ranks train together: it averages gradients."""
+        return nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+
     def set_lr(self) -> float:
         lr = self.budget.lr * lr_factor(self.budget, self.step / self.total_steps)
         for group in self.optimizer.param_groups:
@@ -244,13 +277,22 @@ class Trainer:
             else:
                 t0 = time.perf_counter()
             self.set_lr()
-            loss = F.cross_entropy(model(x), y)
+            n_batch = len(y)
+            if self.world > 1:
+                # each rank takes a disjoint slice of the global batch; DDP averages gradients over
+                # ranks, so a slice's summed loss is scaled to make that average the global mean
+                x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
+                loss = F.cross_entropy(self.net(x), y, reduction="sum") * (self.world / n_batch)
+            else:
+                loss = F.cross_entropy(model(x), y)
             reg = pruner.regularizer(model)
             opt.zero_grad(set_to_none=True)
             (loss if reg is None else loss + reg).backward()
             pruner.after_backward(self.step)
             opt.step()
             pruner.after_step(self.step)
+            if pruner.model_changed:
+                opt = self.rebuild_optimizer()
             if cuda:
                 end.record()
                 events.append((start, end))
@@ -259,7 +301,10 @@ class Trainer:
             loss_sum += loss.detach()
             n += 1
             self.step += 1
-            self.samples += len(y)
+            self.samples += n_batch
+        if self.world > 1:  # every rank logs (and checks divergence on) the same global loss
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= self.world
         metrics.synchronize(dev)
         self.train_time += time.perf_counter() - t_epoch
         self.step_times.extend(s.elapsed_time(e) for s, e in events)
@@ -286,7 +331,7 @@ class Trainer:
         bar = tqdm(
             total=epochs,
             initial=self.epoch,
-            disable=not self.progress,
+            disable=not self.progress or self.rank != 0,
             unit="epoch",
             desc=self.config.run_id,
             leave=True,
@@ -301,16 +346,19 @@ class Trainer:
                 break
             evaluated = self.pruner.finalize(self.model)
             top1, _ = self.evaluate(evaluated)
-            self.history.append(self._epoch_row(loss, top1, metrics.sparsity_stats(evaluated)["sparsity"]))
+            sparsity = metrics.sparsity_stats(evaluated, self.dense_counts)["sparsity"]
+            self.history.append(self._epoch_row(loss, top1, sparsity))
             self.epoch += 1
-            self.save()
-            self._write_history()
+            if self.rank == 0:
+                self.save()
+                self._write_history()
             bar.update(1)
             bar.set_postfix(
                 loss=f"{loss:.3f}", top1=f"{top1:.3f}", sparsity=f"{self.history[-1]['sparsity']:.3f}"
             )
         bar.close()
-        self._write_history()
+        if self.rank == 0:
+            self._write_history()
         return self._record(status, diverged_epoch, started, resumed)
 
     def _epoch_row(self, loss: float, top1: float | None, sparsity: float | None) -> dict[str, Any]:
@@ -342,7 +390,7 @@ class Trainer:
             record["top1"], record["top5"] = self.evaluate(final)
         else:
             record["top1"] = record["top5"] = None
-        record.update(metrics.sparsity_stats(final))
+        record.update(metrics.sparsity_stats(final, self.dense_counts))
         record["flops_dense"] = self.flops_dense
         _, record["flops_sparse"] = metrics.flops(final, self.data.input_shape, self.device)
         record.update(
@@ -360,4 +408,4 @@ class Trainer:
                 "finished_at": _now(),
             }
         )
-        return write_json(self.run_dir / "result.json", record)
+        return write_json(self.run_dir / "result.json", record) if self.rank == 0 else record

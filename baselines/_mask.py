@@ -1,0 +1,101 @@
+"""Shared machinery of the unstructured mask pruners (`magnitude`, `gmp`, `random`).
+
+A pruner of this kind keeps one boolean mask per prunable weight. Installing masks zeroes the
+masked weights and their momentum buffers; from then on their gradients are masked after every
+backward pass. With a zero weight, a zero gradient and a zero momentum buffer, SGD's update
+(momentum and weight decay included) is exactly zero, so masked weights stay exactly zero
+without a second pass over the weights after each step.
+
+Masks keep the highest-scoring weights (|w| for magnitude pruning, uniform noise for random
+pruning), per layer or globally over all prunable weights, removing round(sparsity * n) like
+`torch.nn.utils.prune`'s unstructured methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from bench.pruner import Pruner
+
+Scope = Literal["global", "layer"]
+SCOPES = ("global", "layer")
+
+
+def check_sparsity(name: str, value: float) -> None:
+    """The shared validation of a target sparsity hyperparameter."""
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} = {value!r}: must be in [0, 1)")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} = {value!r}: valid choices: {', '.join(choices)}")
+
+
+def _keep_top(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    flat = scores.flatten()
+    n_keep = flat.numel() - round(sparsity * flat.numel())
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    # top-k of the kept side: at high sparsity several times faster than of the pruned side
+    keep[flat.topk(n_keep, sorted=False).indices] = True
+    return keep.view_as(scores)
+
+
+@torch.no_grad()
+def keep_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: Scope) -> dict[str, torch.Tensor]:
+    """Boolean masks (True = kept) removing the lowest-scoring `sparsity` of the entries of every
+    layer (`scope="layer"`) or of all layers together (`scope="global"`)."""
+    if scope == "layer":
+        return {n: _keep_top(s, sparsity) for n, s in scores.items()}
+    keep = _keep_top(torch.cat([s.flatten() for s in scores.values()]), sparsity)
+    parts = keep.split([s.numel() for s in scores.values()])
+    return {n: m.view_as(s) for (n, s), m in zip(scores.items(), parts, strict=True)}
+
+
+class MaskPruner(Pruner):
+    """Base of the mask pruners: SGD with the budget's settings, plus fixed-shape binary masks."""
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.model = model
+        self.layers: dict[str, nn.Module] = dict(self.prunable(model))
+        self.masks: dict[str, torch.Tensor] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        return model
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        self.optimizer = super().make_optimizer(model)
+        return self.optimizer
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {n: m.weight for n, m in self.layers.items()}
+
+    @torch.no_grad()
+    def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Install masks: zero the masked weights and their momentum buffers."""
+        self.masks = masks
+        state = self.optimizer.state if self.optimizer is not None else {}
+        for name, mask in masks.items():
+            w = self.layers[name].weight
+            w.mul_(mask)
+            buf = state.get(w, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.mul_(mask)
+
+    @torch.no_grad()
+    def after_backward(self, step: int) -> None:
+        if self.masks:
+            grads = [self.layers[n].weight.grad for n in self.masks]
+            torch._foreach_mul_(grads, list(self.masks.values()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": dict(self.masks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masks = {n: m.to(self.layers[n].weight.device) for n, m in state["masks"].items()}
+
+    def state_tensors(self) -> Iterator[torch.Tensor]:
+        return iter(self.masks.values())

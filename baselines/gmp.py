@@ -1,0 +1,74 @@
+"""`gmp`: gradual magnitude pruning with the cubic schedule of Zhu & Gupta (2017).
+
+    s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3,   t in {t0, t0 + dt, ..., t0 + n*dt}
+
+where t counts optimizer steps done. Every dt steps the masks are recomputed from the current
+weight magnitudes at sparsity s_t. Pruned weights are exactly zero and have the lowest
+magnitude, so they stay pruned as s_t grows. `start`, `end` and `every` are fractions of the
+budget's steps; the defaults are Gale et al.'s ResNet-50 schedule (start 40k, end 76k, every 2k
+of 128k steps) scaled to the budget. After the last update the mask is fixed (fine-tuning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from baselines._mask import SCOPES, MaskPruner, check_choice, check_sparsity, keep_masks
+from bench.config import hp
+from bench.pruner import register_pruner
+
+
+@dataclass(frozen=True)
+class GMPHparams:
+    sparsity: float = hp(0.9, "final sparsity s_f of the prunable weights, in [0, 1)")
+    initial_sparsity: float = hp(0.0, "sparsity s_i at the first update (Zhu & Gupta: 0)")
+    start: float = hp(0.3125, "first mask update t0, as a fraction of the budget's steps")
+    end: float = hp(0.59375, "last mask update (s_t = s_f from then on), as a fraction of the steps")
+    every: float = hp(0.015625, "interval dt between mask updates, as a fraction of the steps")
+    scope: Literal["global", "layer"] = hp(
+        "layer", "layer: every layer pruned to s_t (Zhu & Gupta); global: one threshold over all"
+    )
+
+    def __post_init__(self) -> None:
+        check_sparsity("sparsity", self.sparsity)
+        if not 0 <= self.initial_sparsity <= self.sparsity:
+            raise ValueError(f"initial_sparsity = {self.initial_sparsity!r}: must be in [0, sparsity]")
+        if not 0 <= self.start < 1:
+            raise ValueError(f"start = {self.start!r}: must be in [0, 1)")
+        if not self.start < self.end <= 1:
+            raise ValueError(f"end = {self.end!r}: must be in (start, 1]")
+        if not 0 < self.every <= self.end - self.start:
+            raise ValueError(f"every = {self.every!r}: must be in (0, end - start]")
+        check_choice("scope", self.scope, SCOPES)
+
+
+@register_pruner("gmp")
+class GMPPruner(MaskPruner):
+    """Gradual magnitude pruning, cubic schedule (Zhu & Gupta 2017), masks recomputed every dt."""
+
+    Hparams = GMPHparams
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        h, total = self.hp, self.total_steps
+        self.t0 = round(h.start * total)
+        self.dt = max(1, round(h.every * total))
+        self.n = max(1, (round(h.end * total) - self.t0) // self.dt)  # last update at t0 + n*dt <= end
+        return super().prepare(model)
+
+    def target_sparsity(self, t: int) -> float:
+        """s_t after t steps (s_i before t0, s_f after the last update)."""
+        h = self.hp
+        progress = min(max((t - self.t0) / (self.n * self.dt), 0.0), 1.0)
+        return h.sparsity + (h.initial_sparsity - h.sparsity) * (1 - progress) ** 3
+
+    def is_update(self, t: int) -> bool:
+        return self.t0 <= t <= self.t0 + self.n * self.dt and (t - self.t0) % self.dt == 0
+
+    def after_step(self, step: int) -> None:
+        t = step + 1
+        if self.is_update(t):
+            scores = {n: w.detach().abs() for n, w in self.weights().items()}
+            self.set_masks(keep_masks(scores, self.target_sparsity(t), self.hp.scope))

@@ -1,0 +1,38 @@
+"""`random`: random unstructured pruning at initialization, mask fixed: the sanity floor.
+
+Every prunable layer loses exactly `sparsity` of its weights, chosen uniformly at random with
+the global RNG, which the trainer seeds with the run's seed before building the model: the
+same seed gives the same mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from baselines._mask import MaskPruner, check_sparsity, keep_masks
+from bench.config import hp
+from bench.pruner import register_pruner
+
+
+@dataclass(frozen=True)
+class RandomHparams:
+    sparsity: float = hp(0.9, "fraction of every prunable layer's weights removed at random, in [0, 1)")
+
+    def __post_init__(self) -> None:
+        check_sparsity("sparsity", self.sparsity)
+
+
+@register_pruner("random")
+class RandomPruner(MaskPruner):
+    """Random unstructured pruning before training (seeded by the run), mask fixed throughout."""
+
+    Hparams = RandomHparams
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = super().prepare(model)
+        scores = {n: torch.rand_like(w) for n, w in self.weights().items()}
+        self.set_masks(keep_masks(scores, self.hp.sparsity, "layer"))
+        return model

@@ -1,0 +1,172 @@
+"""`vd`: sparse variational dropout (Molchanov, Ashukha & Vetrov, ICML 2017).
+
+Every prunable conv/linear layer is swapped for a subclass with a variance parameter per
+weight, `log_sigma2` (so `model.state_dict()` and checkpoints carry it), and
+log alpha = log sigma^2 - log theta^2, clipped to [-8, 8]. In training the forward pass uses
+the local reparameterization trick: the pre-activation is sampled as N(x theta, x^2 sigma^2)
+(the additive-noise parameterization of the authors' code, sigma^2 unclipped). In evaluation
+weights with log alpha >= `threshold` are zeroed.
+
+The loss is the negative ELBO per training example: task loss (a per-example mean) plus
+beta_t * KL / N, with N the number of training examples, the KL summed over weights with the
+paper's approximation
+
+    -KL ~= k1 * sigmoid(k2 + k3 * log alpha) - 0.5 * log1p(exp(-log alpha)) - k1,
+
+and beta_t ramped linearly from 0 to `kl_weight` over the first `warmup` of the budget.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.config import hp
+from bench.pruner import Pruner, SparsityKnob, register_pruner
+
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+LOG_ALPHA_RANGE = (-8.0, 8.0)
+
+
+def kl_approx(log_alpha: torch.Tensor) -> torch.Tensor:
+    """KL(q || log-uniform prior) per weight (Molchanov et al. 2017, eq. 14)."""
+    return K1 - K1 * torch.sigmoid(K2 + K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
+
+
+class SVDOMixin:
+    """Sparse variational dropout on a conv/linear layer (`_op` is its plain forward)."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log_sigma2 = nn.Parameter(torch.empty_like(self.weight))
+        self.threshold = 3.0
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_alpha(self) -> torch.Tensor:
+        return torch.clamp(self.log_sigma2 - torch.log(self.weight**2 + 1e-8), *LOG_ALPHA_RANGE)
+
+    def kept_weight(self) -> torch.Tensor:
+        """theta with the weights of log alpha >= threshold zeroed: the evaluated weight."""
+        return self.weight * (self.log_alpha() < self.threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:  # type: ignore[attr-defined]
+            return self._op(x, self.kept_weight(), self.bias)
+        mean = self._op(x, self.weight, self.bias)
+        var = self._op(x * x, self.log_sigma2.exp(), None)
+        return mean + torch.sqrt(var + 1e-8) * torch.randn_like(mean)
+
+
+class LinearSVDO(SVDOMixin, nn.Linear):
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, w, b)
+
+
+class Conv2dSVDO(SVDOMixin, nn.Conv2d):
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return self._conv_forward(x, w, b)
+
+
+def _build_like(cls: type[nn.Module], m: nn.Module) -> nn.Module:
+    """An uninitialised `cls` layer with `m`'s configuration, device and dtype."""
+    if isinstance(m, nn.Conv2d):
+        args: dict[str, Any] = dict(
+            in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=m.kernel_size,
+            stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups,
+            padding_mode=m.padding_mode,
+        )
+    else:
+        args = dict(in_features=m.in_features, out_features=m.out_features)
+    # built on the meta device and materialised uninitialised (torch.nn.utils.skip_init's recipe):
+    # the weights are copied in next, and the global RNG stays untouched
+    layer = cls(**args, bias=m.bias is not None, device="meta", dtype=m.weight.dtype)
+    return layer.to_empty(device=m.weight.device)
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, new)
+
+
+@dataclass(frozen=True)
+class VDHparams:
+    kl_weight: float = hp(1.0, "final weight beta of the KL term (1: the ELBO; the sparsity knob)")
+    warmup: float = hp(0.5, "fraction of the budget over which beta ramps linearly from 0")
+    threshold: float = hp(3.0, "weights with log alpha >= threshold are zeroed at evaluation")
+    log_sigma2_init: float = hp(-10.0, "initial log sigma^2 of every weight (authors' code: -10)")
+
+    def __post_init__(self) -> None:
+        if not self.kl_weight >= 0:
+            raise ValueError(f"kl_weight = {self.kl_weight!r}: must be >= 0")
+        if not 0 <= self.warmup <= 1:
+            raise ValueError(f"warmup = {self.warmup!r}: must be in [0, 1]")
+        lo, hi = LOG_ALPHA_RANGE
+        if not lo < self.threshold <= hi:
+            raise ValueError(f"threshold = {self.threshold!r}: must be in ({lo:g}, {hi:g}]")
+
+
+@register_pruner("vd")
+class VDPruner(Pruner):
+    """Sparse variational dropout: per-weight noise learnt with the LRT, high-dropout weights cut."""
+
+    Hparams = VDHparams
+    sparsity_knob: ClassVar[SparsityKnob] = SparsityKnob("kl_weight", 1e-2, 1e2, "log")
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.step = 0
+        for name, m in self.prunable(model):
+            vd = _build_like(Conv2dSVDO if isinstance(m, nn.Conv2d) else LinearSVDO, m)
+            vd.threshold = self.hp.threshold
+            with torch.no_grad():
+                vd.weight.copy_(m.weight)
+                if m.bias is not None:
+                    vd.bias.copy_(m.bias)
+                vd.log_sigma2.fill_(self.hp.log_sigma2_init)
+            _swap(model, name, vd)
+        self.model = model
+        return model
+
+    def kl_scale(self) -> float:
+        """beta_t / N, the factor of the summed KL in the loss at the current step."""
+        ramp_steps = self.hp.warmup * self.total_steps
+        ramp = min(1.0, self.step / ramp_steps) if ramp_steps > 0 else 1.0
+        return self.hp.kl_weight * ramp / self.num_train
+
+    def regularizer(self, model: nn.Module) -> torch.Tensor | None:
+        scale = self.kl_scale()
+        if scale == 0:
+            return None
+        layers = [m for m in model.modules() if isinstance(m, SVDOMixin)]
+        return scale * sum(kl_approx(m.log_alpha()).sum() for m in layers)
+
+    def after_step(self, step: int) -> None:
+        self.step = step + 1
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        """A plain copy with plain conv/linear layers holding the kept theta."""
+        plain = copy.deepcopy(model)
+        for name, m in list(plain.named_modules()):
+            if isinstance(m, SVDOMixin):
+                dense = _build_like(nn.Conv2d if isinstance(m, nn.Conv2d) else nn.Linear, m)
+                with torch.no_grad():
+                    dense.weight.copy_(m.kept_weight())
+                    if m.bias is not None:
+                        dense.bias.copy_(m.bias)
+                _swap(plain, name, dense)
+        return plain
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = state["step"]

@@ -1,0 +1,292 @@
+"""`bench calibrate`: find the value of a pruner's sparsity knob that reaches a target sparsity.
+
+gRDA, STR and VD do not take a target sparsity: it follows from a hyperparameter, which the
+pruner class declares as `sparsity_knob` (name, search range, log/linear scale, direction).
+The search has two phases, each a secant search of logit(sparsity) in the knob's scale (regula
+falsi once the target is bracketed, steps by the last known slope until then):
+
+1. search runs on a shortened budget (`search_fraction` of the epochs), to within tolerance/2;
+2. full-budget runs, starting from phase 1's answer with phase 1's slope, until one is within
+   tolerance (or `full_runs` are spent). Sparsity depends on the budget (gRDA's threshold
+   grows with the step count), so only a full-budget run is ever the answer.
+
+Search runs live in a temporary folder (deleted) unless `search_dir` is given; the answer's run
+folder is copied into `out` like any `bench run`, next to the JSON record of the search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.cli import add_run_flags, config_from_args, parse_sets
+from bench.config import RunConfig
+from bench.errors import ConfigError
+from bench.io import write_json
+from bench.pruner import SparsityKnob
+from bench.registry import PRUNERS
+from bench.train import check_config, run
+
+LOGIT_CLIP = 1e-3  # sparsity 0 or 1 (saturated) counts as 0.001 or 0.999
+
+# ------------------------------------------------------------------------------ knob scale
+
+
+def _to_u(knob: SparsityKnob, value: float) -> float:
+    """The search coordinate: log10 or linear, oriented so that sparsity grows with it."""
+    u = math.log10(value) if knob.scale == "log" else value
+    return u if knob.increasing else -u
+
+
+def _from_u(knob: SparsityKnob, u: float) -> float:
+    u = u if knob.increasing else -u
+    return 10**u if knob.scale == "log" else u
+
+
+def knob_of(pruner: str) -> SparsityKnob:
+    """The pruner's declared sparsity knob (ConfigError naming the pruners that have one)."""
+    knob = PRUNERS.get(pruner, "pruner").sparsity_knob
+    if knob is None:
+        with_knob = [n for n, cls in PRUNERS.items() if cls.sparsity_knob is not None]
+        hint = " (it takes `--set sparsity=...` directly)" if "sparsity" in _fields(pruner) else ""
+        raise ConfigError(
+            f"pruner {pruner!r} has no sparsity knob to calibrate{hint}; "
+            f"pruners with one: {', '.join(with_knob)}"
+        )
+    return knob
+
+
+def _fields(pruner: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(PRUNERS.get(pruner).Hparams)]
+
+
+# ---------------------------------------------------------------------------------- search
+
+
+def _logit(s: float) -> float:
+    """Sparsity on the logit scale, where its curve against a log knob is close to a line."""
+    if math.isnan(s):
+        return math.inf
+    s = min(max(s, LOGIT_CLIP), 1 - LOGIT_CLIP)
+    return math.log(s / (1 - s))
+
+
+def secant_search(
+    evaluate: Callable[[float], float],
+    u0: float,
+    bounds: tuple[float, float],
+    target: float,
+    tol: float,
+    max_runs: int,
+    slope: float | None = None,
+) -> list[tuple[float, float]]:
+    """Evaluate points u (sparsity increasing in u, within `bounds`) until one is within `tol`
+    of `target` or `max_runs` are spent; returns every (u, sparsity) in order.
+
+    Works on logit(sparsity). Once the target is bracketed: regula falsi with the Illinois
+    modification (the end that stayed twice has its residual halved, so a curved function
+    cannot stall one end). Until then: a step by the latest slope estimate (`slope`, in logit
+    per unit of u, to start with) but no further than the bound, or halfway to the bound while
+    there is no estimate. A NaN (a run that did not finish) counts as overshooting.
+    """
+    lo, hi = bounds
+    goal = _logit(target)
+    below: tuple[float, float] | None = None  # (u, residual) of the bracket's ends
+    above: tuple[float, float] | None = None
+    points: list[tuple[float, float]] = []
+    last_side = None
+    u = u0
+    for _ in range(max_runs):
+        s = evaluate(u)
+        points.append((u, s))
+        if abs(s - target) <= tol:
+            break
+        r = _logit(s) - goal
+        side = "below" if r < 0 else "above"
+        if side == "below":
+            below, lo = (u, r), u
+        else:
+            above, hi = (u, r), u
+        if hi - lo < 1e-9:
+            break
+        if below and above:
+            if side == last_side:  # Illinois: the other end stayed twice
+                if side == "below":
+                    above = (above[0], above[1] / 2)
+                else:
+                    below = (below[0], below[1] / 2)
+            t = -below[1] / (above[1] - below[1])
+            u = below[0] + t * (above[0] - below[0]) if 0 < t < 1 else (lo + hi) / 2
+        else:
+            if len(points) >= 2:
+                slope = _slope(*points[-2:]) or slope
+            edge = hi if r < 0 else lo
+            if slope and math.isfinite(r):
+                u = min(max(u - r / slope, lo), hi)  # beyond the bracket: its edge (is it reachable?)
+            else:
+                u = (u + edge) / 2
+        last_side = side
+    return points
+
+
+def _slope(a: tuple[float, float], b: tuple[float, float]) -> float | None:
+    """logit(sparsity) per unit of u between two points, if positive."""
+    (u1, s1), (u2, s2) = sorted((a, b))
+    if u1 == u2:
+        return None
+    slope = (_logit(s2) - _logit(s1)) / (u2 - u1)
+    return slope if 0 < slope < math.inf else None
+
+
+def _short_budget(config: RunConfig, fraction: float) -> RunConfig:
+    b = config.budget
+    short = dataclasses.replace(
+        b, epochs=max(1, round(b.epochs * fraction)), max_steps=math.ceil(b.max_steps * fraction)
+    )
+    return dataclasses.replace(config, budget=short)
+
+
+def calibrate(
+    config: RunConfig,
+    target: float,
+    out: str | Path,
+    tolerance: float = 0.01,
+    search_fraction: float = 0.25,
+    search_runs: int = 8,
+    full_runs: int = 4,
+    search_dir: str | Path | None = None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> dict[str, Any]:
+    """Search `config.pruner`'s sparsity knob for `target`; returns (and writes to `out`) the record."""
+    _check(target, tolerance, search_fraction, search_runs, full_runs)
+    config = check_config(config)
+    knob = knob_of(config.pruner)
+    bounds = tuple(sorted((_to_u(knob, knob.low), _to_u(knob, knob.high))))
+    out = Path(out)
+    trials: list[dict[str, Any]] = []
+
+    with tempfile.TemporaryDirectory(prefix="bench-calibrate-") as tmp:
+        runs_dir = Path(search_dir) if search_dir is not None else Path(tmp)
+
+        def evaluator(base: RunConfig, phase: str) -> Callable[[float], float]:
+            def evaluate(u: float) -> float:
+                value = float(f"{_from_u(knob, u):.4g}")  # readable hparams (and run ids)
+                cfg = check_config(dataclasses.replace(base, hparams={**base.hparams, knob.name: value}))
+                r = run(cfg, runs_dir)
+                trials.append({
+                    "phase": phase, "value": value, "sparsity": r["sparsity"], "top1": r["top1"],
+                    "status": r["status"], "epochs": cfg.budget.epochs, "run_id": r["run_id"],
+                })
+                log(f"calibrate {config.pruner} [{phase}, {cfg.budget.epochs} epochs] {knob.name}={value:g}: "
+                    f"{r['status']}, sparsity {r['sparsity']:.4f}, top1 {r['top1']}")
+                # a run that did not finish counts as overshooting (NaN compares as "not below")
+                return r["sparsity"] if r["status"] == "ok" else math.nan
+
+            return evaluate
+
+        u0, slope = (bounds[0] + bounds[1]) / 2, None
+        if search_fraction < 1:
+            short = _short_budget(config, search_fraction)
+            points = secant_search(evaluator(short, "search"), u0, bounds, target, tolerance / 2, search_runs)
+            points = [p for p in points if not math.isnan(p[1])]
+            if points:
+                u0 = min(points, key=lambda p: abs(p[1] - target))[0]
+                below = [p for p in points if p[1] < target]
+                above = [p for p in points if p[1] >= target]
+                slope = _slope(max(below), min(above)) if below and above else None
+        secant_search(evaluator(config, "full"), u0, bounds, target, tolerance, full_runs, slope)
+
+        full = [t for t in trials if t["phase"] == "full" and t["status"] == "ok"]
+        if not full:
+            raise RuntimeError(f"calibrate {config.pruner}: no full-budget run finished (see the log above)")
+        best = min(full, key=lambda t: abs(t["sparsity"] - target))
+        final = dataclasses.replace(config, hparams={**config.hparams, knob.name: best["value"]})
+        run_dir = _publish(runs_dir / best["run_id"], out, final)
+
+    record = {
+        "pruner": config.pruner, "model": config.model, "dataset": config.dataset, "seed": config.seed,
+        "target": target, "tolerance": tolerance, "knob": dataclasses.asdict(knob),
+        "budget": dataclasses.asdict(config.budget), "search_fraction": search_fraction,
+        "trials": trials, "value": best["value"], "hparams": final.hparams,
+        "sparsity": best["sparsity"], "top1": best["top1"], "run_id": best["run_id"],
+        "run_dir": str(run_dir), "within_tolerance": abs(best["sparsity"] - target) <= tolerance,
+    }
+    record["record"] = str(out / f"calibration-{config.pruner}-{config.model}-{config.dataset}"
+                                 f"-s{config.seed}-{target:g}.json")
+    write_json(record["record"], record)
+    return record
+
+
+def _publish(src: Path, out: Path, config: RunConfig) -> Path:
+    """Put the answer's run folder into `out`: copied (then renamed into place) unless `out`
+    already holds that run, in which case `run` finishes or returns it there."""
+    dest = out / src.name
+    if dest.resolve() == src.resolve():
+        return dest
+    if dest.exists():
+        run(config, out)
+        return dest
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{src.name}."))
+    shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
+    os.replace(tmp, dest)
+    return dest
+
+
+def _check(target: float, tolerance: float, fraction: float, search_runs: int, full_runs: int) -> None:
+    if not 0 < target < 1:
+        raise ConfigError(f"--target = {target!r}: must be in (0, 1)")
+    if not 0 < tolerance < 1:
+        raise ConfigError(f"--tolerance = {tolerance!r}: must be in (0, 1)")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"--search-fraction = {fraction!r}: must be in (0, 1]")
+    if search_runs < 1 or full_runs < 1:
+        raise ConfigError(f"--search-runs = {search_runs}, --full-runs = {full_runs}: each must be >= 1")
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    _check(args.target, args.tolerance, args.search_fraction, args.search_runs, args.full_runs)
+    knob = knob_of(args.pruner)
+    if knob.name in parse_sets(args.sets):
+        raise ConfigError(f"--set {knob.name}: that is the knob calibrate searches; leave it unset")
+    config = config_from_args(args)
+    record = calibrate(
+        config, args.target, args.out, args.tolerance, args.search_fraction, args.search_runs,
+        args.full_runs, args.search_dir,
+    )
+    keys = ("pruner", "target", "value", "hparams", "sparsity", "top1", "within_tolerance", "run_id")
+    summary = {"knob": knob.name, **{k: record[k] for k in keys}, "runs": len(record["trials"])}
+    print(json.dumps({**summary, "record": record["record"]}, indent=2))
+    print(f"run folder: {record['run_dir']}", file=sys.stderr)
+    return 0 if record["within_tolerance"] else 1
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate", help="search a pruner's sparsity knob (gRDA c, STR s_weight_decay, VD kl_weight) "
+                          "for a target sparsity; the answer is a full-budget run",
+    )
+    add_run_flags(p)
+    p.add_argument("--target", type=float, required=True, help="target sparsity, in (0, 1)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="accepted |sparsity - target| (default 0.01)")
+    p.add_argument("--search-fraction", type=float, default=0.25,
+                   help="budget fraction of the search runs; 1: full-budget runs only (default 0.25)")
+    p.add_argument("--search-runs", type=int, default=8, help="most short-budget search runs (default 8)")
+    p.add_argument("--full-runs", type=int, default=4, help="most full-budget runs (default 4)")
+    p.add_argument("--out", default="runs", help="where the answer's run folder and the JSON record go")
+    p.add_argument("--search-dir", default=None,
+                   help="keep every search run here (default: a temporary folder, deleted)")
+    p.set_defaults(func=cmd_calibrate)

@@ -1,0 +1,179 @@
+"""`bench perf`: the benchmark code runs and reports sane fields. Never timing thresholds: the
+numbers depend on the machine; the ratios must only be positive and finite."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench import perf
+from bench.cli import main
+from bench.config import Budget, RunConfig
+from bench.grda import GRDA
+from bench.registry import PRUNERS
+from bench.train import check_config
+
+CPU = torch.device("cpu")
+
+
+def finite_positive(x: float) -> bool:
+    return isinstance(x, float | int) and math.isfinite(x) and x > 0
+
+
+# ------------------------------------------------------------------------------ reference gRDA
+
+
+@pytest.mark.parametrize("c, mu, lrs", [(0.005, 0.55, [0.1] * 6), (0.05, 0.7, [0.1, 0.1, 0.05, 0.05, 0.01]),
+                                        (0.0, 0.6, [0.2] * 3)])
+def test_reference_grda_gives_the_same_weights_as_ours(c: float, mu: float, lrs: list[float]) -> None:
+    """The slow authors'-style loop and the fast GRDA agree step by step, lr changes included
+    (the threshold keeps accumulating increments at the current lr)."""
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(s, generator=gen) * 0.1 for s in [(8, 4, 3, 3), (8,), (10, 32)]]
+    ours = [p.clone().requires_grad_() for p in init]
+    ref = [p.clone().requires_grad_() for p in init]
+    opt, ref_opt = GRDA(ours, lr=lrs[0], c=c, mu=mu), perf.ReferenceGRDA(ref, lr=lrs[0], c=c, mu=mu)
+    for lr in lrs:
+        for o in (opt, ref_opt):
+            o.param_groups[0]["lr"] = lr
+        for a, b in zip(ours, ref, strict=True):
+            a.grad = torch.randn(a.shape, generator=gen) * 0.05
+            b.grad = a.grad.clone()
+        opt.step()
+        ref_opt.step()
+        for a, b in zip(ours, ref, strict=True):
+            torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+    if c > 0:  # the comparison is only honest if thresholding did something
+        assert any(int((p == 0).sum()) > 0 for p in ours)
+
+
+def test_optimizer_suite_reports_equal_weights_and_state() -> None:
+    o = perf.bench_optimizer(torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.Linear(30, 5)), CPU,
+                             rounds=1, steps=3)
+    assert o["grda_equals_reference"] and o["max_abs_diff"] <= 1e-5
+    assert o["steps_each"] == 6  # warm-up round + one timed round, 3 steps each
+    assert o["state_bytes"]["grda"] == o["state_bytes"]["sgd"] == 4 * (20 * 30 + 30 + 30 * 5 + 5)
+    assert finite_positive(o["grda_vs_sgd"]) and finite_positive(o["reference_vs_grda"])
+
+
+# ------------------------------------------------------------------------------------- timing
+
+
+def test_round_robin_rotates_order_discards_warmup_and_pairs_rounds() -> None:
+    calls: list[str] = []
+    blocks = {n: (lambda n=n: calls.append(n) or [float(len(calls))]) for n in "abc"}
+    out = perf.round_robin(blocks, rounds=2)
+    assert calls == list("abc" + "bca" + "cab")
+    assert out == {"a": [[6.0], [8.0]], "b": [[4.0], [9.0]], "c": [[5.0], [7.0]]}
+    assert perf.ratio(out["a"], out["c"]) == (6 / 5 + 8 / 7) / 2  # paired by round
+    assert perf.summary(out["b"]) == {"median_ms": 6.5, "p25_ms": 5.25, "p75_ms": 7.75, "n": 2}
+    calls.clear()
+    out = perf.round_robin(blocks, rounds=1, min_seconds=0.05)
+    assert len(calls) >= 6 and all(len(v) == len(calls) // 3 - 1 for v in out.values())
+
+
+# ------------------------------------------------------------------------------------ pruners
+
+
+@pytest.mark.parametrize("pruner", [p for p in PRUNERS.names() if p != perf.REFERENCE])
+def test_every_registered_pruner_is_timed_against_dense(pruner: str) -> None:
+    budget = Budget(batch_size=16, momentum=perf.PERF_MOMENTUM)
+    configs = {p: check_config(RunConfig(p, "mlp", "synthetic", budget=budget, device="cpu"))
+               for p in (perf.REFERENCE, pruner)}
+    rows = perf.bench_pruners(configs, perf.QUICK, CPU, memory=False)
+    assert [r["pruner"] for r in rows] == [perf.REFERENCE, pruner]
+    for r in rows:
+        assert r["step"]["n"] == perf.QUICK.rounds * perf.QUICK.opt_steps
+        assert r["train_step"]["n"] == perf.QUICK.rounds * perf.QUICK.train_steps
+        for key in ("step_ratio", "train_step_ratio", "state_ratio", "state_bytes"):
+            assert finite_positive(r[key]), (key, r[key])
+        assert r["weights_finite"]
+    if pruner == "grda":  # one accumulator per parameter, like SGD's momentum buffer
+        assert rows[1]["state_bytes"] == rows[0]["state_bytes"]
+
+
+@pytest.mark.parametrize("pruner", PRUNERS.names())
+def test_timing_the_step_alone_leaves_training_untouched(pruner: str, tmp_path) -> None:
+    """The optimizer-only block repeats steps on the last gradients, then restores everything."""
+    cfg = check_config(RunConfig(pruner=pruner, model="mlp", dataset="synthetic",
+                                 budget=Budget(batch_size=16, momentum=0.9), device="cpu"))
+    tr = perf.Trainer(cfg, tmp_path, progress=False)
+    assert len(perf._train_block(tr, 2)) == 2 and tr.step == 2
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    opt_before = json.dumps(tr.optimizer.state_dict()["param_groups"], default=str)
+    assert len(perf._step_block(tr, 3)) == 3
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert json.dumps(tr.optimizer.state_dict()["param_groups"], default=str) == opt_before
+    assert tr.step == 2
+
+
+# ---------------------------------------------------------------------------------- end to end
+
+
+def test_cli_quick_reports_every_suite(tmp_path, capsys) -> None:
+    """End to end (about 30-60 s here: fresh processes for CPU memory, DataLoader workers, a real
+    template run for the results fixture): exit 0, a table with PASS/MISS, and a JSON report."""
+    out = tmp_path / "perf.json"
+    rc = main(["perf", "--quick", "--model", "mlp", "--dataset", "synthetic", "--pruners", "grda",
+               "--json", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| check | measured | target | result |" in printed
+    report = json.loads(out.read_text())
+    assert report["meta"]["quick"] and report["meta"]["pruners"] == ["dense", "grda"]
+    assert sorted(report["meta"]["suite_seconds"]) == sorted(perf.SUITES)
+
+    dense, grda = report["pruners"]
+    for r in (dense, grda):
+        for key in ("step_ratio", "train_step_ratio", "peak_memory_ratio", "state_ratio",
+                    "peak_memory_bytes"):
+            assert finite_positive(r[key]), (r["pruner"], key, r[key])
+        assert 0 <= r["memory_growth_bytes"] <= r["peak_memory_bytes"]
+    assert dense["step_ratio"] == dense["train_step_ratio"] == 1.0
+    assert grda["state_bytes"] == dense["state_bytes"]
+
+    o = report["optimizer"]
+    assert o["grda_equals_reference"] and o["state_bytes"]["grda"] == o["state_bytes"]["sgd"]
+    assert all(finite_positive(lp["ratio"]) for lp in report["loop"])
+    loops = [(lp["model"], lp["dataset"]) for lp in report["loop"]]
+    assert loops == [("mlp", "synthetic"), ("mlp", "digits")]
+    d = report["data"]
+    assert finite_positive(d["speedup_0w"]) and finite_positive(d["speedup_2w"])
+    r = report["results"]
+    assert r["gathered"] == r["runs"] == perf.QUICK.result_folders and finite_positive(r["gather_s"])
+    c = report["compact"]
+    assert c["outputs_equal"] and c["params_compact"] < c["params"] and c["flops_ratio"] > 1
+
+    checks = {ch["name"]: ch for ch in report["checks"]}
+    assert checks["state bytes: grda / dense SGD-momentum"]["passed"]
+    assert checks["optimizer: grda weights == reference loop weights"]["passed"]
+    assert checks["compact: outputs unchanged after removing zero channels"]["passed"]
+    assert all(isinstance(ch["passed"], bool) and ch["target"] for ch in checks.values())
+    assert len(checks) == 13
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--pruners", "grda,nope"], "valid choices: "),
+    (["--suite", "pruners,speed"], "valid choices: pruners, optimizer, harness, compact"),
+    (["--set", "c=0.1"], "expected PRUNER.KEY=VALUE"),
+    (["--pruners", "grda", "--set", "gmp.x=1"], "PRUNER one of dense, grda"),
+    (["--pruners", "grda", "--set", "grda.mu=2"], "pruners.grda"),
+    (["--dataset", "digits"], "does not fit dataset 'digits'"),
+    (["--batch-size", "0"], "budget.batch_size"),
+    (["--threads", "-1"], "--threads"),
+])
+def test_bad_input_exits_2_before_anything_runs(argv: list[str], expected: str, tmp_path, capsys) -> None:
+    out = tmp_path / "perf.json"
+    assert main(["perf", "--quick", *argv, "--json", str(out)]) == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_config_error(capsys) -> None:
+    assert main(["perf", "--quick", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
