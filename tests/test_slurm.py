@@ -114,9 +114,9 @@ def test_sweep_is_one_array_and_a_second_submission_submits_nothing(cluster, tmp
 
 
 def test_job_requeued_mid_run_ends_with_the_uninterrupted_result(cluster, tmp_path, cleanup):
-    # ~0.5 s per epoch: the job must outlive the 10 s between requeue's SIGTERM (which submitit
-    # ignores) and its SIGKILL (KillWait), or it ends before it can be requeued
-    spec = load_sweep(sweep_file(tmp_path, 40, 8, "[pruners.grda]\nc = 0.02\nmu = 0.6"))
+    # 0.2-0.5 s per epoch: the job must outlive the 2 s between requeue's SIGTERM (which submitit
+    # ignores) and its SIGKILL (KillWait in start.sh), or it ends before it can be requeued
+    spec = load_sweep(sweep_file(tmp_path, 60, 8, "[pruners.grda]\nc = 0.02\nmu = 0.6"))
     (cell,) = spec.cells
     out = tmp_path / "out"
     cleanup.append(out)
@@ -131,6 +131,7 @@ def test_job_requeued_mid_run_ends_with_the_uninterrupted_result(cluster, tmp_pa
             assert time.time() < deadline, "the job wrote no checkpoint"
             time.sleep(0.2)
         subprocess.run(["scontrol", "requeue", job], check=True)
+        assert not (out / cell.run_id / "result.json").exists(), "the job ended before the requeue"
         (status,) = wait_for(out, spec.cells, 1.0, progress=False)
         reference = reference.result()
     torch.set_num_threads(threads)

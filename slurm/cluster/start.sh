@@ -119,7 +119,9 @@ MailProg=/bin/true
 # A node that went DOWN (e.g. slurmd restarted) rejoins as soon as it registers.
 ReturnToService=2
 JobRequeue=1
-KillWait=10
+# SIGTERM to SIGKILL on cancel/requeue (default 30 s). submitit ignores SIGTERM, so a
+# requeued job runs on for this long; short keeps the requeue test independent of CPU speed.
+KillWait=2
 InactiveLimit=0
 MinJobAge=300
 
