@@ -5,6 +5,7 @@ probe of a few training steps on this machine."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -55,20 +56,17 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
             rates[label] = f"{cell_s:.3g} s of training per run (median of {len(times)} finished here)"
         else:
             try:
-                setup_s, step_s, steps, stand_in = _probe(cells[0], probe_steps)
+                setup_s, step_s, steps, how = _probe(cells[0], probe_steps)
             except Exception as e:  # out of memory, a broken pruner...: report, do not fail the dry run
                 unavailable.append(f"{label}: {type(e).__name__}: {e}")
                 continue
             if steps is None:
                 unavailable.append(
-                    f"{label}: {step_s * 1e3:.3g} ms/step on random stand-in data ({stand_in}); "
-                    "the number of steps needs the dataset"
+                    f"{label}: {step_s * 1e3:.3g} ms/step ({how}); the number of steps needs the dataset"
                 )
                 continue
             cell_s = setup_s + steps * step_s
-            rates[label] = (
-                f"{step_s * 1e3:.3g} ms/step x {steps} steps + {setup_s:.2g} s to load (timed probe)"
-            )
+            rates[label] = f"{step_s * 1e3:.3g} ms/step x {steps} steps + {setup_s:.2g} s to load ({how})"
         longest = max(longest, cell_s)
         total += cell_s * len(cells)
         todo += cell_s * sum(1 for c in cells if not done.get(c.run_id))
@@ -77,29 +75,41 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
     return Estimate(total, todo, longest, name, rates, unavailable)
 
 
-def _probe(config: RunConfig, steps: int, max_s: float = 3.0) -> tuple[float, float, int | None, str]:
-    """(load s, s per training step, total steps or None, why stand-in data) of one cell, timed
-    here over up to `steps` steps (at least 1, no more once `max_s` seconds have passed) after
-    one warm-up step.
-    A dataset that is not on disk is replaced by random data of the model's shape (the step time
-    holds; the number of steps does not, unless the budget caps it with max_steps)."""
+def _probe(
+    config: RunConfig, steps: int, max_s: float = 3.0, cpu_batch: int = 4
+) -> tuple[float, float, int | None, str]:
+    """(load s, s per training step, total steps or None, how) of one cell, timed here over up to
+    `steps` steps (at least 1, no more once `max_s` seconds have passed) after one warm-up step.
+    On a CPU the steps take `cpu_batch` examples and their time is scaled linearly to the budget's
+    batch size: a full ResNet-50 batch takes minutes there. A dataset that is not on disk is
+    replaced by random data of its shape; the step count then comes from its standard size."""
+    from bench.data.synthetic import load_synthetic
     from bench.errors import ConfigError
-    from bench.registry import DATASETS
-    from bench.train import Trainer
+    from bench.registry import DATASETS, MODELS
+    from bench.train import Trainer, resolve_device
 
-    stand_in = ""
+    b, info, model = config.budget, DATASETS.get(config.dataset), MODELS.get(config.model)
+    device = resolve_device(config.device)
+    batch = b.batch_size if device.type == "cuda" else min(b.batch_size, cpu_batch)
+    how = ["timed probe"] + ([f"batch {batch} scaled to {b.batch_size}"] if batch < b.batch_size else [])
+    shape = info.input_shape or model.input_shapes[0]
+    classes = info.num_classes or (model.classes or (10,))[0]
+    t0 = time.perf_counter()
+    try:
+        data = info.load(config.data_dir or "data", device, b.augment, shape, classes)
+        num_train: int | None = data.num_train
+    except (ConfigError, OSError) as e:
+        how.append(f"random stand-in data: {config.dataset} is not on disk here" if info.on_disk else
+                   f"random stand-in data: {type(e).__name__}: {e}")
+        data = load_synthetic("", device, b.augment, shape, classes, num_train=2 * batch, num_test=batch)
+        num_train = info.num_train
+    total_steps = b.epochs * math.ceil(num_train / b.batch_size) if num_train else None
+    if b.max_steps:
+        total_steps = min(total_steps or b.max_steps, b.max_steps)
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        try:
-            trainer = Trainer(config, Path(tmp), progress=False)
-        except (ConfigError, OSError) as e:
-            on_disk = DATASETS.get(config.dataset).on_disk
-            stand_in = f"{config.dataset} is not on disk here" if on_disk else f"{type(e).__name__}: {e}"
-            trainer = Trainer(dataclasses.replace(config, dataset="synthetic"), Path(tmp), progress=False)
+        small = dataclasses.replace(config, budget=dataclasses.replace(b, batch_size=batch))
+        trainer = Trainer(small, Path(tmp), progress=False, data=data)
         setup_s = time.perf_counter() - t0
-        total_steps: int | None = trainer.total_steps
-        if stand_in:
-            total_steps = config.budget.max_steps or None
         t0 = time.perf_counter()
         while len(trainer.step_times) < 2 or (
             len(trainer.step_times) < 1 + steps and time.perf_counter() - t0 < max_s
@@ -107,4 +117,4 @@ def _probe(config: RunConfig, steps: int, max_s: float = 3.0) -> tuple[float, fl
             trainer.total_steps = trainer.step + 1  # train_epoch takes one step and returns
             trainer.train_epoch()
         times = list(trainer.step_times)[1:]
-    return setup_s, median(times) / 1e3, total_steps, stand_in
+    return setup_s, median(times) / 1e3 * b.batch_size / batch, total_steps, ", ".join(how)

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +61,35 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
+def _per_distinct_row(
+    df: pd.DataFrame, cols: list[str], label: Callable[[pd.DataFrame], pd.Series]
+) -> pd.Series:
+    """`label` computed on the distinct rows of `df[cols]` only and spread back to every row: the
+    labels are row-wise Python, and 10,000 runs have a few dozen distinct settings."""
+    codes = df.groupby(cols, dropna=False, sort=False).ngroup().to_numpy()  # numbered in first-seen order
+    first = np.unique(codes, return_index=True)[1]
+    return pd.Series(label(df.iloc[first][cols]).to_numpy()[codes], index=df.index, dtype=object)
+
+
 def _budget_labels(df: pd.DataFrame) -> pd.Series:
     """`epochs=60 batch_size=32 lr=0.1 lr_schedule=constant` plus every budget field that is not
     at its default in some row, so that two different budgets never share a label."""
     defaults = {k: json.dumps(list(v)) if isinstance(v, tuple) else _fmt_value(v)
                 for k, v in dataclasses.asdict(Budget()).items()}  # tuples are JSON text in the table
     cols = [c for c in df.columns if c.startswith("budget.")]
-    text = {c: df[c].map(_fmt_value) for c in cols}
-    shown = [c for c in cols if c[7:] in BUDGET_SHOWN or (text[c] != defaults.get(c[7:])).any()]
-    order = {f"budget.{k}": i for i, k in enumerate(BUDGET_SHOWN)}
-    shown.sort(key=lambda c: (order.get(c, len(order)), c))
-    if not shown:
+    if not cols:
         return pd.Series("-", index=df.index)
-    return pd.DataFrame({c: c[7:] + "=" + text[c] for c in shown}).agg(" ".join, axis=1)
+
+    def labels(budgets: pd.DataFrame) -> pd.Series:
+        text = {c: budgets[c].map(_fmt_value) for c in cols}
+        shown = [c for c in cols if c[7:] in BUDGET_SHOWN or (text[c] != defaults.get(c[7:])).any()]
+        order = {f"budget.{k}": i for i, k in enumerate(BUDGET_SHOWN)}
+        shown.sort(key=lambda c: (order.get(c, len(order)), c))
+        if not shown:
+            return pd.Series("-", index=budgets.index)
+        return pd.DataFrame({c: c[7:] + "=" + text[c] for c in shown}).agg(" ".join, axis=1)
+
+    return _per_distinct_row(df, cols, labels)
 
 
 def _settings(df: pd.DataFrame) -> pd.Series:
@@ -80,16 +97,24 @@ def _settings(df: pd.DataFrame) -> pd.Series:
     hp = [c for c in df.columns if c.startswith("hparams.")]
     if not hp or df.empty:
         return pd.Series("-", index=df.index, dtype=str)
-    varies = df.groupby([*SECTION, "pruner"])[hp].transform("nunique") > 1
-    parts = pd.DataFrame({c: np.where(varies[c], c[8:] + "=" + df[c].map(_fmt_value), "") for c in hp},
-                         index=df.index)
-    return parts.agg(lambda r: ", ".join(p for p in r if p) or "-", axis=1)
+
+    def settings(rows: pd.DataFrame) -> pd.Series:  # the distinct rows vary exactly as all rows do
+        varies = rows.groupby([*SECTION, "pruner"])[hp].transform("nunique") > 1
+        parts = pd.DataFrame(
+            {c: np.where(varies[c], c[8:] + "=" + rows[c].map(_fmt_value), "") for c in hp}, index=rows.index
+        )
+        return parts.agg(lambda r: ", ".join(p for p in r if p) or "-", axis=1)
+
+    return _per_distinct_row(df, [*SECTION, "pruner", *hp], settings)
 
 
 def _hparams_json(df: pd.DataFrame) -> pd.Series:
     hp = [c for c in df.columns if c.startswith("hparams.")]
-    return df[hp].agg(lambda r: json.dumps({k[8:]: v for k, v in r.dropna().to_dict().items()},
-                                           sort_keys=True, default=str), axis=1)
+
+    def as_json(r: pd.Series) -> str:
+        return json.dumps({k[8:]: v for k, v in r.dropna().to_dict().items()}, sort_keys=True, default=str)
+
+    return _per_distinct_row(df, hp, lambda rows: rows.agg(as_json, axis=1))
 
 
 def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:

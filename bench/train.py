@@ -163,12 +163,13 @@ def _now() -> str:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: Path, progress: bool) -> None:
+    def __init__(self, config: RunConfig, run_dir: Path, progress: bool, data: Data | None = None) -> None:
+        """`data`: already loaded data to train on instead of `config.dataset` (the estimate's probe)."""
         self.config, self.run_dir, self.progress = config, run_dir, progress
         self.budget = b = config.budget
         self.device = resolve_device(config.device)
         model_info = MODELS.get(config.model)
-        self.data: Data = DATASETS.get(config.dataset).load(
+        self.data: Data = data or DATASETS.get(config.dataset).load(
             config.data_dir or "data",
             self.device,
             b.augment,

@@ -80,7 +80,8 @@ def test_gather_flattens_every_field_and_reads_history(tmp_path: Path) -> None:
     assert h.loc[(h["run_id"] == "grda-a") & (h["epoch"] == 2), "sparsity"].item() == pytest.approx(0.9)
 
 
-def test_gather_skips_and_reports_broken_folders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 3])  # in turn, or by a thread pool
+def test_gather_skips_and_reports_broken_folders(tmp_path: Path, workers: int) -> None:
     good = make_run(tmp_path, fake_result("good"))
     truncated = make_run(tmp_path, fake_result("truncated"))
     text = (truncated / "result.json").read_text()
@@ -93,7 +94,7 @@ def test_gather_skips_and_reports_broken_folders(tmp_path: Path) -> None:
     (listed / "result.json").write_text("[1, 2]")
     (tmp_path / "not-a-run").mkdir()  # an empty folder is searched, not reported
 
-    g = results.gather(tmp_path)
+    g = results.gather(tmp_path, workers=workers)
     assert list(g.runs["run_id"]) == ["good"]
     reasons = {Path(s.path).name: s.reason for s in g.skipped}
     assert set(reasons) == {"truncated", "incomplete", "pending", "weird", "listed"}
@@ -106,12 +107,13 @@ def test_gather_skips_and_reports_broken_folders(tmp_path: Path) -> None:
     assert good.exists()
 
 
-def test_gather_keeps_the_newest_duplicate_and_reports_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_gather_keeps_the_newest_duplicate_and_reports_it(tmp_path: Path, workers: int) -> None:
     old = make_run(tmp_path / "a", fake_result("same", top1=0.5, finished_at="2025-01-01T00:00:00+00:00"))
     new = make_run(tmp_path / "b", fake_result("same", top1=0.7, finished_at="2025-03-01T00:00:00+00:00"))
     make_run(tmp_path / "b", fake_result("other"))
     # argument order does not matter; a folder reached twice is read once
-    g = results.gather(tmp_path / "b", tmp_path / "a", tmp_path, tmp_path / "b" / "other")
+    g = results.gather(tmp_path / "b", tmp_path / "a", tmp_path, tmp_path / "b" / "other", workers=workers)
     assert sorted(g.runs["run_id"]) == ["other", "same"]
     kept = g.runs.set_index("run_id").loc["same"]
     assert kept["top1"] == 0.7 and Path(kept["path"]) == new
@@ -166,6 +168,9 @@ def test_gather_cli_writes_both_tables_and_rejects_bad_input(tmp_path: Path, cap
     assert "nope: no such folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert cli.main(["gather", str(tmp_path / "empty"), "-o", str(tmp_path / "x.parquet")]) == 2
+    bad = ["gather", str(tmp_path / "runs"), "--workers", "0", "-o", str(tmp_path / "x.parquet")]
+    assert cli.main(bad) == 2
+    assert "workers = 0; expected an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
 
 

@@ -43,15 +43,19 @@ class DatasetInfo:
     num_classes: int | None
     description: str = ""
     on_disk: bool = False  # needs files under --data-dir
+    num_train: int | None = None  # size of the standard training split: estimates without the files
 
 
 def register_dataset(
-    name: str, input_shape: tuple[int, ...] | None, num_classes: int | None, on_disk: bool = False
+    name: str,
+    input_shape: tuple[int, ...] | None,
+    num_classes: int | None,
+    on_disk: bool = False,
+    num_train: int | None = None,
 ):
     def wrap(load: Callable[..., Data]) -> Callable[..., Data]:
-        DATASETS.register(
-            name, DatasetInfo(name, load, input_shape, num_classes, (load.__doc__ or "").strip(), on_disk)
-        )
+        doc = (load.__doc__ or "").strip()
+        DATASETS.register(name, DatasetInfo(name, load, input_shape, num_classes, doc, on_disk, num_train))
         return load
 
     return wrap

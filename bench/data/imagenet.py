@@ -49,7 +49,7 @@ class FolderData:
         return self._batches(self.test, batch_size, None)
 
 
-@register_dataset("imagenet", input_shape=(3, 224, 224), num_classes=1000, on_disk=True)
+@register_dataset("imagenet", input_shape=(3, 224, 224), num_classes=1000, on_disk=True, num_train=1_281_167)
 def load_imagenet(root: str, device: torch.device, augment: bool, *_: object,
                   num_workers: int | None = None) -> FolderData:
     """ImageNet from <data dir>/imagenet/{train,val}/<class>/; random-resized crop 224 + flip."""

@@ -36,7 +36,7 @@ def _torchvision_how(cls: type, root: str) -> str:
     )
 
 
-@register_dataset("mnist", input_shape=(1, 28, 28), num_classes=10, on_disk=True)
+@register_dataset("mnist", input_shape=(1, 28, 28), num_classes=10, on_disk=True, num_train=60_000)
 def load_mnist(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
     """MNIST (60k/10k 28x28 grey digits, 10 classes) from <data dir>/MNIST/raw; no augmentation."""
     cls = torchvision.datasets.MNIST
@@ -104,7 +104,7 @@ def _load_cifar(cls: type, name: str, num_classes: int, mean: tuple[float, ...],
     return TensorData(x_tr, y_tr, x_te, y_te, num_classes, mean, std, crop_flip if augment else None)
 
 
-@register_dataset("cifar10", input_shape=(3, 32, 32), num_classes=10, on_disk=True)
+@register_dataset("cifar10", input_shape=(3, 32, 32), num_classes=10, on_disk=True, num_train=50_000)
 def load_cifar10(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
     """CIFAR-10 (50k/10k 32x32 colour, 10 classes) from <data dir>/cifar-10-batches-py; crop + flip."""
     return _load_cifar(
@@ -112,7 +112,7 @@ def load_cifar10(root: str, device: torch.device, augment: bool, *_: object) -> 
     )
 
 
-@register_dataset("cifar100", input_shape=(3, 32, 32), num_classes=100, on_disk=True)
+@register_dataset("cifar100", input_shape=(3, 32, 32), num_classes=100, on_disk=True, num_train=50_000)
 def load_cifar100(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
     """CIFAR-100 (50k/10k 32x32 colour, 100 fine classes) from <data dir>/cifar-100-python; crop + flip."""
     return _load_cifar(
