@@ -278,6 +278,15 @@ def test_crop_flip_covers_every_offset_and_flip() -> None:
     assert seen == set(range(18))
 
 
+def test_training_batches_pad_with_black_before_normalizing() -> None:
+    # as torchvision's RandomCrop(padding=4) + Normalize: the border is black, i.e. -mean/std
+    x = torch.full((64, 3, 4, 4), 255, dtype=torch.uint8)
+    data = TensorData(x, torch.zeros(64, dtype=torch.long), x, torch.zeros(64, dtype=torch.long), 10,
+                      (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), crop_flip)
+    (xb, _), = data.train_batches(64, epoch=0, seed=0)
+    assert set(xb.unique().tolist()) == {-2.0, 2.0}  # black pads and white pixels, nothing else
+
+
 def test_cifar_batch_that_would_run_code_is_refused(tmp_path):
     import os
     import pickle
