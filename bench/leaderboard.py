@@ -456,15 +456,17 @@ def _merge_readme(path: Path, generated: str) -> str:
 # ---------------------------------------------------------------------------------- board
 
 
-def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = True) -> Path:
-    """Regenerate a committed leaderboard: run DIR/sweep.toml locally into runs/<name> (done cells
-    are skipped), gather its cells into DIR/results.parquet (+ history), write the leaderboard."""
+def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = True, executor: str = "local",
+          profile: str | None = None, gpus: int = 0, parallel: int | None = None) -> Path:
+    """Regenerate a committed leaderboard: run DIR/sweep.toml into runs/<name> (done cells are
+    skipped; locally, or on SLURM with `profile`, waiting for every cell), gather its cells into
+    DIR/results.parquet (+ history) and write the leaderboard."""
     from bench.sweep import load_sweep, run_sweep
 
     directory = Path(directory)
     spec = load_sweep(directory / "sweep.toml")
     runs_dir = Path(runs_root) / spec.name
-    run_sweep(spec, runs_dir, executor="local", wait=True)
+    run_sweep(spec, runs_dir, executor, profile, wait=True, gpus=gpus, parallel=parallel)
     g = results.gather(runs_dir)
     cells = {c.run_id for c in spec.cells}
     extra = ~g.runs["run_id"].isin(cells) if len(g.runs) else pd.Series(dtype=bool)
@@ -502,7 +504,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_board(args: argparse.Namespace) -> int:
-    readme = board(args.dir, args.runs, plots=not args.no_plots)
+    readme = board(args.dir, args.runs, not args.no_plots, args.executor, args.profile, args.gpus,
+                   args.parallel)
     print(f"wrote {readme}", file=sys.stderr)
     return 0
 
@@ -517,8 +520,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("board", help="run DIR/sweep.toml locally, gather it, write the leaderboard into DIR")
+    p = sub.add_parser("board", help="run DIR/sweep.toml, gather it, write the leaderboard into DIR")
     p.add_argument("dir", help="leaderboard folder holding sweep.toml (e.g. leaderboards/digits-mlp)")
     p.add_argument("--runs", default="runs", help="parent of the sweep's run folder (default: runs)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--executor", default="local", help="local | slurm: where the cells run (default: local)")
+    p.add_argument("--profile", help="SLURM profile: NAME (slurm/profiles/NAME.toml) or a .toml path")
+    p.add_argument("--gpus", type=int, default=0, help="N > 1: each run uses N tasks with torch.distributed")
+    p.add_argument("--parallel", type=int, help="local: jobs at once (default: one per CPU core)")
     p.set_defaults(func=cmd_board)

@@ -290,6 +290,25 @@ def test_committed_sweeps_dry_run(capsys) -> None:
         assert "nothing was submitted or written" in capsys.readouterr().out
 
 
+def test_board_rejects_bad_executor_and_profile_before_running(tmp_path: Path, monkeypatch, capsys) -> None:
+    board = tmp_path / "leaderboards" / "tiny"
+    board.mkdir(parents=True)
+    (board / "sweep.toml").write_text(
+        'name = "tiny"\n[budget]\nepochs = 1\n[grid]\nmodels = ["mlp"]\ndatasets = ["digits"]\n'
+        "[pruners.dense]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["board", "leaderboards/tiny", "--executor", "kubernetes"]) == 2
+    assert "executor = 'kubernetes': valid choices: local, slurm" in capsys.readouterr().err
+    assert cli.main(["board", "leaderboards/tiny", "--executor", "slurm", "--profile", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--profile nope: no such profile (slurm/profiles/nope.toml)" in err
+    assert "available: example-gpu, local-test" in err
+    assert cli.main(["board", "leaderboards/tiny", "--executor", "slurm"]) == 2
+    assert "needs --profile NAME; available: example-gpu, local-test" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["leaderboards", "sweep.toml", "tiny"]
+
+
 @pytest.mark.slow
 def test_board_end_to_end(tmp_path: Path, monkeypatch) -> None:
     """Slow (~20 s): `bench board` on a 2-epoch dense + gRDA sweep through submitit's local executor."""
