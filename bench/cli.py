@@ -107,9 +107,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.train import run
+    from bench.train import check_data, run
 
     config = config_from_args(args)
+    check_data(config)  # missing dataset files: exit 2 before the run folder is created
     result = run(config, args.out, progress=not args.quiet)
     keys = (
         "run_id",

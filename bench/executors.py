@@ -83,6 +83,16 @@ class Profile:
             "must be >= 2 (submitit signals USR2 90 s before the time limit)",
         )
         _check(self.array_parallelism >= 1, "array_parallelism", self.array_parallelism, "must be >= 1")
+        for key in ("partition", "account", "qos", "constraint"):
+            value = getattr(self, key)
+            # submitit shell-quotes each #SBATCH value, but a newline would still end the comment
+            # line and put the rest of the value on a line of its own, which the job's shell runs
+            _check(
+                value is None or value.isprintable(),
+                key,
+                value,
+                "must be printable characters on one line (it is written into the sbatch script)",
+            )
 
 
 def profile_dirs() -> list[Path]:

@@ -461,11 +461,13 @@ def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = T
     """Regenerate a committed leaderboard: run DIR/sweep.toml into runs/<name> (done cells are
     skipped; locally, or on SLURM with `profile`, waiting for every cell), gather its cells into
     DIR/results.parquet (+ history) and write the leaderboard."""
-    from bench.sweep import load_sweep, run_sweep
+    from bench.sweep import check_local_data, load_sweep, run_sweep
 
     directory = Path(directory)
     spec = load_sweep(directory / "sweep.toml")
     runs_dir = Path(runs_root) / spec.name
+    if executor == "local":
+        check_local_data(spec)
     run_sweep(spec, runs_dir, executor, profile, wait=True, gpus=gpus, parallel=parallel)
     g = results.gather(runs_dir)
     cells = {c.run_id for c in spec.cells}

@@ -419,6 +419,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         profile = None
     if args.dry_run:
         return _dry_run(spec, out, args, profile)
+    if args.executor == "local":
+        check_local_data(spec)
     wait = not args.no_wait and args.executor == "local"  # SLURM: return once the array is queued
     try:
         recs = run_sweep(spec, out, args.executor, profile, wait, args.retry_failed, args.gpus, args.parallel)
@@ -432,6 +434,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     counts = Counter(r["status"] for r in recs)
     print(f"{out}: " + ", ".join(f"{counts[k]} {k}" for k in ("ok", *status.STATES) if counts[k]))
     return 1 if counts["failed"] else 0
+
+
+def check_local_data(spec: SweepSpec) -> None:
+    """Local jobs run here, so missing dataset files are bad input (exit 2) found before anything
+    is written or submitted. Not for SLURM (the files need only be on the cluster's nodes) nor
+    for the dry run (it estimates with stand-in data)."""
+    from bench.train import check_data
+
+    errors = []
+    for cell in {(c.dataset, c.data_dir): c for c in spec.cells}.values():
+        try:
+            check_data(cell)
+        except ConfigError as e:
+            key = f"data_dir = {cell.data_dir!r}" if cell.data_dir else "data_dir (unset: 'data')"
+            errors.append(f"{key}: {e}")
+    if errors:
+        raise ConfigError(_format(spec.path, errors))
 
 
 def _dry_run(spec: SweepSpec, out: Path, args: argparse.Namespace, profile: Any) -> int:

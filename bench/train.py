@@ -87,6 +87,15 @@ def check_config(config: RunConfig) -> RunConfig:
     return config
 
 
+def check_data(config: RunConfig) -> None:
+    """Raise ConfigError (naming the dataset, the path and how to get the files) if the dataset's
+    files are not under the data dir; reads nothing. `bench run` and a local `bench sweep` call it
+    before any folder is created; a job that meets missing files records the run as failed."""
+    info = DATASETS.get(config.dataset, "dataset")
+    if info.check is not None:
+        info.check(config.data_dir or "data")
+
+
 def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) one run; returns the result record.
 

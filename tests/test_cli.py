@@ -27,9 +27,14 @@ def test_list_shows_every_registered_entry_with_hyperparameters(capsys):
         (["--dataset", "nope"], "unknown dataset 'nope'; valid choices: "),
         (["--pruner", "grda", "--set", "nope=1"], "pruners.grda: unknown key(s) nope; valid keys: c, mu"),
         (["--pruner", "grda", "--set", "mu=1.5"], "pruners.grda: mu = 1.5: must be in (0, 1)"),
+        (["--pruner", "grda", "--set", "mu=0"], "pruners.grda: mu = 0.0: must be in (0, 1)"),
         (["--pruner", "grda", "--set", "c=abc"], "pruners.grda.c = 'abc': expected a number"),
+        (["--pruner", "magnitude", "--set", "sparsity=1"], "magnitude: sparsity = 1.0: must be in [0, 1)"),
+        (["--pruner", "gmp", "--set", "sparsity=-0.1"], "pruners.gmp: sparsity = -0.1: must be in [0, 1)"),
+        (["--pruner", "magnitude", "--set", "scope=row"], "scope = 'row': valid choices: global, layer"),
         (["--set", "c0.1"], "expected KEY=VALUE"),
         (["--lr", "0"], "budget.lr = 0.0: must be > 0"),
+        (["--lr", "-0.1"], "budget.lr = -0.1: must be > 0"),
         (["--epochs", "0"], "budget.epochs = 0: must be > 0"),
         (["--epochs", "2.5"], "budget.epochs = '2.5': expected an integer"),
         (["--lr-schedule", "linear"], "valid choices: constant, step, cosine, cifar"),
@@ -49,4 +54,5 @@ def test_missing_dataset_files_exit_2_naming_the_path(tmp_path, capsys):
     code = cli.main([*argv, "--out", str(out), "--quiet", "--epochs", "1"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "cifar10" in err and str(tmp_path / "none") in err
+    assert "dataset 'cifar10': files not found at " in err and str(tmp_path / "none") in err
+    assert not out.exists(), "nothing may be written for bad input"

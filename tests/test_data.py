@@ -63,6 +63,9 @@ def test_missing_files_name_dataset_and_path(name: str, tmp_path: Path) -> None:
         load(name, root)
     msg = str(err.value)
     assert repr(name) in msg and str(root) in msg
+    with pytest.raises(ConfigError) as err:  # the check `bench run` makes first, reading nothing
+        DATASETS.get(name).check(str(root))
+    assert str(err.value) == msg
 
 
 @pytest.mark.parametrize("name", [n for n in DATASETS.names() if not DATASETS.get(n).on_disk])
@@ -98,6 +101,7 @@ def test_mnist(tmp_path: Path) -> None:
     for prefix, images, labels in (("train", x, y), ("t10k", x_te, y_te)):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    DATASETS.get("mnist").check(str(tmp_path))  # the files are there: no error
     data = load("mnist", tmp_path, augment=True)  # MNIST has no augmentation
     assert data.num_classes == 10 and data.augment is None
     check_tensor_data(data, x[:, None], y, x_te[:, None], y_te)
@@ -143,6 +147,7 @@ def write_cifar(root: Path, hundred: bool, rng: np.random.Generator):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x, y, x_te, y_te = write_cifar(tmp_path, name == "cifar100", np.random.default_rng(1))
+    DATASETS.get(name).check(str(tmp_path))
     data = load(name, tmp_path)
     assert data.num_classes == (100 if name == "cifar100" else 10) and data.augment is None
     check_tensor_data(data, x, y, x_te, y_te)
@@ -164,6 +169,8 @@ def test_cifar_partial_release_names_missing_file(tmp_path: Path) -> None:
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(ConfigError, match="data_batch_3"):
         load("cifar10", tmp_path)
+    with pytest.raises(ConfigError, match="data_batch_3"):
+        DATASETS.get("cifar10").check(str(tmp_path))
 
 
 # --- ImageNet: an ImageFolder tree of PNGs --------------------------------------------------------
@@ -191,6 +198,7 @@ def colours_of(x: torch.Tensor) -> list[tuple[int, ...]]:
 
 def test_imagenet(tmp_path: Path) -> None:
     colours = write_image_tree(tmp_path, {"train": 3, "val": 1})
+    DATASETS.get("imagenet").check(str(tmp_path))
     data = load("imagenet", tmp_path, num_workers=2)
     assert (data.num_classes, data.num_train, data.input_shape) == (2, 6, (3, 224, 224))
 

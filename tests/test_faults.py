@@ -1,16 +1,22 @@
-"""Faults a long sweep meets: a process killed mid-run, two writers on one folder."""
+"""Faults a long sweep meets: a process killed mid-run, a write cut short, two writers on one folder."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from bench import executors, io, results
 from bench.config import Budget, RunConfig
+from bench.sweep import load_sweep, run_sweep
 from bench.train import check_config, run
 
 ARGS = ["--pruner", "grda", "--set", "c=0.05", "--set", "mu=0.6", "--epochs", "12", "--quiet"]
@@ -69,3 +75,74 @@ def test_two_processes_on_one_run_folder_train_it_once(tmp_path):
     assert epochs_done(folder) == 12
     record = json.loads((folder / "result.json").read_text())
     assert record["resumed"] is False  # the second process found it finished, not half done
+
+
+def test_a_write_cut_short_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "result.json"
+    io.write_json(path, {"status": "ok"})
+
+    def dies_midway(f):
+        f.write(b'{"status": "fa')
+        raise KeyboardInterrupt  # or SIGKILL: the rename never happens
+
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write(path, dies_midway)
+    assert io.read_json(path) == {"status": "ok"}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_results_checkpoints_and_tables_are_renamed_into_place(tmp_path, monkeypatch):
+    renamed, replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renamed.append(Path(dst).name) or replace(src, dst))
+    record = run(RunConfig(budget=Budget(epochs=1)), tmp_path / "runs")
+    table = tmp_path / "results.parquet"
+    results.write(results.gather(tmp_path / "runs"), table)
+    written = {"config.json", "checkpoint.pt", "history.csv", "result.json", table.name}
+    assert written | {results.history_path(table).name} <= set(renamed)
+    assert not [p for p in (tmp_path / "runs" / record["run_id"]).iterdir() if p.suffix == ".tmp"]
+
+
+TWO_SWEEPS = """
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+seeds = [0, 1]
+[pruners.grda]
+[pruners.dense]
+"""
+
+
+def test_two_sweeps_into_one_out_folder_at_once_submit_every_cell_once(tmp_path, monkeypatch):
+    """Two `bench sweep` of the same grid at once: each submits under the folder's lock, so the
+    second sees the first's jobs (alive: pending) and submits nothing; no cell lost, none twice.
+    (That each run then trains once, even if reached twice, is the run lock's job: above.)"""
+    (tmp_path / "s.toml").write_text(TWO_SWEEPS)
+    spec, out = load_sweep(tmp_path / "s.toml"), tmp_path / "out"
+    alive = subprocess.Popen(["sleep", "60"])
+    job = {"executor": "local", "job_id": str(alive.pid), "start_ticks": executors._start_ticks(alive.pid),
+           "submitted_ts": 4e9}
+    submitted = []
+
+    def slow_submit(cells, out, *args, **kwargs):
+        time.sleep(0.5)  # a slow submission: the other sweep reads the folder meanwhile
+        for cell in cells:
+            io.write_json(out / ".jobs" / f"{cell.run_id}.json", {"run_id": cell.run_id, **job})
+        submitted.extend(cell.run_id for cell in cells)
+        return []
+
+    monkeypatch.setattr(executors, "submit", slow_submit)
+    records = []
+    sweeps = [
+        threading.Thread(target=lambda: records.append(run_sweep(spec, out, wait=False, progress=False)))
+        for _ in range(2)
+    ]
+    try:
+        for t in sweeps:
+            t.start()
+        for t in sweeps:
+            t.join(timeout=60)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert sorted(submitted) == sorted(c.run_id for c in spec.cells)
+    assert len(records) == 2 and all(r["status"] == "pending" for rs in records for r in rs)

@@ -306,6 +306,12 @@ def test_board_rejects_bad_executor_and_profile_before_running(tmp_path: Path, m
     assert "available: example-gpu, local-test" in err
     assert cli.main(["board", "leaderboards/tiny", "--executor", "slurm"]) == 2
     assert "needs --profile NAME; available: example-gpu, local-test" in capsys.readouterr().err
+    (board / "sweep.toml").write_text(
+        'name = "tiny"\ndata_dir = "nowhere"\n[grid]\nmodels = ["lenet300_100"]\ndatasets = ["mnist"]\n'
+        "[pruners.dense]\n"
+    )
+    assert cli.main(["board", "leaderboards/tiny"]) == 2
+    assert "dataset 'mnist': files not found at 'nowhere/MNIST/raw'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["leaderboards", "sweep.toml", "tiny"]
 
 

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +214,31 @@ def test_every_error_is_reported_at_once_naming_file_table_and_key(tmp_path):
             "device = 'tpu': valid choices: auto, cpu, cuda, cuda:N",
         ),
         ("name='a b'\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]", "name = 'a b': must be"),
+        # the name makes the out folder runs/<name>: nothing may escape runs/
+        ("name='../evil'\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]", "name = '../evil'"),
+        ("name='a/b'\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]", "name = 'a/b': must be"),
+        ("name='/tmp/x'\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]", "name = '/tmp/x'"),
+        (
+            "[grid]\nmodels=['mlp']\ndatasets=['imagenette']\n[pruners.dense]",
+            "[grid] datasets = 'imagenette': unknown dataset; valid choices: cifar10, ",
+        ),
+        ("[grid]\nmodels=[]\ndatasets=['digits']\n[pruners.dense]", "[grid] models = []: must not be empty"),
+        (
+            "[grid]\nmodels=['mlp']\ndatasets=['digits']\nseeds=[]\n[pruners.dense]",
+            "[grid] seeds = []: must not be empty",
+        ),
+        (
+            "[budget]\nlr=0\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]",
+            "[budget] lr = 0.0: must be > 0",
+        ),
+        (
+            "[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.magnitude]\nsparsity=[0.5, 1.0]",
+            "[pruners.magnitude] sparsity = 1.0: must be in [0, 1)",
+        ),
+        (
+            "[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.grda]\nmu='high'",
+            "[pruners.grda] mu = 'high': expected a number",
+        ),
         (
             "[budget]\nlr_schedule='linear'\n[grid]\nmodels=['mlp']\ndatasets=['digits']\n[pruners.dense]",
             "[budget] lr_schedule = 'linear': valid choices: constant, step, cosine, cifar",
@@ -221,10 +247,14 @@ def test_every_error_is_reported_at_once_naming_file_table_and_key(tmp_path):
         ("[grid\nmodels=", "not valid TOML"),
     ],
 )
-def test_single_errors_name_the_table_and_key(text, expected):
-    with pytest.raises(ConfigError, match=re.escape(expected)) as e:
-        sweep_from_toml(text, "s.toml")
-    assert str(e.value).startswith("s.toml: ")
+def test_single_errors_name_the_table_and_key(tmp_path, monkeypatch, capsys, text, expected):
+    """Through the CLI: exit 2, the message names the file and the key, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, text, "s.toml")
+    assert cli.main(["sweep", "s.toml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench sweep: error: s.toml: ") and expected in err
+    assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]
 
 
 # ------------------------------------------------------------------------------ fuzzing (hypothesis)
@@ -273,7 +303,8 @@ VALUES = st.recursive(
 def _expect_spec_or_config_error(fn, *args):
     try:
         spec = fn(*args)
-    except ConfigError:
+    except ConfigError as e:  # any other exception fails the test
+        assert "fuzz.toml" in str(e) and len(str(e)) > len("fuzz.toml: ")  # names the file, says why
         return
     assert spec.cells and all(isinstance(c, RunConfig) for c in spec.cells)
 
@@ -360,6 +391,17 @@ def test_cli_invalid_file_exits_2_listing_errors_and_creates_nothing(tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
 
+def test_local_sweep_with_missing_dataset_files_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "data_dir = 'nowhere'\n[grid]\nmodels = ['lenet300_100']\ndatasets = ['mnist']\n"
+                    "[pruners.dense]\n", "s.toml")
+    monkeypatch.setattr(executors, "submit", lambda *a, **k: pytest.fail("submitted"))
+    assert cli.main(["sweep", "s.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "s.toml: data_dir = 'nowhere': dataset 'mnist': files not found at 'nowhere/MNIST/raw'" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]
+
+
 def test_cli_dry_run_counts_cells_estimates_compute_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, DEMO)
@@ -386,6 +428,9 @@ def test_cli_dry_run_counts_cells_estimates_compute_and_writes_nothing(tmp_path,
         ),
         ("timeout_min = 1\n", "timeout_min = 1: must be >= 2"),
         ("cpus_per_task = 'two'\n", "cpus_per_task = 'two': expected an integer"),
+        ("partition = debug\n", "not valid TOML"),
+        # a newline would end the #SBATCH comment line and put the rest on a line the shell runs
+        ('partition = "debug\\necho pwned #"\n', "partition = 'debug\\necho pwned #': must be printable"),
     ],
 )
 def test_bad_profile_exits_2_naming_file_and_key_before_anything(
@@ -427,6 +472,14 @@ def test_sbatch_script_matches_golden_file(tmp_path, profile, tasks):
         golden.write_text(script)
     assert script == golden.read_text()
     assert "#SBATCH --array=0-5%" in script and "#SBATCH --requeue" in script
+
+
+def test_sbatch_script_quotes_the_out_folder(tmp_path):
+    folder = tmp_path / "a b;$(touch pwned)" / ".submitit" / "%j"
+    script = executors.sbatch_script(executors.load_profile("local-test"), "n", folder, 2)
+    (command,) = [line for line in script.splitlines() if "submitit.core._submit" in line]
+    args = shlex.split(command)  # as the job's shell splits it: each path one argument, nothing run
+    assert args[-1] == str(folder) and args[args.index("--output") + 1].startswith(str(folder.parent))
 
 
 # ------------------------------------------------------------------------- status and skip logic
@@ -624,8 +677,11 @@ def test_local_sweep_end_to_end(tmp_path, monkeypatch, capsys):
 def test_a_job_goes_on_after_a_failed_run_which_is_resubmitted_only_with_retry_failed(
     tmp_path, monkeypatch, capsys
 ):
-    """A job (here called in-process) records a failed run and goes on with its next cell; the
-    failure is reported with its reason and resubmitted only with --retry-failed."""
+    """A job (here called in-process) records a failed run (traceback.txt) and a diverged one and
+    goes on with its next cell; `bench status` and the gathered table show both; the failure is
+    reported with its reason and resubmitted only with --retry-failed."""
+    from bench import results
+
     monkeypatch.chdir(tmp_path)
     write(tmp_path, SMALL)
     spec = load_sweep("sweep.toml")
@@ -634,27 +690,35 @@ def test_a_job_goes_on_after_a_failed_run_which_is_resubmitted_only_with_retry_f
             pruner="dense", model="lenet300_100", dataset="mnist", data_dir="nowhere", budget=Budget(epochs=1)
         )
     )
+    nan = check_config(RunConfig(budget=Budget(epochs=2, lr=1e6)))  # the loss overflows in epoch 0
     out = tmp_path / "runs" / "small"
     calls = []
     monkeypatch.setattr(executors, "submit", lambda cells, *a, **k: calls.append(cells) or [])
-    run_sweep(dataclasses.replace(spec, cells=[no_data, spec.cells[2]]), out, wait=False, progress=False)
-    assert calls == [[no_data, spec.cells[2]]]
+    cells = [no_data, nan, spec.cells[2]]
+    run_sweep(dataclasses.replace(spec, cells=cells), out, wait=False, progress=False)
+    assert calls == [cells]
 
     monkeypatch.setattr(executors.submitit, "JobEnvironment", lambda: type("Env", (), {"num_tasks": 1}))
     with pytest.raises(RuntimeError, match=r"1 run\(s\) failed: dense-lenet300_100-mnist-.*'mnist'"):
         executors.RunJob(calls[0], out, threads=1)()
     assert read_json(out / spec.cells[2].run_id / "result.json")["status"] == "ok"  # the next cell ran
+    assert "'mnist'" in (out / no_data.run_id / "traceback.txt").read_text()
+    assert read_json(out / nan.run_id / "result.json")["diverged_epoch"] == 0
     for cell in calls[0]:  # as if the job had exited
         _job(out, cell, {"executor": "local", "job_id": "999999999", "start_ticks": 1})
     assert cli.main(["status", str(out)]) == 1
     printed = capsys.readouterr().out
-    assert "done 1   running 0   pending 0   failed 1" in printed and "'mnist'" in printed
+    assert "done 1   running 0   pending 0   failed 1   diverged 1" in printed and "'mnist'" in printed
     assert "--retry-failed" in printed
+    table = results.gather(out).runs.set_index("run_id")
+    assert table.loc[no_data.run_id, "status"] == "failed" and "'mnist'" in table.loc[no_data.run_id, "error"]
+    assert table.loc[nan.run_id, "status"] == "diverged" and table.loc[nan.run_id, "diverged_epoch"] == 0
     spec = dataclasses.replace(spec, cells=calls[0])
-    (failed, done) = run_sweep(spec, out, wait=False, progress=False)
-    assert failed["status"] == "failed" and done["status"] == "ok" and calls[1] == []
+    (failed, diverged, done) = run_sweep(spec, out, wait=False, progress=False)
+    assert (failed["status"], diverged["status"], done["status"]) == ("failed", "diverged", "ok")
+    assert calls[1] == []
     run_sweep(spec, out, wait=False, retry_failed=True, progress=False)
-    assert calls[2] == [calls[0][0]]
+    assert calls[2] == [calls[0][0]]  # diverged is a result, not a failure: never resubmitted
 
 
 def test_job_is_picklable_and_checkpoints_to_itself(tmp_path):

@@ -133,6 +133,15 @@ def test_truncated_checkpoint_is_recomputed(tmp_path):
     assert again["resumed"] is False and again["top1"] == clean["top1"]
 
 
+def test_truncated_result_json_is_recomputed(tmp_path):
+    first = run(RunConfig(budget=Budget(epochs=2)), tmp_path)
+    path = tmp_path / first["run_id"] / "result.json"
+    path.write_text(path.read_text()[:100])  # a copy cut short, a disk that filled up
+    again = run(RunConfig(budget=Budget(epochs=2)), tmp_path)
+    assert again["status"] == "ok" and again["top1"] == first["top1"] and again["steps"] == first["steps"]
+    assert json.loads(path.read_text()) == again
+
+
 def test_divergence_is_recorded(tmp_path):
     r = run(RunConfig(budget=Budget(epochs=3, lr=1e6)), tmp_path)
     assert r["status"] == "diverged" and r["diverged_epoch"] == 0 and r["top1"] is None

@@ -44,6 +44,8 @@ class DatasetInfo:
     description: str = ""
     on_disk: bool = False  # needs files under --data-dir
     num_train: int | None = None  # size of the standard training split: estimates without the files
+    # check(root): raises ConfigError if the files are not under root, without reading them
+    check: Callable[[str], None] | None = None
 
 
 def register_dataset(
@@ -52,10 +54,12 @@ def register_dataset(
     num_classes: int | None,
     on_disk: bool = False,
     num_train: int | None = None,
+    check: Callable[[str], None] | None = None,
 ):
     def wrap(load: Callable[..., Data]) -> Callable[..., Data]:
         doc = (load.__doc__ or "").strip()
-        DATASETS.register(name, DatasetInfo(name, load, input_shape, num_classes, doc, on_disk, num_train))
+        info = DatasetInfo(name, load, input_shape, num_classes, doc, on_disk, num_train, check)
+        DATASETS.register(name, info)
         return load
 
     return wrap

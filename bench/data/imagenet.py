@@ -49,7 +49,22 @@ class FolderData:
         return self._batches(self.test, batch_size, None)
 
 
-@register_dataset("imagenet", input_shape=(3, 224, 224), num_classes=1000, on_disk=True, num_train=1_281_167)
+def _check_imagenet(root: str) -> None:
+    """train/ and val/ each hold class folders (the images themselves are not listed: millions)."""
+    for split in ("train", "val"):
+        folder = os.path.join(root, "imagenet", split)
+        try:
+            has_classes = any(e.is_dir() for e in os.scandir(folder))
+        except OSError:
+            has_classes = False
+        if not has_classes:
+            raise missing_files_error("imagenet", folder, _HOW)
+
+
+@register_dataset(
+    "imagenet", input_shape=(3, 224, 224), num_classes=1000, on_disk=True, num_train=1_281_167,
+    check=_check_imagenet,
+)
 def load_imagenet(root: str, device: torch.device, augment: bool, *_: object,
                   num_workers: int | None = None) -> FolderData:
     """ImageNet from <data dir>/imagenet/{train,val}/<class>/; random-resized crop 224 + flip."""

@@ -6,6 +6,7 @@ time; `missing_files_error` says where they should be and how to fetch them.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 
@@ -36,7 +37,22 @@ def _torchvision_how(cls: type, root: str) -> str:
     )
 
 
-@register_dataset("mnist", input_shape=(1, 28, 28), num_classes=10, on_disk=True, num_train=60_000)
+def _check_mnist(root: str) -> None:
+    """The four idx files torchvision's MNIST looks for (it only checks that they exist)."""
+    cls = torchvision.datasets.MNIST
+    raw = os.path.join(root, "MNIST", "raw")
+    files = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
+    missing = [f for f in files if not os.path.isfile(os.path.join(raw, f))]
+    if missing:
+        how = _torchvision_how(cls, root)
+        if len(missing) < len(files):
+            how += f" (missing: {', '.join(missing)})"
+        raise missing_files_error("mnist", raw, how)
+
+
+@register_dataset(
+    "mnist", input_shape=(1, 28, 28), num_classes=10, on_disk=True, num_train=60_000, check=_check_mnist
+)
 def load_mnist(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
     """MNIST (60k/10k 28x28 grey digits, 10 classes) from <data dir>/MNIST/raw; no augmentation."""
     cls = torchvision.datasets.MNIST
@@ -68,6 +84,17 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _check_cifar(cls: type, name: str, root: str) -> None:
+    folder = os.path.join(root, cls.base_folder)
+    files = [f for f, _ in cls.train_list + cls.test_list]
+    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        how = _torchvision_how(cls, root)
+        if len(missing) < len(files):
+            how += f" (missing: {', '.join(missing)})"
+        raise missing_files_error(name, folder, how)
+
+
 def _read_cifar(cls: type, name: str, root: str) -> tuple[torch.Tensor, ...]:
     """(x_train, y_train, x_test, y_test) as uint8 NCHW / int64, read from the python pickles.
 
@@ -76,14 +103,9 @@ def _read_cifar(cls: type, name: str, root: str) -> tuple[torch.Tensor, ...]:
     official release, which would leave the loader untestable without patching torchvision. The
     file names come from torchvision's class attributes.
     """
+    _check_cifar(cls, name, root)
     folder = os.path.join(root, cls.base_folder)
     train_files, test_files = [f for f, _ in cls.train_list], [f for f, _ in cls.test_list]
-    missing = [f for f in train_files + test_files if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        how = _torchvision_how(cls, root)
-        if len(missing) < len(train_files + test_files):
-            how += f" (missing: {', '.join(missing)})"
-        raise missing_files_error(name, folder, how)
 
     def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -104,7 +126,10 @@ def _load_cifar(cls: type, name: str, num_classes: int, mean: tuple[float, ...],
     return TensorData(x_tr, y_tr, x_te, y_te, num_classes, mean, std, crop_flip if augment else None)
 
 
-@register_dataset("cifar10", input_shape=(3, 32, 32), num_classes=10, on_disk=True, num_train=50_000)
+@register_dataset(
+    "cifar10", input_shape=(3, 32, 32), num_classes=10, on_disk=True, num_train=50_000,
+    check=functools.partial(_check_cifar, torchvision.datasets.CIFAR10, "cifar10"),
+)
 def load_cifar10(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
     """CIFAR-10 (50k/10k 32x32 colour, 10 classes) from <data dir>/cifar-10-batches-py; crop + flip."""
     return _load_cifar(
@@ -112,7 +137,10 @@ def load_cifar10(root: str, device: torch.device, augment: bool, *_: object) -> 
     )
 
 
-@register_dataset("cifar100", input_shape=(3, 32, 32), num_classes=100, on_disk=True, num_train=50_000)
+@register_dataset(
+    "cifar100", input_shape=(3, 32, 32), num_classes=100, on_disk=True, num_train=50_000,
+    check=functools.partial(_check_cifar, torchvision.datasets.CIFAR100, "cifar100"),
+)
 def load_cifar100(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
     """CIFAR-100 (50k/10k 32x32 colour, 100 fine classes) from <data dir>/cifar-100-python; crop + flip."""
     return _load_cifar(
