@@ -290,6 +290,17 @@ def test_committed_sweeps_dry_run(capsys) -> None:
         assert "nothing was submitted or written" in capsys.readouterr().out
 
 
+def test_committed_digits_board_is_what_its_results_table_gives(tmp_path: Path) -> None:
+    """The committed leaderboard's tables are generated from its committed runs, not edited."""
+    board = SWEEPS[0].parents[1] / "digits-mlp"
+    runs, history = results.read(board / "results.parquet")
+    assert len(runs) == 69 and (runs["status"] == "ok").all()
+    assert runs.groupby("pruner")["seed"].nunique().eq(3).all()  # 3 seeds of every pruner
+    leaderboard.write_leaderboard(runs, tmp_path, history, leaderboard.load_published(), plots=False)
+    for name in ("leaderboard.csv", "matched_sparsity.csv"):
+        assert (tmp_path / name).read_text() == (board / name).read_text(), name
+
+
 def test_board_rejects_bad_executor_and_profile_before_running(tmp_path: Path, monkeypatch, capsys) -> None:
     board = tmp_path / "leaderboards" / "tiny"
     board.mkdir(parents=True)
