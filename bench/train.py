@@ -178,7 +178,7 @@ class Trainer:
         self.budget = b = config.budget
         self.device = resolve_device(config.device)
         model_info = MODELS.get(config.model)
-        self.data: Data = data or DATASETS.get(config.dataset).load(
+        self.data: Data = data if data is not None else DATASETS.get(config.dataset).load(
             config.data_dir or "data",
             self.device,
             b.augment,
