@@ -37,17 +37,22 @@ def _torchvision_how(cls: type, root: str) -> str:
     )
 
 
-def _check_mnist(root: str) -> None:
-    """The four idx files torchvision's MNIST looks for (it only checks that they exist)."""
-    cls = torchvision.datasets.MNIST
-    raw = os.path.join(root, "MNIST", "raw")
-    files = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
-    missing = [f for f in files if not os.path.isfile(os.path.join(raw, f))]
+def _require_files(name: str, cls: type, root: str, folder: str, files: list[str]) -> None:
+    """ConfigError naming the dataset, the folder, how to get it and, for a partial copy, the
+    missing files, unless every one of `files` is in `folder` (they are not read)."""
+    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
     if missing:
         how = _torchvision_how(cls, root)
         if len(missing) < len(files):
             how += f" (missing: {', '.join(missing)})"
-        raise missing_files_error("mnist", raw, how)
+        raise missing_files_error(name, folder, how)
+
+
+def _check_mnist(root: str) -> None:
+    """The four idx files torchvision's MNIST looks for (it only checks that they exist)."""
+    cls = torchvision.datasets.MNIST
+    files = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
+    _require_files("mnist", cls, root, os.path.join(root, "MNIST", "raw"), files)
 
 
 @register_dataset(
@@ -55,12 +60,9 @@ def _check_mnist(root: str) -> None:
 )
 def load_mnist(root: str, device: torch.device, augment: bool, *_: object) -> TensorData:
     """MNIST (60k/10k 28x28 grey digits, 10 classes) from <data dir>/MNIST/raw; no augmentation."""
+    _check_mnist(root)  # torchvision's own "Dataset not found" says neither where nor how
     cls = torchvision.datasets.MNIST
-    try:
-        train, test = cls(root, train=True), cls(root, train=False)
-    except RuntimeError as e:  # torchvision's "Dataset not found": it only checks the files exist
-        path = os.path.join(root, "MNIST", "raw")
-        raise missing_files_error("mnist", path, _torchvision_how(cls, root)) from e
+    train, test = cls(root, train=True), cls(root, train=False)
     return TensorData(
         train.data.unsqueeze(1).to(device), train.targets.to(device),
         test.data.unsqueeze(1).to(device), test.targets.to(device),
@@ -85,14 +87,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _check_cifar(cls: type, name: str, root: str) -> None:
-    folder = os.path.join(root, cls.base_folder)
     files = [f for f, _ in cls.train_list + cls.test_list]
-    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        how = _torchvision_how(cls, root)
-        if len(missing) < len(files):
-            how += f" (missing: {', '.join(missing)})"
-        raise missing_files_error(name, folder, how)
+    _require_files(name, cls, root, os.path.join(root, cls.base_folder), files)
 
 
 def _read_cifar(cls: type, name: str, root: str) -> tuple[torch.Tensor, ...]:
