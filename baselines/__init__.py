@@ -1,3 +1,2 @@
-"""Baseline pruners, one module each, registered like gRDA. Importing this package imports them."""
-
-from baselines import channel, gmp, magnitude, random, str, vd  # noqa: F401  (register)
+"""Every comparison method, one module each (`dense` included); `bench.registry.populate` imports
+them all. Modules starting with `_` hold shared helpers."""

@@ -60,13 +60,13 @@ class ChannelPruner(Pruner):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model
-        self.prune_step = max(1, round(self.hp.prune_at * self.total_steps))
+        self.prune_step = max(1, round(self.hp.prune_at * self.ctx.total_steps))
         self.dense_weights = conv_linear_weights(model)
         self.history: list[list[Any]] = []  # torch-pruning's [layer name, out-channels?, indices]
         return model
 
     def _example(self, model: nn.Module) -> torch.Tensor:
-        return torch.zeros((1, *self.input_shape), device=next(model.parameters()).device)
+        return torch.zeros((1, *self.ctx.input_shape), device=next(model.parameters()).device)
 
     def _ignored(self, model: nn.Module) -> list[nn.Module]:
         """Layers whose outputs stay: the non-prunable ones and the classifier."""

@@ -52,7 +52,7 @@ class GMPPruner(MaskPruner):
     Hparams = GMPHparams
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        h, total = self.hp, self.total_steps
+        h, total = self.hp, self.ctx.total_steps
         self.t0 = round(h.start * total)
         self.dt = max(1, round(h.every * total))
         self.n = max(1, (round(h.end * total) - self.t0) // self.dt)  # last update at t0 + n*dt <= end

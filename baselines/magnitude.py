@@ -40,7 +40,7 @@ class MagnitudePruner(MaskPruner):
     Hparams = MagnitudeHparams
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        self.prune_step = max(1, round(self.hp.prune_at * self.total_steps))
+        self.prune_step = max(1, round(self.hp.prune_at * self.ctx.total_steps))
         return super().prepare(model)
 
     def after_step(self, step: int) -> None:

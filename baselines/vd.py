@@ -138,9 +138,9 @@ class VDPruner(Pruner):
 
     def kl_scale(self) -> float:
         """beta_t / N, the factor of the summed KL in the loss at the current step."""
-        ramp_steps = self.hp.warmup * self.total_steps
+        ramp_steps = self.hp.warmup * self.ctx.total_steps
         ramp = min(1.0, self.step / ramp_steps) if ramp_steps > 0 else 1.0
-        return self.hp.kl_weight * ramp / self.num_train
+        return self.hp.kl_weight * ramp / self.ctx.num_train
 
     def regularizer(self, model: nn.Module) -> torch.Tensor | None:
         scale = self.kl_scale()

@@ -1,6 +1,8 @@
-"""The Pruner protocol (every method, gRDA included, has this shape) and the `dense` reference.
+"""The Pruner protocol: every method, gRDA included, has this shape.
 
-A pruner acts on training only through these hooks, called by `bench.train` in this order:
+A pruner is built with its hyperparameters, the shared budget and a frozen `RunContext` (steps,
+steps per epoch, training-set size, input shape, device), and acts on training only through
+these hooks, called by `bench.train.Trainer` in this order:
 
     model = pruner.prepare(model)              once, before the optimizer (e.g. reparameterize)
     opt = pruner.make_optimizer(model)         once (again when a hook set `model_changed`)
@@ -15,10 +17,11 @@ A pruner acts on training only through these hooks, called by `bench.train` in t
 pruning) sets `self.model_changed = True`; the trainer then builds a new optimizer with
 `make_optimizer` (the old parameters' optimizer state is dropped). On resume the trainer loads
 the pruner's state before the model's, so `load_state_dict` can first rebuild the changed
-architecture (and set `model_changed` for a matching optimizer). Hyperparameters
-live in a frozen dataclass `Hparams` whose fields carry help text; a pruner registers with
-`@register_pruner("name")`. A pruner whose sparsity follows from a hyperparameter declares it
-as `sparsity_knob`, which `bench calibrate` searches for a target sparsity.
+architecture (and set `model_changed` for a matching optimizer). Hyperparameters live in a
+frozen dataclass `Hparams` whose fields carry help text; a pruner registers with
+`@register_pruner("name")` in a module of `baselines/` (or of a plugin). A pruner whose sparsity
+follows from a hyperparameter declares it as `sparsity_knob`, which `bench calibrate` searches
+for a target sparsity.
 """
 
 from __future__ import annotations
@@ -33,6 +36,18 @@ from torch import nn
 
 from bench.config import Budget
 from bench.registry import PRUNERS
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a pruner may know about the run it trains, fixed before `prepare`."""
+
+    total_steps: int = 0  # optimizer steps in the budget
+    steps_per_epoch: int = 0
+    num_train: int = 0  # training examples
+    input_shape: tuple[int, ...] = ()  # one example's shape
+    num_classes: int = 0
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -77,13 +92,10 @@ class Pruner:
     Hparams: ClassVar[type] = NoHparams
     sparsity_knob: ClassVar[SparsityKnob | None] = None
 
-    def __init__(self, hparams: Any, budget: Budget) -> None:
+    def __init__(self, hparams: Any, budget: Budget, ctx: RunContext) -> None:
         self.hp = hparams
         self.budget = budget
-        self.total_steps = 0  # this and the next three are set by the trainer before `prepare`
-        self.steps_per_epoch = 0
-        self.num_train = 0  # training examples
-        self.input_shape: tuple[int, ...] = ()  # one example's shape
+        self.ctx = ctx
         self.model_changed = False  # see the module docstring; reset by the trainer
 
     # -- hooks -------------------------------------------------------------------------------
@@ -135,7 +147,3 @@ class Pruner:
         """(name, default, help) of every hyperparameter."""
         return [(f.name, f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls.Hparams)]
 
-
-@register_pruner("dense")
-class Dense(Pruner):
-    """Plain SGD with the budget's momentum and weight decay: the reference row."""

@@ -32,6 +32,7 @@ from bench import metrics
 from bench.config import Budget, RunConfig, build_dataclass
 from bench.data import Data
 from bench.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
+from bench.pruner import RunContext
 from bench.registry import DATASETS, MODELS, PRUNERS
 
 FINISHED = ("ok", "diverged")
@@ -191,14 +192,20 @@ class Trainer:
         self.flops_dense, _ = metrics.flops(model, self.data.input_shape, self.device)
         self.dense_counts = metrics.param_counts(model)  # sparsity counts removed weights as zeros
 
-        pruner_cls = PRUNERS.get(config.pruner)
-        self.pruner = pruner_cls(pruner_cls.Hparams(**config.hparams), b)
         self.steps_per_epoch = math.ceil(self.data.num_train / b.batch_size)
         self.total_steps = b.epochs * self.steps_per_epoch
         if b.max_steps:
             self.total_steps = min(self.total_steps, b.max_steps)
-        self.pruner.total_steps, self.pruner.steps_per_epoch = self.total_steps, self.steps_per_epoch
-        self.pruner.num_train, self.pruner.input_shape = self.data.num_train, self.data.input_shape
+        self.context = RunContext(
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            num_train=self.data.num_train,
+            input_shape=tuple(self.data.input_shape),
+            num_classes=self.data.num_classes,
+            device=str(self.device),
+        )
+        pruner_cls = PRUNERS.get(config.pruner)
+        self.pruner = pruner_cls(pruner_cls.Hparams(**config.hparams), b, self.context)
         self.model = self.pruner.prepare(model)
         self.optimizer = self.pruner.make_optimizer(self.model)
         self.rank, self.world = dist_info()

@@ -26,6 +26,7 @@ from bench import metrics
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.io import load_checkpoint
+from bench.pruner import RunContext
 from bench.registry import MODELS, PRUNERS
 from bench.train import Trainer, check_config, run
 
@@ -119,8 +120,8 @@ def test_channel_prunes_conv_bn_groups_and_keeps_training_mode() -> None:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
     )
     model(torch.randn(8, 1, 8, 8))  # non-trivial BN running statistics
-    p = PRUNERS.get("channel")(PRUNERS.get("channel").Hparams(sparsity=0.6), Budget())
-    p.total_steps, p.input_shape = 10, (1, 8, 8)
+    p = PRUNERS.get("channel")(PRUNERS.get("channel").Hparams(sparsity=0.6), Budget(),
+                               RunContext(total_steps=10, input_shape=(1, 8, 8)))
     dense = metrics.param_counts(model)
     model = p.prepare(model)
     mean_before = model[1].running_mean.clone()
@@ -170,8 +171,7 @@ def test_masks_match_parameters_and_masked_weights_stay_zero(tmp_path: Path, pru
 
 def test_gmp_schedule_follows_zhu_and_gupta() -> None:
     hp = GMPHparams(sparsity=0.9, initial_sparsity=0.1)
-    p = GMPPruner(hp, Budget())
-    p.total_steps = 1000
+    p = GMPPruner(hp, Budget(), RunContext(total_steps=1000))
     model = p.prepare(MODELS.get("mlp").build(10))
     t0, dt = round(hp.start * 1000), round(hp.every * 1000)
     n = (round(hp.end * 1000) - t0) // dt
@@ -197,8 +197,7 @@ def _neg_kl_reference(log_alpha: float) -> float:
 
 def test_vd_kl_term_is_the_molchanov_approximation_scaled_per_example() -> None:
     hp = VDHparams(kl_weight=2.0, warmup=0.5)
-    p = VDPruner(hp, Budget())
-    p.total_steps, p.num_train = 100, 1000
+    p = VDPruner(hp, Budget(), RunContext(total_steps=100, num_train=1000))
     model = p.prepare(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
     layers = [m for m in model.modules() if isinstance(m, SVDOMixin)]
     assert len(layers) == 2 and all(isinstance(m, nn.Linear) for m in layers)
@@ -219,8 +218,7 @@ def test_vd_kl_term_is_the_molchanov_approximation_scaled_per_example() -> None:
 
 
 def test_vd_evaluates_a_plain_model_without_high_dropout_weights() -> None:
-    p = VDPruner(VDHparams(threshold=3.0), Budget())
-    p.total_steps, p.num_train = 10, 100
+    p = VDPruner(VDHparams(threshold=3.0), Budget(), RunContext(total_steps=10, num_train=100))
     model = p.prepare(nn.Sequential(nn.Linear(4, 3)))
     with torch.no_grad():
         model[0].weight.fill_(1.0)
@@ -236,7 +234,7 @@ def test_vd_evaluates_a_plain_model_without_high_dropout_weights() -> None:
 
 def test_str_weight_is_the_soft_threshold_of_v_and_the_optimizer_holds_v_and_s() -> None:
     hp = STRHparams(s_init=-2.0, s_weight_decay=0.5)
-    p = STRPruner(hp, Budget(weight_decay=1e-4))
+    p = STRPruner(hp, Budget(weight_decay=1e-4), RunContext())
     model = p.prepare(MODELS.get("mlp").build(10))
     opt = p.make_optimizer(model)
     held = {id(q): g["weight_decay"] for g in opt.param_groups for q in g["params"]}

@@ -1,5 +1,5 @@
-"""Datasets. Each module registers a loader with `@register_dataset`; importing this package
-imports them all.
+"""Datasets, one module each; each registers a loader with `@register_dataset` (the registry imports
+every module of this package).
 
 Small data sets live as tensors on the training device (`TensorData`) and are augmented in
 batches there: no per-image PIL DataLoader. Batches are a deterministic function of
@@ -145,6 +145,3 @@ def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor
     cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # (n, w)
     flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(n, 1, h * w)
     return torch.gather(padded.view(n, c, -1), 2, flat.expand(n, c, h * w)).view(n, c, h, w)
-
-
-from bench.data import digits, imagenet, synthetic, vision  # noqa: E402,F401  (register)

@@ -1,5 +1,5 @@
-"""Models. Each module registers its builders with `@register_model`; importing this package
-imports them all."""
+"""Models, one family per module; each registers its builders with `@register_model` (the registry
+imports every module of this package)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,3 @@ def register_model(
         return build
 
     return wrap
-
-
-from bench.models import lenet, mlp, resnet_cifar, torchvision_models, vgg, wrn  # noqa: E402,F401  (register)

@@ -1,0 +1,10 @@
+"""`dense`: plain SGD with the budget's momentum and weight decay, the reference row."""
+
+from __future__ import annotations
+
+from bench.pruner import Pruner, register_pruner
+
+
+@register_pruner("dense")
+class Dense(Pruner):
+    """Plain SGD with the budget's momentum and weight decay: the reference row."""
