@@ -114,7 +114,6 @@ def _probe(
         while len(trainer.step_times) < 2 or (
             len(trainer.step_times) < 1 + steps and time.perf_counter() - t0 < max_s
         ):
-            trainer.total_steps = trainer.step + 1  # train_epoch takes one step and returns
-            trainer.train_epoch()
+            trainer.train_epoch(max_steps=1)
         times = list(trainer.step_times)[1:]
     return setup_s, median(times) / 1e3 * b.batch_size / batch, total_steps, ", ".join(how)

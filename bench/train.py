@@ -275,50 +275,33 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def train_epoch(self) -> float:
-        """One epoch (or what is left of the step budget); returns the mean task loss."""
-        model, opt, pruner, dev = self.model, self.optimizer, self.pruner, self.device
-        model.train()
+    def train_epoch(self, max_steps: int | None = None) -> float:
+        """One epoch's batches (at most `max_steps` of them, and never past the step budget);
+        returns the mean task loss. Step times are kept in `step_times` (ms)."""
+        dev = self.device
+        self.model.train()
         loss_sum = torch.zeros((), device=dev)
         n = 0
+        stop = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
         cuda = dev.type == "cuda"
         events: list[tuple[Any, Any]] = []
         metrics.synchronize(dev)
         t_epoch = time.perf_counter()
         for x, y in self.data.train_batches(self.budget.batch_size, self.epoch, self.config.seed):
-            if self.step >= self.total_steps:
+            if self.step >= stop:
                 break
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
             else:
                 t0 = time.perf_counter()
-            self.set_lr()
-            n_batch = len(y)
-            if self.world > 1:
-                # each rank takes a disjoint slice of the global batch; DDP averages gradients over
-                # ranks, so a slice's summed loss is scaled to make that average the global mean
-                x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
-                loss = F.cross_entropy(self.net(x), y, reduction="sum") * (self.world / n_batch)
-            else:
-                loss = F.cross_entropy(model(x), y)
-            reg = pruner.regularizer(model)
-            opt.zero_grad(set_to_none=True)
-            (loss if reg is None else loss + reg).backward()
-            pruner.after_backward(self.step)
-            opt.step()
-            pruner.after_step(self.step)
-            if pruner.model_changed:
-                opt = self.rebuild_optimizer()
+            loss_sum += self.train_step(x, y)
             if cuda:
                 end.record()
                 events.append((start, end))
             else:
                 self.step_times.append((time.perf_counter() - t0) * 1e3)
-            loss_sum += loss.detach()
             n += 1
-            self.step += 1
-            self.samples += n_batch
         if self.world > 1:  # every rank logs (and checks divergence on) the same global loss
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= self.world
@@ -326,6 +309,35 @@ class Trainer:
         self.train_time += time.perf_counter() - t_epoch
         self.step_times.extend(s.elapsed_time(e) for s, e in events)
         return (loss_sum / max(n, 1)).item()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a global batch, every pruner hook in the protocol's order; returns
+        the detached task loss. The step API perf and the dry-run estimate time."""
+        self.set_lr()
+        n_batch = len(y)
+        if self.world > 1:
+            # each rank takes a disjoint slice of the global batch; DDP averages gradients over
+            # ranks, so a slice's summed loss is scaled to make that average the global mean
+            x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
+            loss = F.cross_entropy(self.net(x), y, reduction="sum") * (self.world / n_batch)
+        else:
+            loss = F.cross_entropy(self.model(x), y)
+        reg = self.pruner.regularizer(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss if reg is None else loss + reg).backward()
+        self.update()
+        self.step += 1
+        self.samples += n_batch
+        return loss.detach()
+
+    def update(self) -> None:
+        """The half of a step after `backward`: the pruner's `after_backward`, the optimizer step,
+        `after_step`, and a new optimizer if the pruner changed the model."""
+        self.pruner.after_backward(self.step)
+        self.optimizer.step()
+        self.pruner.after_step(self.step)
+        if self.pruner.model_changed:
+            self.rebuild_optimizer()
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[float, float]:
