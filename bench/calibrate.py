@@ -28,13 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cli import add_run_flags, config_from_args, parse_sets
-from bench.config import RunConfig
+from bench.config import RunConfig, add_run_flags, parse_sets
 from bench.errors import ConfigError
 from bench.io import write_json
 from bench.pruner import SparsityKnob
 from bench.registry import PRUNERS
-from bench.train import check_config, run
+from bench.train import run
+from bench.validate import check_config, config_from_args
 
 LOGIT_CLIP = 1e-3  # sparsity 0 or 1 (saturated) counts as 0.001 or 0.999
 
@@ -273,11 +273,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0 if record["within_tolerance"] else 1
 
 
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "calibrate", help="search a pruner's sparsity knob (gRDA c, STR s_weight_decay, VD kl_weight) "
-                          "for a target sparsity; the answer is a full-budget run",
-    )
+def configure(p: argparse.ArgumentParser) -> None:
     add_run_flags(p)
     p.add_argument("--target", type=float, required=True, help="target sparsity, in (0, 1)")
     p.add_argument("--tolerance", type=float, default=0.01,

@@ -1,6 +1,10 @@
-"""`bench` command line. Flags for the budget are generated from the `Budget` dataclass; each
-subcommand other than `run` and `list` lives in the module that implements it and registers
-itself through `add_cli(subparsers)` (listed in COMMAND_MODULES).
+"""`bench` command line.
+
+Subcommands are a table (`COMMANDS`: name -> module, help); a subcommand's module is imported
+only when that subcommand runs, and gives its flags with `configure(parser)`, so `bench --help`
+answers without importing torch. Every subcommand takes `--import MODULE` (repeatable): a
+user's module (or `.py` file) whose pruners, models and data sets then work like built-in ones
+(see bench.registry). Budget flags are generated from the `Budget` dataclass.
 
 Bad input (unknown names, wrong types, out-of-range values) exits with status 2 and a message
 naming the field and the valid choices, before anything runs or is written.
@@ -13,126 +17,49 @@ import dataclasses
 import importlib
 import json
 import sys
-import typing
 from collections.abc import Sequence
-from typing import Any
 
-from bench.config import Budget, RunConfig, build_dataclass
+import bench
+from bench import registry
+from bench.config import Budget, add_run_flags
 from bench.errors import ConfigError
+from bench.record import METRICS
+from bench.registry import DATASETS, MODELS, PRUNERS
+from bench.validate import check_data, config_from_args
 
-# Modules that add subcommands with `add_cli(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = (
-    "bench.sweep", "bench.results", "bench.leaderboard", "bench.perf", "bench.calibrate",
-)
-
-
-# ------------------------------------------------------------------------ flags from dataclasses
-
-
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One `--flag` per field; defaults are None so an unset flag never overrides anything."""
-    group = parser.add_argument_group(title)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        choices = (
-            typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
-        )
-        group.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper(),
-            help=(f"{f.metadata.get('help', '')} (default: {default}"  # argparse %-formats help
-                  + (f"; choices: {', '.join(choices)})" if choices else ")")).replace("%", "%%"),
-        )
-
-
-def dataclass_from_args(cls: type, args: argparse.Namespace, where: str) -> Any:
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
-    return build_dataclass(cls, values, where)
-
-
-def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set c=0.02)")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags that define one run: pruner, model, dataset, hyperparameters, budget, seed."""
-    parser.add_argument("--pruner", default="dense", help="pruner name (see `bench list`)")
-    parser.add_argument("--model", default="mlp", help="model name (see `bench list`)")
-    parser.add_argument("--dataset", default="digits", help="dataset name (see `bench list`)")
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a pruner hyperparameter, repeatable (e.g. --set c=0.02 --set mu=0.6)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    add_dataclass_flags(parser, Budget, "budget (shared by every pruner in a comparison)")
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """A validated RunConfig (hyperparameters resolved) from `add_run_flags` flags."""
-    from bench.train import check_config
-
-    config = RunConfig(
-        pruner=args.pruner,
-        model=args.model,
-        dataset=args.dataset,
-        hparams=parse_sets(args.sets),
-        budget=dataclass_from_args(Budget, args, "budget"),
-        seed=args.seed,
-        data_dir=args.data_dir,
-        device=args.device,
-    )
-    return check_config(config)
+# name -> ("module:function" that adds the command's flags to its parser, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("bench.cli:configure_run", "train one run and write its folder under --out"),
+    "list": ("bench.cli:configure_list", "every registered pruner, model and dataset, with hyperparameters"),
+    "sweep": ("bench.sweep", "run a TOML grid of runs locally or as one SLURM job array"),
+    "status": ("bench.status", "done / running / pending / failed / diverged cells of a sweep folder"),
+    "gather": ("bench.results", "collect run folders into results.parquet (+ .history.parquet)"),
+    "leaderboard": ("bench.leaderboard", "Markdown + CSV + figures from a results.parquet"),
+    "board": ("bench.board", "run DIR/sweep.toml, gather it, write the leaderboard into DIR"),
+    "calibrate": ("bench.calibrate", "search a pruner's sparsity knob (gRDA c, STR s_weight_decay, VD "
+                  "kl_weight) for a target sparsity; the answer is a full-budget run"),
+    "perf": ("bench.perf", "wall time and memory of every pruner vs dense SGD-momentum, and the harness's "
+             "speed"),
+}
 
 
 # ------------------------------------------------------------------------------------ commands
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.train import check_data, run
+    from bench.train import run  # torch: only when a run is asked for
 
     config = config_from_args(args)
     check_data(config)  # missing dataset files: exit 2 before the run folder is created
     result = run(config, args.out, progress=not args.quiet)
-    keys = (
-        "run_id",
-        "status",
-        "top1",
-        "sparsity",
-        "sparsity_all",
-        "flops_dense",
-        "flops_sparse",
-        "train_time_s",
-        "step_time_ms",
-        "peak_memory_bytes",
-        "state_bytes",
-    )
+    hidden = ("layer_sparsity", "diverged_epoch", "error")
+    keys = ("run_id", "status", *(m for m in METRICS if m not in hidden))
     print(json.dumps({k: result.get(k) for k in keys}, indent=2))
     print(f"run folder: {args.out.rstrip('/')}/{result['run_id']}", file=sys.stderr)
     return 0 if result["status"] == "ok" else 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.registry import DATASETS, MODELS, PRUNERS
-
     print("pruners (hyperparameters: default, help):")
     for name, cls in PRUNERS.items():
         print(f"  {name:<12} {_first_line(cls.__doc__)}")
@@ -159,28 +86,43 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().split("\n", 1)[0]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="Benchmark pruners under one shared budget.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("run", help="train one run and write its folder under --out")
+def configure_run(p: argparse.ArgumentParser) -> None:
     add_run_flags(p)
     p.add_argument("--out", default="runs", help="parent folder of run folders")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("list", help="every registered pruner, model and dataset, with hyperparameters")
+
+def configure_list(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_list)
 
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).add_cli(sub)
+
+# ------------------------------------------------------------------------------------ parser
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the flags of `command` only: its module is the only one imported."""
+    parser = argparse.ArgumentParser(prog="bench", description="Benchmark pruners under one shared budget.")
+    parser.add_argument("--version", action="version", version=f"prunebench {bench.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (target, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == command:
+            p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                           help="import a module (or .py file) of your own pruners, models or data sets "
+                           "first; repeatable")
+            module, _, function = target.partition(":")
+            getattr(importlib.import_module(module), function or "configure")(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     try:
+        registry.load_plugins(args.imports)
         return args.func(args)
     except ConfigError as e:
         print(f"bench {args.command}: error: {e}", file=sys.stderr)

@@ -8,18 +8,19 @@ with a no-op default never renames existing runs.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bench.errors import ConfigError
-
-LR_SCHEDULES = ("constant", "step", "cosine", "cifar")
+from bench.schedules import SCHEDULES
 
 
 def hp(default: Any, help: str, **kw: Any) -> Any:
@@ -35,10 +36,10 @@ class Budget:
     max_steps: int = hp(0, "optional cap on optimizer steps (0: epochs * steps per epoch)")
     batch_size: int = hp(32, "mini-batch size")
     lr: float = hp(0.1, "base learning rate")
-    lr_schedule: Literal["constant", "step", "cosine", "cifar"] = hp(
+    lr_schedule: str = hp(
         "constant",
         "constant | step (x gamma at milestones) | cosine | cifar (authors' gRDA schedule: "
-        "constant for 50%, linear to 1% by 90%, held)",
+        "constant for 50%, linear to 1% by 90%, held); see bench/schedules.py",
     )
     lr_milestones: tuple[float, ...] = hp((0.5, 0.75), "step schedule: fractions of the budget")
     lr_gamma: float = hp(0.1, "step schedule: lr factor at each milestone")
@@ -53,10 +54,10 @@ class Budget:
         _check(self.batch_size > 0, "budget.batch_size", self.batch_size, "must be > 0")
         _check(self.lr > 0, "budget.lr", self.lr, "must be > 0")
         _check(
-            self.lr_schedule in LR_SCHEDULES,
+            self.lr_schedule in SCHEDULES,
             "budget.lr_schedule",
             self.lr_schedule,
-            f"valid choices: {', '.join(LR_SCHEDULES)}",
+            f"valid choices: {', '.join(SCHEDULES)}",
         )
         _check(
             all(0 < m < 1 for m in self.lr_milestones),
@@ -109,6 +110,20 @@ class RunConfig:
         if self.device != "auto":
             identity["device"] = self.device
         return f"{self.pruner}-{self.model}-{self.dataset}-s{self.seed}-{stable_hash(identity)[:10]}"
+
+    def identity(self, run_id: str | None = None) -> dict[str, Any]:
+        """The identity fields of this run's record (see bench.record); `run_id` given: the names
+        need not resolve (a job recording why it could not resolve them)."""
+        return {
+            "run_id": run_id or self.run_id,
+            "config_hash": self.config_hash,
+            "pruner": self.pruner,
+            "model": self.model,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "hparams": self.hparams,
+            "budget": self.to_dict()["budget"],
+        }
 
     @property
     def config_hash(self) -> str:
@@ -209,3 +224,63 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+# ------------------------------------------------------------------------ flags from dataclasses
+
+
+def add_dataclass_flags(group: Any, cls: type, prefix: str = "", fields: Sequence[Any] | None = None) -> None:
+    """One `--flag` per field of `cls` (or of `fields`) on a parser or argument group; defaults
+    are None so an unset flag never overrides anything."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls) if fields is None else fields:
+        default = f.default if f.default is not dataclasses.MISSING else None
+        choices = (
+            typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+        )
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=(f"{prefix}{f.metadata.get('help', '')} (default: {default}"  # argparse %-formats help
+                  + (f"; choices: {', '.join(choices)})" if choices else ")")).replace("%", "%%"),
+        )
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, where: str) -> Any:
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
+    return build_dataclass(cls, values, where)
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set c=0.02)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that define one run: pruner, model, dataset, hyperparameters, budget, seed."""
+    parser.add_argument("--pruner", default="dense", help="pruner name (see `bench list`)")
+    parser.add_argument("--model", default="mlp", help="model name (see `bench list`)")
+    parser.add_argument("--dataset", default="digits", help="dataset name (see `bench list`)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a pruner hyperparameter, repeatable (e.g. --set c=0.02 --set mu=0.6)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)

@@ -11,13 +11,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import TYPE_CHECKING
 
 from bench.config import RunConfig
+from bench.errors import ConfigError
+from bench.registry import DATASETS, MODELS
+from bench.spec import SweepSpec
 from bench.status import finished_result
-
-if TYPE_CHECKING:
-    from bench.sweep import SweepSpec
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
     """Extrapolate each cell's compute to its budget: the training time of finished runs of the
     same (pruner, model, dataset) in `out`, else a short timed probe on this machine (data
     loading + steps x the step time; evaluation is not counted)."""
-    import torch
+    import torch  # not at the top: parsing a sweep must not import torch
 
     from bench.train import resolve_device
 
@@ -83,9 +82,7 @@ def _probe(
     On a CPU the steps take `cpu_batch` examples and their time is scaled linearly to the budget's
     batch size: a full ResNet-50 batch takes minutes there. A dataset that is not on disk is
     replaced by random data of its shape; the step count then comes from its standard size."""
-    from bench.data.synthetic import load_synthetic
-    from bench.errors import ConfigError
-    from bench.registry import DATASETS, MODELS
+    from bench.data.synthetic import load_synthetic  # torch: imported when a probe runs
     from bench.train import Trainer, resolve_device
 
     b, info, model = config.budget, DATASETS.get(config.dataset), MODELS.get(config.model)

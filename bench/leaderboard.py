@@ -1,7 +1,7 @@
 """Leaderboards from a gathered results table: Markdown (renders on GitHub), CSV and figures.
 
     bench leaderboard results.parquet -o leaderboards/NAME/
-    bench board leaderboards/NAME          # run NAME/sweep.toml, gather, write the leaderboard there
+    bench board leaderboards/NAME          # bench.board: run NAME/sweep.toml, gather, write it there
 
 One section per (dataset, model, budget). Its main table has a row per pruner and setting (the
 pruner's hyperparameters that vary within the section) with mean ± std over seeds; cost columns
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import results
+from bench import record, results
 from bench.config import Budget
 from bench.errors import ConfigError
 from bench.io import write_text
@@ -39,8 +39,8 @@ TARGETS = (0.80, 0.90, 0.95, 0.98)  # matched-sparsity levels (fractions of zero
 TOLERANCE = 0.005  # how far (absolute fraction) beyond its front a pruner still counts at a target
 SECTION = ["dataset", "model", "budget"]
 SETTING = [*SECTION, "pruner", "setting"]
-REQUIRED = ("run_id", "pruner", "model", "dataset", "seed", "status", "top1", "sparsity", "flops_dense",
-            "flops_sparse", "train_time_s", "peak_memory_bytes", "state_bytes")
+# what a table needs to make a board; other run-record metrics missing from it are unknown (NaN)
+REQUIRED = ("run_id", "pruner", "model", "dataset", "seed", "status", "top1", "sparsity")
 MEASURES = ("top1", "sparsity", "flops_reduction", "train_time_s", "peak_memory_bytes", "state_bytes")
 COSTS = {"train_time_s": "time_vs_dense", "peak_memory_bytes": "memory_vs_dense",
          "state_bytes": "state_vs_dense"}  # measure -> its ratio to dense
@@ -125,6 +125,9 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
         raise ConfigError(f"{where}: missing column(s) {', '.join(missing)}; expected a table written by "
                           f"`bench gather` (columns {', '.join(REQUIRED)}, hparams.*, budget.*)")
     df = runs.copy()
+    for col in record.METRICS:  # a table gathered before a metric existed: that metric unknown
+        if col not in df.columns:
+            df[col] = np.nan
     df["budget"] = _budget_labels(df)
     hp = sorted(c for c in df.columns if c.startswith("hparams."))
     df = df.assign(_rank=df["pruner"] != "dense").sort_values(
@@ -453,45 +456,6 @@ def _merge_readme(path: Path, generated: str) -> str:
     return f"{before}{BEGIN}\n{generated}{END}\n" + (f"\n{after}" if after.strip() else "")
 
 
-# ---------------------------------------------------------------------------------- board
-
-
-def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = True, executor: str = "local",
-          profile: str | None = None, gpus: int = 0, parallel: int | None = None) -> Path:
-    """Regenerate a committed leaderboard: run DIR/sweep.toml into runs/<name> (done cells are
-    skipped; locally, or on SLURM with `profile`, waiting for every cell), gather its cells into
-    DIR/results.parquet (+ history) and write the leaderboard."""
-    from bench.sweep import check_local_data, load_sweep, run_sweep
-
-    directory = Path(directory)
-    spec = load_sweep(directory / "sweep.toml")
-    runs_dir = Path(runs_root) / spec.name
-    if executor == "local":
-        check_local_data(spec)
-    run_sweep(spec, runs_dir, executor, profile, wait=True, gpus=gpus, parallel=parallel)
-    g = results.gather(runs_dir)
-    cells = {c.run_id for c in spec.cells}
-    extra = ~g.runs["run_id"].isin(cells) if len(g.runs) else pd.Series(dtype=bool)
-    g.runs = g.runs[~extra].reset_index(drop=True)
-    if len(g.history):
-        g.history = g.history[g.history["run_id"].isin(cells)].reset_index(drop=True)
-    print(g.report(), file=sys.stderr)
-    if extra.any():
-        print(f"  ignored {int(extra.sum())} runs in {runs_dir} that are not cells of {spec.path}",
-              file=sys.stderr)
-    if g.runs.empty:
-        raise ConfigError(f"board {directory}: no finished runs in {runs_dir}")
-    results.write(g, directory / "results.parquet")
-    return write_leaderboard(g.runs, directory, g.history, load_published(), f"Leaderboard: {spec.name}",
-                             plots, note=_board_note(directory, runs_dir, len(spec.cells)))
-
-
-def _board_note(directory: Path, runs_dir: Path, cells: int) -> str:
-    return (f"Produced by `bench board {directory.as_posix()}` from `sweep.toml` ({cells} runs, kept in "
-            f"`{runs_dir.as_posix()}/`); the runs table is `results.parquet` (history: "
-            "`results.history.parquet`), the tables as CSV in `leaderboard.csv` and `matched_sparsity.csv`.")
-
-
 # ------------------------------------------------------------------------------------ CLI
 
 
@@ -505,15 +469,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_board(args: argparse.Namespace) -> int:
-    readme = board(args.dir, args.runs, not args.no_plots, args.executor, args.profile, args.gpus,
-                   args.parallel)
-    print(f"wrote {readme}", file=sys.stderr)
-    return 0
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="Markdown + CSV + figures from a results.parquet")
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="runs table from `bench gather` (its .history.parquet is used if there)")
     p.add_argument("-o", "--output", required=True, help="folder for README.md, CSV and PNG files")
     p.add_argument("--title", help="Markdown title (default: Leaderboard: <output folder name>)")
@@ -521,13 +477,3 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="published rows CSV (default: leaderboards/published.csv; 'none' to leave them out)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.set_defaults(func=cmd_leaderboard)
-
-    p = sub.add_parser("board", help="run DIR/sweep.toml, gather it, write the leaderboard into DIR")
-    p.add_argument("dir", help="leaderboard folder holding sweep.toml (e.g. leaderboards/digits-mlp)")
-    p.add_argument("--runs", default="runs", help="parent of the sweep's run folder (default: runs)")
-    p.add_argument("--no-plots", action="store_true", help="tables only")
-    p.add_argument("--executor", default="local", help="local | slurm: where the cells run (default: local)")
-    p.add_argument("--profile", help="SLURM profile: NAME (slurm/profiles/NAME.toml) or a .toml path")
-    p.add_argument("--gpus", type=int, default=0, help="N > 1: each run uses N tasks with torch.distributed")
-    p.add_argument("--parallel", type=int, help="local: jobs at once (default: one per CPU core)")
-    p.set_defaults(func=cmd_board)

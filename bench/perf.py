@@ -49,13 +49,14 @@ from torch import nn
 
 from bench import metrics
 from bench.compact import remove_zero_channels, zero_random_channels
-from bench.config import Budget, RunConfig
+from bench.config import Budget, RunConfig, add_dataclass_flags, dataclass_from_args, parse_sets
 from bench.data import TensorData, crop_flip
 from bench.errors import ConfigError
 from bench.grda import GRDA
 from bench.io import write_json
 from bench.registry import MODELS, PRUNERS
-from bench.train import Trainer, check_config, resolve_device
+from bench.train import Trainer, resolve_device
+from bench.validate import check_config
 
 SUITES = ("pruners", "optimizer", "harness", "compact")
 REFERENCE = "dense"  # the pruner every ratio is taken against (SGD with the budget's momentum)
@@ -746,8 +747,6 @@ def parse_list(value: str | None, choices: Sequence[str], flag: str) -> list[str
 
 def options_from_args(args: argparse.Namespace) -> PerfOptions:
     """Validate everything (names, hyperparameters, model/dataset fit, device) before running."""
-    from bench.cli import dataclass_from_args, parse_sets
-
     pruners = parse_list(args.pruners, PRUNERS.names(), "--pruners")
     pruners = [REFERENCE] + [p for p in pruners if p != REFERENCE]
     suites = parse_list(args.suite, SUITES, "--suite") if args.suite != "all" else list(SUITES)
@@ -784,13 +783,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from bench.cli import add_dataclass_flags
-
-    p = subparsers.add_parser(
-        "perf", help="wall time and memory of every pruner vs dense SGD-momentum, and the harness's speed",
-        description="Timings are interleaved medians, printed as ratios with the targets (PASS/MISS).",
-    )
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = "Timings are interleaved medians, printed as ratios with the targets (PASS/MISS)."
     p.add_argument("--model", default="resnet20", help="model name (see `bench list`)")
     p.add_argument("--dataset", default="synthetic", help="dataset name (synthetic takes the model's shape)")
     p.add_argument("--pruners", default=None, help="comma-separated pruners (default: all registered); "
@@ -804,5 +798,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="data", help="where on-disk datasets live")
-    add_dataclass_flags(p, Budget, f"budget (default momentum here: {PERF_MOMENTUM})")
+    add_dataclass_flags(p.add_argument_group(f"budget (default momentum here: {PERF_MOMENTUM})"), Budget)
     p.set_defaults(func=cmd_perf)

@@ -4,8 +4,10 @@
 
 A run folder is any folder holding `result.json` or `config.json`; the folders given are searched
 recursively for them. Rows are `result.json` flattened (`hparams.c`, `budget.epochs`, ...;
-`layer_sparsity` and list values as JSON strings) plus `path`, the run folder. Folders that cannot
-give a row (no result yet, truncated or incomplete result.json) are skipped and reported; a run_id
+`layer_sparsity` and list values as JSON strings) plus `path`, the run folder. Fields follow
+`bench.record.RunRecord`: a result written before a field existed gets that field's default.
+Folders that cannot give a row (no result yet, truncated result.json, one without the identity
+fields) are skipped and reported; a run_id
 found in several folders keeps the one that finished last and is reported too.
 
 Speed: files are read with plain `json` (by a thread pool with `workers` > 1, which pays off
@@ -32,25 +34,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import record as schema
 from bench.errors import ConfigError
 from bench.io import atomic_write
+from bench.record import IDENTITY, METRICS, NESTED, PROVENANCE, STATUSES
 
 RESULT, CONFIG, HISTORY = "result.json", "config.json", "history.csv"
-STATUSES = ("ok", "diverged", "failed")
-IDENTITY = ("run_id", "config_hash", "pruner", "model", "dataset", "seed", "hparams", "budget", "status")
-PROVENANCE = ("device", "torch_version", "git_sha", "slurm_job_id", "hostname", "started_at", "finished_at")
-METRICS = (
-    "top1", "top5", "sparsity", "sparsity_all", "layer_sparsity", "nonzero_params", "total_params",
-    "flops_dense", "flops_sparse", "epochs_completed", "steps", "samples_seen", "train_time_s",
-    "step_time_ms", "peak_memory_bytes", "state_bytes", "resumed",
-)
-# Fields a result.json must have to make a row; a failed run has no metrics, only an error.
-REQUIRED = {
-    "ok": IDENTITY + METRICS + PROVENANCE,
-    "diverged": (*IDENTITY, *METRICS, "diverged_epoch", *PROVENANCE),
-    "failed": (*IDENTITY, "error", *PROVENANCE),
-}
-NESTED = ("hparams", "budget")  # flattened into `hparams.<key>` / `budget.<key>` columns
 HISTORY_IDENTITY = ("run_id", "pruner", "model", "dataset", "seed")
 
 
@@ -118,17 +107,10 @@ def _probe(folder: str, history: bool = False) -> tuple[str, Any]:
         record = json.loads(raw)
     except ValueError:
         return "skip", "result.json is truncated or not JSON"
-    if not isinstance(record, dict):
-        return "skip", "result.json is not a JSON object"
-    status = record.get("status")
-    if status not in REQUIRED:
-        return "skip", f"result.json has status {status!r}; valid: {', '.join(STATUSES)}"
-    missing = [k for k in REQUIRED[status] if k not in record]
-    if missing:
-        return "skip", f"result.json lacks field(s) {', '.join(missing)}"
-    bad = [k for k in NESTED if not isinstance(record[k], dict)]
-    if bad:
-        return "skip", f"result.json field(s) {', '.join(bad)} are not objects"
+    problem = schema.problems(record)
+    if problem:
+        return "skip", problem
+    record = schema.with_defaults(record)  # a result older than a field gets its default
     return "row", (_flatten(record, folder), _read_history(folder) if history else None)
 
 
@@ -195,7 +177,7 @@ def _order(columns: Iterable[str]) -> list[str]:
     cols = list(columns)
     head = [c for c in ("run_id", "pruner", "model", "dataset", "seed", "status") if c in cols]
     hparams = sorted(c for c in cols if c.startswith("hparams."))
-    metrics = [c for c in (*METRICS, "diverged_epoch", "error") if c in cols]
+    metrics = [c for c in METRICS if c in cols]
     budget = sorted(c for c in cols if c.startswith("budget."))
     tail = [c for c in ("config_hash", *PROVENANCE, "path") if c in cols]
     known = set(head + hparams + metrics + budget + tail)
@@ -359,8 +341,7 @@ def cmd_gather(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gather", help="collect run folders into results.parquet (+ .history.parquet)")
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR",
                    help="run folders or folders holding them (searched recursively)")
     p.add_argument("-o", "--output", default="results.parquet", help="runs table (default: results.parquet)")

@@ -10,19 +10,16 @@ import argparse
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from bench import executors
+from bench import executors, registry
 from bench.config import RunConfig
 from bench.errors import ConfigError
-from bench.io import read_json, write_json
-
-if TYPE_CHECKING:
-    from bench.sweep import SweepSpec
+from bench.io import read_json
+from bench.record import FINISHED
 
 MANIFEST = "sweep.json"
 
@@ -58,7 +55,7 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
         if status in ("ok", "diverged"):
             state, reason = ("done" if status == "ok" else "diverged"), ""
         elif job_state in executors.ALIVE:
-            state, reason = executors.cell_activity(out / c.run_id, rec, job_state), ""
+            state, reason = executors.activity(out / c.run_id, rec, job_state), ""
         elif status == "failed":
             state, reason = "failed", str(result.get("error", ""))
         elif rec:
@@ -76,6 +73,7 @@ def read_manifest(out: Path) -> tuple[dict[str, Any], list[RunConfig]]:
         raise ConfigError(
             f"{out}: no {MANIFEST} here; is it a sweep's out folder? (`bench sweep FILE --out DIR` writes it)"
         )
+    registry.load_plugins(manifest.get("imports", []))  # the modules its pruners, models, data sets need
     cells = [RunConfig.from_dict({k: v for k, v in d.items() if k != "run_id"}) for d in manifest["cells"]]
     return manifest, cells
 
@@ -108,20 +106,7 @@ def records(statuses: list[CellStatus], out: Path) -> list[dict[str, Any]]:
         r = r if isinstance(r, dict) else {}
         # a result left by an earlier attempt does not describe a cell that runs again or died
         if not r or s.state in ACTIVE or (s.state == "failed" and r.get("status") != "failed"):
-            c = s.config
-            r = {
-                "run_id": c.run_id,
-                "config_hash": c.config_hash,
-                "pruner": c.pruner,
-                "model": c.model,
-                "dataset": c.dataset,
-                "seed": c.seed,
-                "hparams": c.hparams,
-                "budget": c.to_dict()["budget"],
-                "status": s.state,
-                "job_id": s.job_id,
-                "job_state": s.job_state,
-            }
+            r = {**s.config.identity(), "status": s.state, "job_id": s.job_id, "job_state": s.job_state}
             if s.reason:
                 r["error"] = s.reason
         out_records.append(r)
@@ -134,23 +119,8 @@ def to_submit(statuses: list[CellStatus], retry_failed: bool = False) -> list[Ru
     return [s.config for s in statuses if s.state == "missing" or (retry_failed and s.state == "failed")]
 
 
-def write_manifest(out: Path, spec: SweepSpec) -> None:
-    """`out/sweep.json`: the sweep's name, its TOML source and every cell (what `bench status` reads)."""
-    write_json(
-        out / MANIFEST,
-        {
-            "name": spec.name,
-            "path": str(spec.path),
-            "source": spec.source,
-            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "cells": [{**c.to_dict(), "run_id": c.run_id} for c in spec.cells],
-        },
-    )
-
-
 def finished_result(out: Path | None, config: RunConfig) -> dict[str, Any] | None:
-    from bench.train import FINISHED
-
+    """The cell's finished (ok or diverged) result in `out`, if there is one."""
     if out is None:
         return None
     r = read_json(out / config.run_id / "result.json")
@@ -179,8 +149,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="done / running / pending / failed / diverged cells of a sweep folder")
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="the sweep's out folder")
     p.add_argument(
         "--wait", action="store_true", help="wait (with a progress bar) until nothing is left to run"

@@ -1,28 +1,9 @@
-"""Sweeps: a TOML grid of runs under one shared budget, expanded into validated `RunConfig`s,
-run on submitit's local executor or as one SLURM job array; re-running skips what is done.
+"""Sweeps: submit a parsed sweep's cells to an executor; re-running skips what is done.
 
-    name = "digits-demo"         # default out folder: runs/<name>
-    data_dir = "data"            # optional, where on-disk datasets live
-    device = "auto"              # optional: auto | cpu | cuda | cuda:N
-    [budget]                     # bench.config.Budget fields, shared by every cell
-    epochs = 30
-    [grid]
-    models = ["mlp"]
-    datasets = ["digits"]
-    seeds = [0, 1, 2]            # default [0]
-    [pruners.grda]               # a list is a grid axis, a scalar is fixed
-    c = [0.01, 0.02]
-    mu = 0.6
-    [pruners.dense]              # no keys: one cell per (model, dataset, seed)
-
-cells = models x datasets x seeds x (for each pruner table, the product of its list-valued keys);
-`[[pruners.grda]]` (an array of tables) adds several such tables for one pruner. Identical cells
-(same run_id) run once. Every error in a file is reported at once, each naming file, table and key.
-
-Out folder: `<run_id>/` per cell (see bench.train), `sweep.json` (the manifest: cells and the
-TOML source), `.jobs/<run_id>.json` (the job that last ran each cell), `.submitit/` (job logs).
-Where cells run: bench.executors; where they stand: bench.status; the dry run's compute
-estimate: bench.estimate.
+Out folder: `<run_id>/` per cell (see bench.train), `sweep.json` (the manifest: cells, the TOML
+source and the plugin modules), `.jobs/<run_id>.json` (the job that last ran each cell),
+`.submitit/` (job logs). Parsing: bench.spec; where cells run: bench.executors; where they
+stand: bench.status; the dry run's compute estimate: bench.estimate.
 """
 
 from __future__ import annotations
@@ -31,300 +12,19 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
-import itertools
-import re
 import sys
-import tomllib
-import typing
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import executors, status
-from bench.config import Budget, RunConfig, coerce
-from bench.errors import ConfigError
+from bench import executors, registry, status
+from bench.config import Budget
 from bench.estimate import estimate
-from bench.registry import DATASETS, MODELS, PRUNERS
-
-TOP_KEYS = ("name", "data_dir", "device", "budget", "grid", "pruners")
-GRID_KEYS = ("models", "datasets", "seeds")
-DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """A parsed, validated sweep: every cell is a RunConfig with resolved hyperparameters."""
-
-    name: str
-    budget: Budget
-    cells: list[RunConfig]
-    path: Path
-    source: str = ""  # the TOML text, kept in the out folder's manifest
-
-    def per_pruner(self) -> Counter[str]:
-        return Counter(c.pruner for c in self.cells)
-
-
-# ------------------------------------------------------------------------------------- parsing
-
-
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Parse and validate a sweep file; raises ConfigError listing every problem in it."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such sweep file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the sweep file: {e}") from None
-    return sweep_from_toml(text, path)
-
-
-def sweep_from_toml(text: str, path: str | Path = "sweep.toml") -> SweepSpec:
-    try:
-        data = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return sweep_from_dict(data, path, text)
-
-
-def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", source: str = "") -> SweepSpec:
-    """Validate a parsed sweep document and expand it into cells."""
-    from bench.train import check_config
-
-    path = Path(path)
-    errors: list[str] = []
-    _unknown_keys(data, TOP_KEYS, "", errors)
-    name = data.get("name", path.stem)
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        errors.append(
-            f"name = {name!r}: must be a string of letters, digits, '.', '_' or '-' "
-            "(it names the default out folder runs/<name>)"
-        )
-    data_dir = data.get("data_dir", "")
-    if not isinstance(data_dir, str):
-        errors.append(f"data_dir = {data_dir!r}: expected a string (a folder)")
-    device = data.get("device", "auto")
-    if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
-        errors.append(f"device = {device!r}: valid choices: auto, cpu, cuda, cuda:N")
-    budget = _parse_budget(data.get("budget", {}), errors)
-    grid = _parse_grid(data.get("grid"), errors)
-    settings = _parse_pruners(data.get("pruners"), errors)
-    if not errors:
-        _check_fits(grid, errors)
-    if errors:
-        raise ConfigError(_format(path, errors))
-
-    cells: dict[str, RunConfig] = {}
-    for (pruner, hparams), model, dataset, seed in itertools.product(
-        settings, grid["models"], grid["datasets"], grid["seeds"]
-    ):
-        config = RunConfig(
-            pruner=pruner,
-            model=model,
-            dataset=dataset,
-            hparams=hparams,
-            budget=budget,
-            seed=seed,
-            data_dir=data_dir,
-            device=device,
-        )
-        try:
-            config = check_config(config)
-        except ConfigError as e:  # the checks above should have caught it; name the cell anyway
-            errors.append(f"[pruners.{pruner}] {e} (cell {model}/{dataset}/seed {seed})")
-            continue
-        cells.setdefault(config.run_id, config)
-    if errors:
-        raise ConfigError(_format(path, list(dict.fromkeys(errors))))
-    return SweepSpec(name=name, budget=budget, cells=list(cells.values()), path=path, source=source)
-
-
-def _format(path: Path, errors: list[str]) -> str:
-    lines = [f"{path}: {e}" for e in errors]
-    if len(lines) == 1:
-        return lines[0]
-    return f"{len(lines)} errors in {path}:\n  " + "\n  ".join(lines)
-
-
-def _unknown_keys(table: dict[str, Any], valid: tuple[str, ...], where: str, errors: list[str]) -> None:
-    unknown = [k for k in table if k not in valid]
-    if unknown:
-        prefix = f"{where} " if where else ""
-        errors.append(
-            f"{prefix}unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"valid keys: {', '.join(valid) or '(none)'}"
-        )
-
-
-def _parse_budget(table: Any, errors: list[str]) -> Budget:
-    if not isinstance(table, dict):
-        errors.append(f"[budget] must be a table of Budget fields, got {table!r}")
-        return Budget()
-    fields = [f.name for f in dataclasses.fields(Budget)]
-    hints = typing.get_type_hints(Budget)
-    _unknown_keys(table, tuple(fields), "[budget]", errors)
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in fields:
-            continue
-        where = f"[budget] {key}"
-        if isinstance(value, list) and typing.get_origin(hints[key]) is not tuple:
-            errors.append(
-                f"{where} = {value!r}: the budget is shared by every cell, it cannot be a grid "
-                "axis (use one sweep file per budget)"
-            )
-            continue
-        try:
-            values[key] = coerce(value, hints[key], where)
-            Budget(**{key: values[key]})  # range checks, one field at a time to report them all
-        except ConfigError as e:
-            values.pop(key, None)
-            errors.append(str(e).replace(f"budget.{key}", where, 1))
-    try:
-        return Budget(**values)
-    except ConfigError as e:
-        errors.append(f"[budget] {e}")
-        return Budget()
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _parse_grid(table: Any, errors: list[str]) -> dict[str, list[Any]]:
-    grid: dict[str, list[Any]] = {"models": [], "datasets": [], "seeds": [0]}
-    if table is None:
-        errors.append('[grid] missing; e.g. [grid] models = ["mlp"], datasets = ["digits"]')
-        return grid
-    if not isinstance(table, dict):
-        errors.append(f"[grid] must be a table with keys {', '.join(GRID_KEYS)}, got {table!r}")
-        return grid
-    _unknown_keys(table, GRID_KEYS, "[grid]", errors)
-    for key, registry in (("models", MODELS), ("datasets", DATASETS)):
-        if key not in table:
-            errors.append(f"[grid] {key}: missing; valid choices: {', '.join(registry.names())}")
-            continue
-        names = _as_list(table[key])
-        if not names:
-            errors.append(f"[grid] {key} = []: must not be empty")
-        for name in names:
-            if not isinstance(name, str) or name not in registry.names():
-                errors.append(
-                    f"[grid] {key} = {name!r}: unknown {registry.kind}; "
-                    f"valid choices: {', '.join(registry.names())}"
-                )
-            elif name not in grid[key]:
-                grid[key].append(name)
-    if "seeds" in table:
-        seeds = _as_list(table["seeds"])
-        grid["seeds"] = []
-        if not seeds:
-            errors.append("[grid] seeds = []: must not be empty")
-        for seed in seeds:
-            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-                errors.append(f"[grid] seeds = {seed!r}: expected an integer >= 0")
-            elif seed not in grid["seeds"]:
-                grid["seeds"].append(seed)
-    return grid
-
-
-def _parse_pruners(table: Any, errors: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """(pruner, hparams) for every setting in the grid: each table's product of its list values."""
-    if not isinstance(table, dict) or not table:
-        errors.append(
-            "[pruners] needs at least one [pruners.NAME] table; valid names: " + ", ".join(PRUNERS.names())
-        )
-        return []
-    settings: list[tuple[str, dict[str, Any]]] = []
-    for name, entry in table.items():
-        if name not in PRUNERS.names():
-            errors.append(
-                f"[pruners.{name}]: unknown pruner {name!r}; valid choices: " + ", ".join(PRUNERS.names())
-            )
-            continue
-        if isinstance(entry, dict):
-            tables = [(f"[pruners.{name}]", entry)]
-        elif isinstance(entry, list) and entry and all(isinstance(t, dict) for t in entry):
-            tables = [(f"[[pruners.{name}]] #{i + 1}", t) for i, t in enumerate(entry)]
-        else:
-            errors.append(
-                f"[pruners.{name}] must be a table ([pruners.{name}]) or an array of tables "
-                f"([[pruners.{name}]]), got {entry!r}"
-            )
-            continue
-        for where, t in tables:
-            settings += [(name, hp) for hp in _expand_hparams(name, t, where, errors)]
-    return settings
-
-
-def _expand_hparams(
-    pruner: str, table: dict[str, Any], where: str, errors: list[str]
-) -> list[dict[str, Any]]:
-    cls = PRUNERS.get(pruner).Hparams
-    fields = tuple(f.name for f in dataclasses.fields(cls))
-    hints = typing.get_type_hints(cls)
-    n_errors = len(errors)
-    axes: dict[str, list[Any]] = {}
-    for key, value in table.items():
-        if key in fields:
-            pass
-        elif key in {f.name for f in dataclasses.fields(Budget)}:
-            errors.append(
-                f"{where} {key}: per-pruner budget overrides are not allowed: the budget is "
-                f"shared by every pruner; set it in [budget]"
-            )
-            continue
-        elif key in GRID_KEYS:
-            errors.append(f"{where} {key}: set it in [grid] (shared by every pruner)")
-            continue
-        else:
-            _unknown_keys({key: value}, fields, where, errors)
-            continue
-        # a tuple-valued hyperparameter takes a list as its value; a list of lists is its axis
-        tuple_typed = typing.get_origin(hints[key]) in (tuple, list)
-        nested = bool(value) and all(isinstance(v, list) for v in value) if isinstance(value, list) else False
-        is_axis = isinstance(value, list) and (not tuple_typed or nested)
-        values = value if is_axis else [value]
-        if not values:
-            errors.append(f"{where} {key} = []: an axis must not be empty")
-            continue
-        coerced, ok = [], True
-        for v in values:
-            try:
-                coerced.append(coerce(v, hints[key], f"{where} {key}"))
-            except ConfigError as e:
-                errors.append(str(e))
-                ok = False
-        if ok:  # the keys with bad values are left out of the checks across keys below
-            axes[key] = list(dict.fromkeys(coerced))
-    combos = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
-    for hp in combos:
-        try:
-            cls(**hp)
-        except (ConfigError, ValueError, TypeError) as e:
-            msg = str(e)
-            if not any(msg.startswith(f"{k} ") for k in hp):  # a check across keys: name the cell
-                msg += f" (with {', '.join(f'{k} = {v!r}' for k, v in hp.items())})"
-            errors.append(f"{where} {msg}")
-    return combos if len(errors) == n_errors else []
-
-
-def _check_fits(grid: dict[str, list[Any]], errors: list[str]) -> None:
-    for model, dataset in itertools.product(grid["models"], grid["datasets"]):
-        info = DATASETS.get(dataset)
-        if info.input_shape is None:
-            continue
-        try:
-            MODELS.get(model).check_fits(dataset, info.input_shape, info.num_classes)
-        except ConfigError as e:
-            errors.append(f"[grid] {e} (every model runs on every dataset: use one sweep file per family)")
-
-
-# ------------------------------------------------------------------------------------- sweep
+from bench.executors import Executor
+from bench.io import write_json
+from bench.spec import SweepSpec, check_local_data, load_sweep
 
 
 @contextlib.contextmanager
@@ -338,43 +38,47 @@ def _locked(out: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def write_manifest(out: Path, spec: SweepSpec) -> None:
+    """`out/sweep.json`: the sweep's name, its TOML source, the plugin modules its names need and
+    every cell (what `bench status` reads)."""
+    write_json(
+        out / status.MANIFEST,
+        {
+            "name": spec.name,
+            "path": str(spec.path),
+            "source": spec.source,
+            "imports": registry.loaded_plugins(),
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cells": [{**c.to_dict(), "run_id": c.run_id} for c in spec.cells],
+        },
+    )
+
+
 def run_sweep(
     spec: SweepSpec,
     out: str | Path,
-    executor: str = "local",
-    profile: Any = None,
+    executor: Executor | None = None,
     wait: bool = True,
     retry_failed: bool = False,
-    gpus: int = 0,
-    parallel: int | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Submit the cells that are not done (nor running or pending) and, with `wait`, wait for all.
 
     Failed cells are resubmitted only with `retry_failed` (they resume from their checkpoint).
-    `executor`: "local" (submitit's local executor, `parallel` jobs at once, default: one per
-    core) or "slurm" (one job array; `profile`: a name in slurm/profiles, a path or a Profile).
-    `gpus` > 1: each run uses that many tasks with torch.distributed (one GPU each, or CPU
-    processes on gloo where there is no GPU). Returns one record per cell (see `records`).
+    `executor`: from `bench.executors.create` (default: local, one job per core). Returns one
+    record per cell (see `bench.status.records`).
     """
     out = Path(out)
-    if executor not in executors.EXECUTORS:
-        raise ConfigError(f"executor = {executor!r}: valid choices: {', '.join(executors.EXECUTORS)}")
-    if executor == "slurm":
-        profile = executors.load_profile(profile)
-    elif profile is not None:
-        raise ConfigError(f"profile = {profile!r}: profiles are for --executor slurm")
-    if gpus < 0 or (parallel is not None and parallel < 1):
-        raise ConfigError(f"gpus = {gpus}, parallel = {parallel}: expected gpus >= 0 and parallel >= 1")
+    executor = executor or executors.create()
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
 
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
-        status.write_manifest(out, spec)
+        write_manifest(out, spec)
         statuses = status.cell_statuses(out, spec.cells)
         todo = status.to_submit(statuses, retry_failed)
         counts = Counter(s.state for s in statuses)
-        jobs = executors.submit(todo, out, executor, profile, spec.name, max(1, gpus), parallel)
+        jobs = executor.submit(todo, out, spec.name)
     skipped = ", ".join(f"{counts[k]} {k}" for k in status.STATES if counts[k] and k != "missing")
     failed_left = 0 if retry_failed else counts["failed"]
     say(
@@ -382,14 +86,11 @@ def run_sweep(
         + (f" ({skipped} already)" if skipped else "")
         + (f"; {failed_left} failed not resubmitted (--retry-failed)" if failed_left else "")
     )
-    if jobs and executor == "slurm":
+    if jobs and not executor.waits:
         array = jobs[0].job_id.split("_")[0]
-        say(
-            f"SLURM job {array} ({len(jobs)} task(s)); follow it with: bench status {out} --wait "
-            f"(or squeue -j {array}; sacct -j {array})"
-        )
+        say(f"{executor.name} job {array} ({len(jobs)} task(s)); follow it with: bench status {out} --wait")
     if wait:
-        statuses = status.wait_for(out, spec.cells, 1.0 if executor == "local" else 5.0, progress, jobs)
+        statuses = status.wait_for(out, spec.cells, executor.poll_s, progress, jobs)
     else:
         statuses = status.cell_statuses(out, spec.cells)
     return status.records(statuses, out)
@@ -411,19 +112,14 @@ def _hours(seconds: float) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_sweep(args.file)
     out = Path(args.out or Path("runs") / spec.name)
-    if args.executor == "slurm":
-        profile = executors.load_profile(args.profile)
-    elif args.profile:
-        raise ConfigError(f"--profile {args.profile}: profiles are for --executor slurm")
-    else:
-        profile = None
+    executor = executors.from_args(args)
     if args.dry_run:
-        return _dry_run(spec, out, args, profile)
-    if args.executor == "local":
+        return _dry_run(spec, out, executor)
+    if executor.name == "local":
         check_local_data(spec)
-    wait = not args.no_wait and args.executor == "local"  # SLURM: return once the array is queued
+    wait = not args.no_wait and executor.waits
     try:
-        recs = run_sweep(spec, out, args.executor, profile, wait, args.retry_failed, args.gpus, args.parallel)
+        recs = run_sweep(spec, out, executor, wait, args.retry_failed)
     except KeyboardInterrupt:
         print(
             f"interrupted: the local jobs stop with it; `bench sweep {args.file} --out {out} --retry-failed` "
@@ -436,24 +132,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
-def check_local_data(spec: SweepSpec) -> None:
-    """Local jobs run here, so missing dataset files are bad input (exit 2) found before anything
-    is written or submitted. Not for SLURM (the files need only be on the cluster's nodes) nor
-    for the dry run (it estimates with stand-in data)."""
-    from bench.train import check_data
-
-    errors = []
-    for cell in {(c.dataset, c.data_dir): c for c in spec.cells}.values():
-        try:
-            check_data(cell)
-        except ConfigError as e:
-            key = f"data_dir = {cell.data_dir!r}" if cell.data_dir else "data_dir (unset: 'data')"
-            errors.append(f"{key}: {e}")
-    if errors:
-        raise ConfigError(_format(spec.path, errors))
-
-
-def _dry_run(spec: SweepSpec, out: Path, args: argparse.Namespace, profile: Any) -> int:
+def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
     cells = spec.cells
     print(f"sweep {spec.name} ({spec.path}): {len(cells)} cells")
     for pruner, n in spec.per_pruner().items():
@@ -472,23 +151,11 @@ def _dry_run(spec: SweepSpec, out: Path, args: argparse.Namespace, profile: Any)
         f"{unit}-hours for the cells to run, {est.total_s / 3600:.3g} for all; "
         f"longest cell {_hours(est.max_cell_s)}"
     )
-    if args.executor == "local":
-        lanes = min(args.parallel or executors.local_parallelism(max(1, args.gpus)), len(cells))
-        print(
-            f"  about {_hours(est.todo_s / lanes)} of wall time with {lanes} local job(s) in parallel, "
-            "plus a few seconds of start-up per job"
-        )
-    else:
-        lanes = min(profile.array_parallelism, len(cells))
-        print(
-            f"  on SLURM (profile {args.profile}): about {_hours(est.todo_s / lanes)} of wall time with "
-            f"{lanes} array task(s) at a time, if its nodes are as fast as this machine"
-        )
-        if est.max_cell_s > 60 * profile.timeout_min:
-            print(
-                f"  note: the longest cell outlasts the profile's {profile.timeout_min} min limit: it is "
-                f"requeued (and resumes) at each limit, at most {executors.MAX_TIMEOUTS} times"
-            )
+    lanes = executor.lanes(len(cells))
+    print(f"  {executor.name}: about {_hours(est.todo_s / lanes)} of wall time with {lanes} cell(s) at a "
+          "time, if its devices are as fast as this one's, plus a few seconds of start-up per job")
+    for line in executor.dry_run_notes(est.max_cell_s):
+        print(f"  {line}")
     for label, how in est.rates.items():
         print(f"  {label}: {how}")
     for line in est.unavailable:
@@ -497,26 +164,16 @@ def _dry_run(spec: SweepSpec, out: Path, args: argparse.Namespace, profile: Any)
     return 0
 
 
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a TOML grid of runs locally or as one SLURM job array")
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="sweep file (TOML)")
     p.add_argument(
         "--dry-run",
         action="store_true",
         help="validate every cell, count them and estimate the compute; run nothing",
     )
-    p.add_argument("--executor", choices=("local", "slurm"), default="local")
-    p.add_argument("--profile", help="SLURM profile: NAME (slurm/profiles/NAME.toml) or a .toml path")
     p.add_argument("--out", help="out folder (default: runs/<name>)")
-    p.add_argument("--no-wait", action="store_true", help="local: return once the jobs are started")
+    p.add_argument("--no-wait", action="store_true", help="return once the jobs are started")
     p.add_argument("--retry-failed", action="store_true", help="resubmit failed cells too (they resume)")
-    p.add_argument(
-        "--gpus",
-        type=int,
-        default=0,
-        help="N > 1: each run uses N tasks with torch.distributed (N GPUs; N CPU processes "
-        "on gloo without a GPU)",
-    )
-    p.add_argument("--parallel", type=int, help="local: jobs at once (default: one per CPU core)")
+    executors.add_flags(p)
     p.set_defaults(func=cmd_sweep)
-    status.add_cli(sub)  # `bench status DIR`
+

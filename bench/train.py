@@ -29,30 +29,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench import metrics
-from bench.config import Budget, RunConfig, build_dataclass
+from bench.config import RunConfig
 from bench.data import Data
 from bench.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
 from bench.pruner import RunContext
+from bench.record import FINISHED, RunRecord
 from bench.registry import DATASETS, MODELS, PRUNERS
+from bench.schedules import lr_factor
+from bench.validate import check_config
 
-FINISHED = ("ok", "diverged")
 STEP_TIME_WINDOW = 2000  # step times kept for the median (the most recent ones)
-
-
-def lr_factor(budget: Budget, progress: float) -> float:
-    """The lr multiplier at `progress` (fraction of the budget's steps done, in [0, 1])."""
-    s = budget.lr_schedule
-    if s == "constant":
-        return 1.0
-    if s == "step":
-        return budget.lr_gamma ** sum(progress >= m for m in budget.lr_milestones)
-    if s == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if s == "cifar":  # gRDA authors' CIFAR scripts: constant to 50%, linear to 1% at 90%, held
-        if progress < 0.5:
-            return 1.0
-        return 1.0 - 0.99 * min((progress - 0.5) / 0.4, 1.0)
-    raise ValueError(f"unknown lr_schedule {s!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,35 +52,6 @@ def dist_info() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def resolve_hparams(config: RunConfig) -> RunConfig:
-    """Validate the pruner's hyperparameters and fill in the defaults (raises ConfigError)."""
-    import dataclasses
-
-    cls = PRUNERS.get(config.pruner, "pruner")
-    hp = build_dataclass(cls.Hparams, config.hparams, f"pruners.{config.pruner}")
-    return dataclasses.replace(config, hparams=dataclasses.asdict(hp))
-
-
-def check_config(config: RunConfig) -> RunConfig:
-    """Everything that can be checked without loading data or training: names, hyperparameters,
-    model/dataset fit. Returns the config with resolved hyperparameters."""
-    config = resolve_hparams(config)
-    model = MODELS.get(config.model, "model")
-    dataset = DATASETS.get(config.dataset, "dataset")
-    if dataset.input_shape is not None:
-        model.check_fits(config.dataset, dataset.input_shape, dataset.num_classes)
-    return config
-
-
-def check_data(config: RunConfig) -> None:
-    """Raise ConfigError (naming the dataset, the path and how to get the files) if the dataset's
-    files are not under the data dir; reads nothing. `bench run` and a local `bench sweep` call it
-    before any folder is created; a job that meets missing files records the run as failed."""
-    info = DATASETS.get(config.dataset, "dataset")
-    if info.check is not None:
-        info.check(config.data_dir or "data")
 
 
 def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str, Any]:
@@ -127,21 +84,31 @@ def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str,
         try:
             return Trainer(config, run_dir, progress).fit(started)
         except Exception as e:
-            if rank != 0:
-                raise
-            write_text(run_dir / "traceback.txt", traceback.format_exc())
-            write_json(
-                run_dir / "result.json",
-                {
-                    **_identity(config),
-                    "status": "failed",
-                    "error": f"{type(e).__name__}: {e}",
-                    "started_at": started,
-                    "finished_at": _now(),
-                    **metrics.provenance(resolve_device(config.device)),
-                },
-            )
+            if rank == 0:
+                write_text(run_dir / "traceback.txt", traceback.format_exc())
+                record_failure(config, run_dir, e, started)
             raise
+
+
+def record_failure(config: RunConfig, run_dir: Path, error: BaseException, started: str | None = None,
+                   ) -> None:
+    """Write a `failed` result for `error` into `run_dir`, unless this error was recorded already.
+
+    Works without resolving the config's names (the run folder is given): a job whose process
+    cannot import a plugin pruner still leaves a record saying why."""
+    if getattr(error, "_bench_recorded", False):
+        return
+    identity = config.identity(run_id=run_dir.name)
+    try:
+        device = resolve_device(config.device)
+    except Exception:  # a device that does not exist here must not hide the error itself
+        device = torch.device("cpu")
+    failure = RunRecord(
+        **identity, status="failed", error=f"{type(error).__name__}: {error}",
+        started_at=started or _now(), finished_at=_now(), **metrics.provenance(device),
+    )
+    write_json(run_dir / "result.json", failure.to_dict())
+    error._bench_recorded = True  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -153,19 +120,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _identity(config: RunConfig) -> dict[str, Any]:
-    return {
-        "run_id": config.run_id,
-        "config_hash": config.config_hash,
-        "pruner": config.pruner,
-        "model": config.model,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "hparams": config.hparams,
-        "budget": config.to_dict()["budget"],
-    }
 
 
 def _now() -> str:
@@ -411,30 +365,29 @@ class Trainer:
         write_text(self.run_dir / "history.csv", buf.getvalue())
 
     def _record(self, status: str, diverged_epoch: int | None, started: str, resumed: bool) -> dict[str, Any]:
-        record: dict[str, Any] = {**_identity(self.config), "status": status}
-        if status == "diverged":
-            record["diverged_epoch"] = diverged_epoch
         final = self.pruner.finalize(self.model)
-        if status == "ok":
-            record["top1"], record["top5"] = self.evaluate(final)
-        else:
-            record["top1"] = record["top5"] = None
-        record.update(metrics.sparsity_stats(final, self.dense_counts))
-        record["flops_dense"] = self.flops_dense
-        _, record["flops_sparse"] = metrics.flops(final, self.data.input_shape, self.device)
-        record.update(
-            {
-                "epochs_completed": self.epoch,
-                "steps": self.step,
-                "samples_seen": self.samples,
-                "train_time_s": self.train_time,
-                "step_time_ms": median(self.step_times) if self.step_times else None,
-                "peak_memory_bytes": metrics.peak_memory(self.device),
-                "state_bytes": metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
-                "resumed": resumed,
-                **metrics.provenance(self.device),
-                "started_at": started,
-                "finished_at": _now(),
-            }
-        )
+        top1, top5 = self.evaluate(final) if status == "ok" else (None, None)
+        sparsity = metrics.sparsity_stats(final, self.dense_counts)
+        _, flops_sparse = metrics.flops(final, self.data.input_shape, self.device)
+        record = RunRecord(
+            **self.config.identity(),
+            status=status,
+            diverged_epoch=diverged_epoch,
+            top1=top1,
+            top5=top5,
+            **sparsity,
+            flops_dense=self.flops_dense,
+            flops_sparse=flops_sparse,
+            epochs_completed=self.epoch,
+            steps=self.step,
+            samples_seen=self.samples,
+            train_time_s=self.train_time,
+            step_time_ms=median(self.step_times) if self.step_times else None,
+            peak_memory_bytes=metrics.peak_memory(self.device),
+            state_bytes=metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
+            resumed=resumed,
+            **metrics.provenance(self.device),
+            started_at=started,
+            finished_at=_now(),
+        ).to_dict()
         return write_json(self.run_dir / "result.json", record) if self.rank == 0 else record

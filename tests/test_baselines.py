@@ -28,7 +28,8 @@ from bench.errors import ConfigError
 from bench.io import load_checkpoint
 from bench.pruner import RunContext
 from bench.registry import MODELS, PRUNERS
-from bench.train import Trainer, check_config, run
+from bench.train import Trainer, run
+from bench.validate import check_config
 
 
 def hparam_names(pruner: str) -> set[str]:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import executors, io, results
+from bench import io, results
 from bench.config import Budget, RunConfig
-from bench.sweep import load_sweep, run_sweep
-from bench.train import check_config, run
+from bench.executors import local as local_executor
+from bench.spec import load_sweep
+from bench.sweep import run_sweep
+from bench.train import run
+from bench.validate import check_config
 
 ARGS = ["--pruner", "grda", "--set", "c=0.05", "--set", "mu=0.6", "--epochs", "12", "--quiet"]
 CONFIG = RunConfig(pruner="grda", hparams={"c": 0.05, "mu": 0.6}, budget=Budget(epochs=12))
@@ -119,8 +122,8 @@ def test_two_sweeps_into_one_out_folder_at_once_submit_every_cell_once(tmp_path,
     (tmp_path / "s.toml").write_text(TWO_SWEEPS)
     spec, out = load_sweep(tmp_path / "s.toml"), tmp_path / "out"
     alive = subprocess.Popen(["sleep", "60"])
-    job = {"executor": "local", "job_id": str(alive.pid), "start_ticks": executors._start_ticks(alive.pid),
-           "submitted_ts": 4e9}
+    job = {"executor": "local", "job_id": str(alive.pid),
+           "start_ticks": local_executor._start_ticks(alive.pid), "submitted_ts": 4e9}
     submitted = []
 
     def slow_submit(cells, out, *args, **kwargs):
@@ -130,7 +133,7 @@ def test_two_sweeps_into_one_out_folder_at_once_submit_every_cell_once(tmp_path,
         submitted.extend(cell.run_id for cell in cells)
         return []
 
-    monkeypatch.setattr(executors, "submit", slow_submit)
+    monkeypatch.setattr(local_executor.Local, "submit", lambda self, cells, out, _: slow_submit(cells, out))
     records = []
     sweeps = [
         threading.Thread(target=lambda: records.append(run_sweep(spec, out, wait=False, progress=False)))

@@ -14,7 +14,7 @@ from bench.cli import main
 from bench.config import Budget, RunConfig
 from bench.grda import GRDA
 from bench.registry import PRUNERS
-from bench.train import check_config
+from bench.validate import check_config
 
 CPU = torch.device("cpu")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench import cli, results
+from bench import cli, record, results
 from bench.config import Budget, RunConfig
 from bench.io import write_json, write_text
 from bench.train import run
@@ -86,7 +86,7 @@ def test_gather_skips_and_reports_broken_folders(tmp_path: Path, workers: int) -
     truncated = make_run(tmp_path, fake_result("truncated"))
     text = (truncated / "result.json").read_text()
     (truncated / "result.json").write_text(text[: len(text) // 2])
-    make_run(tmp_path, {k: v for k, v in fake_result("incomplete").items() if k != "top1"})
+    make_run(tmp_path, {k: v for k, v in fake_result("incomplete").items() if k != "config_hash"})
     pending = tmp_path / "pending"
     write_json(pending / "config.json", {"run_id": "pending"})
     make_run(tmp_path, fake_result("weird", status="exploded"))
@@ -99,7 +99,7 @@ def test_gather_skips_and_reports_broken_folders(tmp_path: Path, workers: int) -
     reasons = {Path(s.path).name: s.reason for s in g.skipped}
     assert set(reasons) == {"truncated", "incomplete", "pending", "weird", "listed"}
     assert "truncated" in reasons["truncated"]
-    assert "top1" in reasons["incomplete"]
+    assert "config_hash" in reasons["incomplete"]
     assert "no result.json" in reasons["pending"]
     assert "exploded" in reasons["weird"] and "ok, diverged, failed" in reasons["weird"]
     report = g.report()
@@ -197,3 +197,16 @@ def test_gather_real_runs_matches_their_result_json(tmp_path: Path) -> None:
         assert row["budget.epochs"] == 2
     assert hist is not None
     assert hist.groupby("run_id")["epoch"].max().tolist() == [1, 1]
+
+
+def test_a_result_older_than_a_field_loads_with_its_default(tmp_path):
+    """A metric added to the run record after a run finished: that run still makes a row, with the
+    field's default, instead of dropping out of tables."""
+    old = {k: v for k, v in fake_result("old").items() if k not in ("step_time_ms", "state_bytes")}
+    make_run(tmp_path, old)
+    make_run(tmp_path, fake_result("new"))
+    g = results.gather(tmp_path)
+    assert sorted(g.runs["run_id"]) == ["new", "old"] and not g.skipped
+    row = g.runs.set_index("run_id").loc["old"]
+    assert pd.isna(row["step_time_ms"]) and pd.isna(row["state_bytes"])
+    assert set(record.METRICS) <= set(g.runs.columns)

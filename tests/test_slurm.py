@@ -7,7 +7,6 @@ About 2-3 minutes on the 2-core dev VM."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 import time
@@ -19,36 +18,20 @@ import pytest
 import torch
 
 from bench import cli, executors
+from bench.executors import slurm as slurm_executor
 from bench.io import read_json
+from bench.spec import load_sweep
 from bench.status import wait_for
-from bench.sweep import load_sweep, run_sweep
+from bench.sweep import run_sweep
 from bench.train import run
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def cluster() -> None:
-    """Starts the test cluster (idempotent) and leaves it running."""
-    if os.environ.get("PRUNEBENCH_NO_SLURM") == "1":
-        pytest.skip("PRUNEBENCH_NO_SLURM=1: SLURM tests disabled")
-    p = subprocess.run(
-        ["bash", "slurm/cluster/start.sh"], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    if p.returncode != 0:
-        raise RuntimeError(f"slurm/cluster/start.sh failed ({p.returncode}):\n{p.stdout}\n{p.stderr[-3000:]}")
+def _slurm_test() -> executors.Executor:
+    return executors.create("slurm", {"profile": "local-test"})
 
-
-@pytest.fixture
-def cleanup():
-    """Cancels the jobs a test submitted (by id), whatever happens to the test."""
-    outs: list[Path] = []
-    yield outs
-    for out in outs:
-        ids = {r["job_id"] for r in map(read_json, (out / ".jobs").glob("*.json")) if r}
-        if ids:
-            subprocess.run(["scancel", *sorted(ids)], capture_output=True)
 
 
 def sweep_file(tmp_path: Path, epochs: int, batch_size: int, settings: str) -> Path:
@@ -97,17 +80,17 @@ def test_sweep_is_one_array_and_a_second_submission_submits_nothing(cluster, tmp
     )
     out = tmp_path / "out"
     cleanup.append(out)
-    records = run_sweep(spec, out, "slurm", "local-test", wait=True, progress=False)
+    records = run_sweep(spec, out, _slurm_test(), wait=True, progress=False)
     assert [r["status"] for r in records] == ["ok"] * 3
     (array,) = arrays_submitted(spec.name)
     assert sorted(r["slurm_job_id"] for r in records) == [f"{array}_{i}" for i in range(3)]
     # the script submitit gave sbatch is the one the golden-file test pins
     script = (out / ".submitit" / array / f"{array}_submission.sh").read_text()
-    profile = executors.load_profile("local-test")
-    assert script == executors.sbatch_script(profile, spec.name, out.absolute() / ".submitit" / "%j", 3)
+    profile = slurm_executor.load_profile("local-test")
+    assert script == slurm_executor.sbatch_script(profile, spec.name, out.absolute() / ".submitit" / "%j", 3)
 
     jobs = {p.name: p.read_text() for p in (out / ".jobs").iterdir()}
-    again = run_sweep(spec, out, "slurm", "local-test", wait=True, progress=False)
+    again = run_sweep(spec, out, _slurm_test(), wait=True, progress=False)
     assert again == records
     assert arrays_submitted(spec.name) == {array}
     assert {p.name: p.read_text() for p in (out / ".jobs").iterdir()} == jobs
@@ -120,7 +103,7 @@ def test_job_requeued_mid_run_ends_with_the_uninterrupted_result(cluster, tmp_pa
     (cell,) = spec.cells
     out = tmp_path / "out"
     cleanup.append(out)
-    run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False)
+    run_sweep(spec, out, _slurm_test(), wait=False, progress=False)
     job = job_of(out, cell.run_id)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the job (cpus_per_task = 1): float sums depend on the thread count
@@ -154,7 +137,7 @@ def test_cancelled_job_is_reported_failed_not_waited_on(cluster, tmp_path, clean
     (cell,) = spec.cells
     out = tmp_path / "out"
     cleanup.append(out)
-    run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False)
+    run_sweep(spec, out, _slurm_test(), wait=False, progress=False)
     subprocess.run(["scancel", job_of(out, cell.run_id)], check=True)
     t0 = time.time()
     p = subprocess.run(
@@ -167,7 +150,7 @@ def test_cancelled_job_is_reported_failed_not_waited_on(cluster, tmp_path, clean
     assert "failed 1" in p.stdout and "CANCELLED" in p.stdout and "--retry-failed" in p.stdout
     assert time.time() - t0 < 120
     assert arrays_submitted(spec.name) == {job_of(out, cell.run_id)}
-    run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False)  # not without --retry-failed
+    run_sweep(spec, out, _slurm_test(), wait=False, progress=False)  # not without --retry-failed
     assert len(arrays_submitted(spec.name)) == 1
 
 

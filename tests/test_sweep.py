@@ -24,11 +24,15 @@ from hypothesis import strategies as st
 from bench import cli, executors
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
+from bench.executors import local as local_executor
+from bench.executors import slurm as slurm_executor
 from bench.io import read_json, write_json
 from bench.registry import PRUNERS
+from bench.spec import load_sweep, sweep_from_dict, sweep_from_toml
 from bench.status import cell_statuses, to_submit
-from bench.sweep import load_sweep, run_sweep, sweep_from_dict, sweep_from_toml
-from bench.train import check_config, run
+from bench.sweep import run_sweep
+from bench.train import run
+from bench.validate import check_config
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -47,6 +51,11 @@ c = [0.01, 0.02]
 mu = 0.6
 [pruners.dense]
 """
+
+
+def _slurm_test() -> executors.Executor:
+    return executors.create("slurm", {"profile": "local-test"})
+
 
 
 def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
@@ -75,7 +84,7 @@ def test_expansion_is_models_x_datasets_x_seeds_x_pruner_axes(tmp_path):
 def test_a_cell_is_the_same_run_as_bench_run_with_the_same_settings(tmp_path):
     """Same run_id, so a sweep and `bench run` share (and skip) each other's run folders."""
     spec = load_sweep(write(tmp_path, DEMO))
-    args = cli.build_parser().parse_args(
+    args = cli.build_parser("run").parse_args(
         [
             "run",
             "--pruner",
@@ -395,7 +404,7 @@ def test_local_sweep_with_missing_dataset_files_exits_2_and_submits_nothing(tmp_
     monkeypatch.chdir(tmp_path)
     write(tmp_path, "data_dir = 'nowhere'\n[grid]\nmodels = ['lenet300_100']\ndatasets = ['mnist']\n"
                     "[pruners.dense]\n", "s.toml")
-    monkeypatch.setattr(executors, "submit", lambda *a, **k: pytest.fail("submitted"))
+    monkeypatch.setattr(local_executor.Local, "submit", lambda *a, **k: pytest.fail("submitted"))
     assert cli.main(["sweep", "s.toml"]) == 2
     err = capsys.readouterr().err
     assert "s.toml: data_dir = 'nowhere': dataset 'mnist': files not found at 'nowhere/MNIST/raw'" in err
@@ -415,7 +424,7 @@ def test_cli_dry_run_counts_cells_estimates_compute_and_writes_nothing(tmp_path,
     assert (
         cli.main(["sweep", "sweep.toml", "--dry-run", "--executor", "slurm", "--profile", "local-test"]) == 0
     )
-    assert "on SLURM (profile local-test): about " in capsys.readouterr().out
+    assert "slurm: about " in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.toml"]
 
 
@@ -452,9 +461,9 @@ def test_bad_profile_exits_2_naming_file_and_key_before_anything(
 
 
 def test_repository_profiles_load():
-    assert executors.profile_names() >= ["example-gpu", "local-test"]
+    assert slurm_executor.profile_names() >= ["example-gpu", "local-test"]
     for name in ("example-gpu", "local-test"):
-        assert isinstance(executors.load_profile(name), executors.Profile)
+        assert isinstance(slurm_executor.load_profile(name), slurm_executor.Profile)
 
 
 # ------------------------------------------------------------------------------ sbatch (golden)
@@ -464,8 +473,10 @@ def test_repository_profiles_load():
 def test_sbatch_script_matches_golden_file(tmp_path, profile, tasks):
     """The script submitit writes for a 6-cell array. UPDATE_GOLDEN=1 rewrites the files."""
     folder = tmp_path / "runs" / "digits-demo" / ".submitit" / "%j"
-    script = executors.sbatch_script(executors.load_profile(profile), "digits-demo", folder, 6, tasks)
-    script = script.replace(str(tmp_path), "<TMP>").replace(executors.shlex.quote(sys.executable), "<PYTHON>")
+    profile_ = slurm_executor.load_profile(profile)
+    script = slurm_executor.sbatch_script(profile_, "digits-demo", folder, 6, tasks)
+    python = slurm_executor.shlex.quote(sys.executable)
+    script = script.replace(str(tmp_path), "<TMP>").replace(python, "<PYTHON>")
     golden = GOLDEN / f"sbatch_{profile}{'_x2' if tasks > 1 else ''}.sh"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(exist_ok=True)
@@ -476,7 +487,7 @@ def test_sbatch_script_matches_golden_file(tmp_path, profile, tasks):
 
 def test_sbatch_script_quotes_the_out_folder(tmp_path):
     folder = tmp_path / "a b;$(touch pwned)" / ".submitit" / "%j"
-    script = executors.sbatch_script(executors.load_profile("local-test"), "n", folder, 2)
+    script = slurm_executor.sbatch_script(slurm_executor.load_profile("local-test"), "n", folder, 2)
     (command,) = [line for line in script.splitlines() if "submitit.core._submit" in line]
     args = shlex.split(command)  # as the job's shell splits it: each path one argument, nothing run
     assert args[-1] == str(folder) and args[args.index("--output") + 1].startswith(str(folder.parent))
@@ -510,7 +521,7 @@ def test_statuses_and_what_is_resubmitted(tmp_path):
         alive = {
             "executor": "local",
             "job_id": str(live.pid),
-            "start_ticks": executors._start_ticks(live.pid),
+            "start_ticks": local_executor._start_ticks(live.pid),
             "submitted_ts": 0,
         }
         _job(out, c[3], alive)  # alive, its config.json written: running
@@ -545,7 +556,7 @@ def test_statuses_and_what_is_resubmitted(tmp_path):
 def test_run_sweep_never_resubmits_done_running_or_pending_cells(tmp_path, monkeypatch):
     spec, out = _spec(tmp_path), tmp_path / "out"
     calls = []
-    monkeypatch.setattr(executors, "submit", lambda cells, *a, **k: calls.append(cells) or [])
+    monkeypatch.setattr(slurm_executor.Slurm, "submit", lambda _, cells, *a: calls.append(cells) or [])
     monkeypatch.setattr(
         executors, "job_states", lambda records: {"7_1": "RUNNING", "7_2": "PENDING", "7_3": "CANCELLED"}
     )
@@ -554,11 +565,11 @@ def test_run_sweep_never_resubmits_done_running_or_pending_cells(tmp_path, monke
     _job(out, c[1], {"executor": "slurm", "job_id": "7_1"})
     _job(out, c[2], {"executor": "slurm", "job_id": "7_2"})
     _job(out, c[3], {"executor": "slurm", "job_id": "7_3"})  # cancelled without a result: failed
-    records = run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False)
+    records = run_sweep(spec, out, _slurm_test(), wait=False, progress=False)
     assert calls == [c[4:]]
     assert [r["status"] for r in records[:5]] == ["ok", "running", "pending", "failed", "missing"]
     assert "job 7_3 ended (CANCELLED) without a result" in records[3]["error"]
-    run_sweep(spec, out, "slurm", "local-test", wait=False, progress=False, retry_failed=True)
+    run_sweep(spec, out, _slurm_test(), wait=False, progress=False, retry_failed=True)
     assert calls[1] == [c[3], *c[4:]]
     manifest = read_json(out / "sweep.json")
     assert manifest["name"] == "digits-demo" and len(manifest["cells"]) == 9 and manifest["source"] == DEMO
@@ -570,8 +581,8 @@ def test_slurm_states_squeue_decides_liveness_sacct_says_how_it_ended(monkeypatc
         "sacct": "JobID|State\n12_0|RUNNING\n12_1|CANCELLED by 0\n12_2|RUNNING\n"
         "12_[3-5]|PENDING\n13|PENDING\n",
     }
-    monkeypatch.setattr(executors, "_command", lambda cmd: outputs[cmd[0]])
-    states = executors.slurm_states({"12_0", "12_1", "12_2", "12_3", "12_4", "13", "14"})
+    monkeypatch.setattr(slurm_executor, "_command", lambda cmd: outputs[cmd[0]])
+    states = slurm_executor.slurm_states({"12_0", "12_1", "12_2", "12_3", "12_4", "13", "14"})
     assert states == {
         "12_0": "RUNNING",
         "12_1": "CANCELLED",
@@ -605,18 +616,18 @@ def test_local_submission_runs_cells_in_lanes_bounded_by_cores(tmp_path, monkeyp
             submitted.append((fn, dict(self.params)))
             return FakeJob(fn)
 
-    monkeypatch.setattr(executors.submitit, "LocalExecutor", FakeExecutor)
-    monkeypatch.setattr(executors, "local_devices", lambda: (4, 0))
+    monkeypatch.setattr(local_executor.submitit, "LocalExecutor", FakeExecutor)
+    monkeypatch.setattr(local_executor, "local_devices", lambda: (4, 0))
     spec = _spec(tmp_path)
-    jobs = executors.submit(spec.cells, tmp_path / "out", "local", None, "x")
+    jobs = executors.create("local").submit(spec.cells, tmp_path / "out", "x")
     assert len(jobs) == 4 and [p["tasks_per_node"] for _, p in submitted] == [1] * 4
     assert [fn.threads for fn, _ in submitted] == [1, 1, 1, 1]
     assert sorted(c.run_id for fn, _ in submitted for c in fn.configs) == sorted(c.run_id for c in spec.cells)
     submitted.clear()
-    executors.submit(spec.cells[:3], tmp_path / "out", "local", None, "x", tasks=2)
+    executors.create("local", gpus=2).submit(spec.cells[:3], tmp_path / "out", "x")
     assert [(fn.threads, p["tasks_per_node"], p["gpus_per_node"]) for fn, p in submitted] == [(1, 2, 0)] * 2
     submitted.clear()
-    executors.submit(spec.cells[:1], tmp_path / "out", "local", None, "x")
+    executors.create("local").submit(spec.cells[:1], tmp_path / "out", "x")
     assert [fn.threads for fn, _ in submitted] == [4]  # one job: all the cores
     rec = read_json(tmp_path / "out" / ".jobs" / f"{spec.cells[0].run_id}.json")
     assert rec["executor"] == "local" and rec["job_id"] == str(os.getpid())
@@ -647,7 +658,7 @@ def test_local_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     """Runs on submitit's local executor; --no-wait then `bench status --wait`; a second
     submission submits nothing; results equal in-process runs."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(executors, "local_devices", lambda: (2, 0))  # 2 jobs of 1 thread, any machine
+    monkeypatch.setattr(local_executor, "local_devices", lambda: (2, 0))  # 2 jobs of 1 thread, any machine
     write(tmp_path, SMALL)
     assert cli.main(["sweep", "sweep.toml", "--no-wait"]) == 0
     out = tmp_path / "runs" / "small"
@@ -693,14 +704,14 @@ def test_a_job_goes_on_after_a_failed_run_which_is_resubmitted_only_with_retry_f
     nan = check_config(RunConfig(budget=Budget(epochs=2, lr=1e6)))  # the loss overflows in epoch 0
     out = tmp_path / "runs" / "small"
     calls = []
-    monkeypatch.setattr(executors, "submit", lambda cells, *a, **k: calls.append(cells) or [])
+    monkeypatch.setattr(local_executor.Local, "submit", lambda _, cells, *a: calls.append(cells) or [])
     cells = [no_data, nan, spec.cells[2]]
     run_sweep(dataclasses.replace(spec, cells=cells), out, wait=False, progress=False)
     assert calls == [cells]
 
-    monkeypatch.setattr(executors.submitit, "JobEnvironment", lambda: type("Env", (), {"num_tasks": 1}))
+    monkeypatch.setattr(executors.base.submitit, "JobEnvironment", lambda: type("Env", (), {"num_tasks": 1}))
     with pytest.raises(RuntimeError, match=r"1 run\(s\) failed: dense-lenet300_100-mnist-.*'mnist'"):
-        executors.RunJob(calls[0], out, threads=1)()
+        executors.base.RunJob(calls[0], out, threads=1)()
     assert read_json(out / spec.cells[2].run_id / "result.json")["status"] == "ok"  # the next cell ran
     assert "'mnist'" in (out / no_data.run_id / "traceback.txt").read_text()
     assert read_json(out / nan.run_id / "result.json")["diverged_epoch"] == 0
@@ -724,7 +735,7 @@ def test_a_job_goes_on_after_a_failed_run_which_is_resubmitted_only_with_retry_f
 def test_job_is_picklable_and_checkpoints_to_itself(tmp_path):
     import cloudpickle
 
-    job = executors.RunJob(load_sweep(write(tmp_path, DEMO)).cells[:2], tmp_path, threads=1)
+    job = executors.base.RunJob(load_sweep(write(tmp_path, DEMO)).cells[:2], tmp_path, threads=1)
     again = cloudpickle.loads(cloudpickle.dumps(job))
     assert again.configs == job.configs and again.out == str(tmp_path)
     delayed = job.checkpoint()
@@ -736,7 +747,7 @@ def test_two_process_ddp_run_matches_single_process(tmp_path):
     batch; one folder, one result, the same training as one process (up to float rounding)."""
     spec = sweep_from_toml(SMALL.replace("c = [0.01, 0.02]", "c = 0.02").replace("[pruners.dense]", ""))
     (cell,) = spec.cells
-    (record,) = run_sweep(spec, tmp_path / "ddp", gpus=2, progress=False)
+    (record,) = run_sweep(spec, tmp_path / "ddp", executors.create("local", gpus=2), progress=False)
     assert record["status"] == "ok" and record["samples_seen"] == 2 * 1437
     logs = list((tmp_path / "ddp" / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2  # two tasks

@@ -12,7 +12,9 @@ from bench import cli
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.registry import PRUNERS
-from bench.train import Trainer, check_config, lr_factor, run
+from bench.schedules import lr_factor
+from bench.train import Trainer, run
+from bench.validate import check_config
 
 SHORT = Budget(epochs=3)
 

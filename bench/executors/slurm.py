@@ -1,0 +1,227 @@
+"""`slurm`: submitit's SlurmExecutor. A whole submission is ONE job array (one `sbatch`), one task
+per cell, with the resources of a profile from `slurm/profiles/NAME.toml` (`--profile NAME`, or
+a path). Profiles are validated before anything is submitted. Liveness: squeue is the authority
+on jobs that are alive; sacct says how the others ended.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.slurm.slurm import SlurmInfoWatcher
+
+from bench.config import RunConfig, _check, build_dataclass, hp
+from bench.errors import ConfigError
+from bench.executors.base import ALIVE, MAX_TIMEOUTS, Executor, RunJob, record_jobs
+
+PROFILE_DIR = Path("slurm") / "profiles"
+WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED", "STOPPED"})
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    profile: str | None = hp(None, "SLURM profile: NAME (slurm/profiles/NAME.toml) or a .toml path")
+
+
+class Slurm(Executor):
+    name = "slurm"
+    description = "a SLURM cluster: one job array per submission, resources from a profile"
+    Options = SlurmOptions
+    waits = False  # return once the array is queued; `bench status DIR --wait` follows it
+    poll_s = 5.0
+
+    def __init__(self, options: SlurmOptions, tasks: int = 1) -> None:
+        super().__init__(options, tasks)
+        self.profile = load_profile(options.profile)
+
+    def lanes(self, n_cells: int) -> int:
+        return max(1, min(self.profile.array_parallelism, n_cells))
+
+    def submit(self, cells: list[RunConfig], out: Path, name: str) -> list[submitit.Job]:
+        if not cells:
+            return []
+        groups = [[c] for c in cells]
+        ex = submitit.SlurmExecutor(out.absolute() / ".submitit" / "%j", max_num_timeout=MAX_TIMEOUTS)
+        ex.update_parameters(**slurm_parameters(self.profile, name, self.tasks))
+        with ex.batch():  # one sbatch for the whole array
+            jobs = [ex.submit(RunJob(g, out, self.profile.cpus_per_task)) for g in groups]
+        record_jobs(out, self.name, jobs, groups)
+        return jobs
+
+    def dry_run_notes(self, longest_cell_s: float) -> list[str]:
+        limit = self.profile.timeout_min
+        if longest_cell_s <= 60 * limit:
+            return []
+        return [f"note: the longest cell outlasts the profile's {limit} min limit: it is requeued (and "
+                f"resumes) at each limit, at most {MAX_TIMEOUTS} times"]
+
+    @classmethod
+    def job_states(cls, records: list[dict[str, Any]]) -> dict[str, str]:
+        ids = {str(r["job_id"]) for r in records if r.get("job_id")}
+        return slurm_states(ids) if ids else {}
+
+    @classmethod
+    def activity(cls, run_dir: Path, record: dict[str, Any], state: str) -> str:
+        return "pending" if state in WAITING else "running"
+
+
+# ------------------------------------------------------------------------------------ profiles
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One cluster's resources for every array task (the keys of slurm/profiles/NAME.toml)."""
+
+    partition: str | None = hp(None, "--partition")
+    gpus_per_node: int = hp(0, "--gpus-per-node (with --gpus N > 1: N per task group)")
+    cpus_per_task: int = hp(1, "--cpus-per-task; also the job's torch threads")
+    mem_gb: float | None = hp(None, "--mem in GB")
+    timeout_min: int = hp(60, "--time in minutes, >= 2 (submitit signals USR2 90 s before the limit)")
+    array_parallelism: int = hp(256, "array tasks running at once (the %N of --array)")
+    account: str | None = hp(None, "--account")
+    qos: str | None = hp(None, "--qos")
+    constraint: str | None = hp(None, "--constraint")
+
+    def __post_init__(self) -> None:
+        _check(self.gpus_per_node >= 0, "gpus_per_node", self.gpus_per_node, "must be >= 0")
+        _check(self.cpus_per_task >= 1, "cpus_per_task", self.cpus_per_task, "must be >= 1")
+        _check(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "must be > 0")
+        _check(
+            self.timeout_min >= 2,
+            "timeout_min",
+            self.timeout_min,
+            "must be >= 2 (submitit signals USR2 90 s before the time limit)",
+        )
+        _check(self.array_parallelism >= 1, "array_parallelism", self.array_parallelism, "must be >= 1")
+        for key in ("partition", "account", "qos", "constraint"):
+            value = getattr(self, key)
+            # submitit shell-quotes each #SBATCH value, but a newline would still end the comment
+            # line and put the rest of the value on a line of its own, which the job's shell runs
+            _check(
+                value is None or value.isprintable(),
+                key,
+                value,
+                "must be printable characters on one line (it is written into the sbatch script)",
+            )
+
+
+def profile_dirs() -> list[Path]:
+    """Where profile names are looked up: ./slurm/profiles, then the repository's."""
+    dirs = [Path.cwd() / PROFILE_DIR, Path(__file__).resolve().parents[2] / PROFILE_DIR]
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def profile_names() -> list[str]:
+    return sorted({p.stem for d in profile_dirs() for p in d.glob("*.toml")})
+
+
+def load_profile(profile: str | Path | Profile | None) -> Profile:
+    """A profile by name (slurm/profiles/NAME.toml) or path; unknown keys and bad values raise
+    ConfigError naming the file, the key and the valid keys."""
+    if isinstance(profile, Profile):
+        return profile
+    available = ", ".join(profile_names()) or "(none found)"
+    if profile is None:
+        raise ConfigError(f"--executor slurm needs --profile NAME; available: {available}")
+    name = str(profile)
+    if name.endswith(".toml") or os.sep in name:
+        path = Path(name)
+    else:
+        path = next(
+            (d / f"{name}.toml" for d in profile_dirs() if (d / f"{name}.toml").is_file()),
+            PROFILE_DIR / f"{name}.toml",
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError:
+        raise ConfigError(f"--profile {name}: no such profile ({path}); available: {available}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return build_dataclass(Profile, data, str(path))
+
+
+def slurm_parameters(profile: Profile, name: str, tasks: int = 1) -> dict[str, Any]:
+    """SlurmExecutor parameters (sbatch flags) for a profile; `tasks` > 1: torch.distributed
+    tasks on one node, one GPU each if the profile has GPUs."""
+    params: dict[str, Any] = {
+        "job_name": f"bench-{name}",
+        "time": profile.timeout_min,
+        "cpus_per_task": profile.cpus_per_task,
+        "array_parallelism": profile.array_parallelism,
+        # requeue-able whatever the site's JobRequeue default: submitit requeues on timeout
+        "additional_parameters": {"requeue": True},
+    }
+    if tasks > 1:
+        params["ntasks_per_node"] = tasks
+    gpus = tasks if tasks > 1 and profile.gpus_per_node else profile.gpus_per_node
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if profile.mem_gb is not None:  # submitit's own conversion: whole GB, else MB
+        gb = profile.mem_gb
+        params["mem"] = f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(profile, key) is not None:
+            params[key] = getattr(profile, key)
+    return params
+
+
+def sbatch_script(profile: Profile, name: str, folder: str | Path, n_cells: int, tasks: int = 1) -> str:
+    """The sbatch script submitit writes for `n_cells` cells (an array when more than one) under
+    this profile: the same parameters and command as `submit`, without a cluster."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = Path(folder).expanduser().absolute()
+    # SlurmExecutor._submitit_command_str
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(
+        command=command,
+        folder=folder,
+        map_count=n_cells if n_cells > 1 else None,
+        **slurm_parameters(profile, name, tasks),
+    )
+
+
+
+# ----------------------------------------------------------------------------------- job states
+
+
+def slurm_states(job_ids: set[str]) -> dict[str, str]:
+    """squeue says which jobs are alive (the controller's view); sacct how the others ended."""
+    live = _command(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"])
+    states = {}
+    for line in live.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id in job_ids:
+            states[job_id] = state
+    ended = job_ids - set(states)
+    if ended:
+        mains = sorted({j.split("_")[0] for j in ended})
+        info = SlurmInfoWatcher().read_info(
+            _command(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(mains)])
+        )
+        for job_id in ended:
+            state = info.get(job_id, {}).get("State") or "UNKNOWN"
+            state = state.split()[0]  # "CANCELLED by 0"
+            # squeue is the authority on liveness; sacct can lag behind a job that just ended
+            states[job_id] = state if state not in ALIVE else "ENDED"
+    return states
+
+
+def _command(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        detail = getattr(e, "stderr", "") or e
+        raise ConfigError(
+            f"cannot query SLURM job states ({cmd[0]}: {str(detail).strip()}); is the "
+            "cluster up? (test cluster: bash slurm/cluster/start.sh)"
+        ) from None

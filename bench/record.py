@@ -1,0 +1,117 @@
+"""The run record: every field of a run's `result.json`, its kind and its default, in one place.
+
+The trainer writes a `RunRecord`; `bench status`, `bench gather`, the leaderboard and `bench run`'s
+output all take their field names from here. A field is an identity field (what was run), a
+metric (what it measured) or provenance (where and with what). Every metric and provenance field
+has a default, so a result written before a field existed loads with that default instead of
+dropping out of tables; only the identity fields and `status` are required.
+
+A new metric is one new field below (with its default and help), nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["identity", "metric", "provenance"]
+STATUSES = ("ok", "diverged", "failed")  # what a finished attempt records
+FINISHED = ("ok", "diverged")  # statuses that are final: re-running returns them
+
+
+def _f(kind: Kind, help: str, default: Any = None, required: bool = False) -> Any:
+    return field(default=default, metadata={"kind": kind, "help": help, "required": required})
+
+
+@dataclass
+class RunRecord:
+    """One run's result (`runs/<run_id>/result.json`)."""
+
+    # -- identity: what was run (required in every record) ---------------------------------------
+    run_id: str = _f("identity", "<pruner>-<model>-<dataset>-s<seed>-<hash of the non-default config>",
+                     "", True)
+    config_hash: str = _f("identity", "hash of the whole resolved config", "", True)
+    pruner: str = _f("identity", "pruner name", "", True)
+    model: str = _f("identity", "model name", "", True)
+    dataset: str = _f("identity", "dataset name", "", True)
+    seed: int = _f("identity", "the run's seed (initialisation and data order)", 0, True)
+    hparams: dict[str, Any] = _f("identity", "the pruner's resolved hyperparameters", None, True)
+    budget: dict[str, Any] = _f("identity", "the shared training budget", None, True)
+    status: str = _f("identity", "ok | diverged | failed", "", True)
+
+    # -- metrics: what the run measured -------------------------------------------------------
+    top1: float | None = _f("metric", "test top-1 accuracy of the final model (fraction)")
+    top5: float | None = _f("metric", "test top-5 accuracy (fraction)")
+    sparsity: float | None = _f("metric", "fraction of zero conv/linear weights (removed ones count as zero)")
+    sparsity_all: float | None = _f("metric", "fraction of zero parameters, all of them (the gRDA paper's)")
+    layer_sparsity: dict[str, float] | None = _f("metric", "per conv/linear layer, its fraction of zeros")
+    nonzero_params: int | None = _f("metric", "non-zero parameters of the final model")
+    total_params: int | None = _f("metric", "parameters of the final model")
+    params_dense: int | None = _f("metric", "parameters of the model before pruning")
+    flops_dense: float | None = _f("metric", "multiply-accumulates of one forward pass of one example, dense")
+    flops_sparse: float | None = _f("metric", "the same, each conv/linear layer weighted by its density")
+    epochs_completed: int | None = _f("metric", "epochs trained")
+    steps: int | None = _f("metric", "optimizer steps taken")
+    samples_seen: int | None = _f("metric", "training examples seen")
+    train_time_s: float | None = _f("metric", "wall time of the training loop (no evaluation), seconds")
+    step_time_ms: float | None = _f("metric", "median time of one training step, milliseconds")
+    peak_memory_bytes: int | None = _f("metric", "CUDA: allocator peak; CPU: process peak resident memory")
+    state_bytes: int | None = _f("metric", "bytes of parameters, gradients, optimizer and pruner state")
+    resumed: bool | None = _f("metric", "whether the run resumed from a checkpoint")
+    diverged_epoch: int | None = _f("metric", "the epoch whose loss was NaN or inf (status diverged)")
+    error: str | None = _f("metric", "why the run failed (status failed)")
+
+    # -- provenance: where and with what ------------------------------------------------------
+    device: str | None = _f("provenance", "the device trained on")
+    torch_version: str | None = _f("provenance", "torch version")
+    git_sha: str | None = _f("provenance", "the harness's git commit")
+    slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
+    hostname: str | None = _f("provenance", "machine")
+    started_at: str | None = _f("provenance", "start, ISO 8601 UTC")
+    finished_at: str | None = _f("provenance", "end, ISO 8601 UTC")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        """A record from a result.json: missing fields take their defaults, unknown ones are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(RunRecord)
+
+
+def names(kind: Kind) -> tuple[str, ...]:
+    return tuple(f.name for f in FIELDS if f.metadata["kind"] == kind)
+
+
+IDENTITY = names("identity")
+METRICS = names("metric")
+PROVENANCE = names("provenance")
+REQUIRED = tuple(f.name for f in FIELDS if f.metadata["required"])
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
+NESTED = ("hparams", "budget")  # objects, flattened into `hparams.<key>` / `budget.<key>` columns
+
+
+def problems(record: Any) -> str | None:
+    """Why `record` (a parsed result.json) cannot make a row, or None if it can."""
+    if not isinstance(record, dict):
+        return "result.json is not a JSON object"
+    status = record.get("status")
+    if status not in STATUSES:
+        return f"result.json has status {status!r}; valid: {', '.join(STATUSES)}"
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        return f"result.json lacks field(s) {', '.join(missing)}"
+    bad = [k for k in NESTED if not isinstance(record[k], dict)]
+    if bad:
+        return f"result.json field(s) {', '.join(bad)} are not objects"
+    return None
+
+
+def with_defaults(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with every schema field present (a missing one at its default); extra keys kept."""
+    return {**DEFAULTS, **record}

@@ -1,0 +1,326 @@
+"""Sweep files: a TOML grid of runs under one shared budget, parsed and validated into a
+`SweepSpec` whose cells are `RunConfig`s with resolved hyperparameters. Nothing here runs.
+
+    name = "digits-demo"         # default out folder: runs/<name>
+    data_dir = "data"            # optional, where on-disk datasets live
+    device = "auto"              # optional: auto | cpu | cuda | cuda:N
+    [budget]                     # bench.config.Budget fields, shared by every cell
+    epochs = 30
+    [grid]
+    models = ["mlp"]
+    datasets = ["digits"]
+    seeds = [0, 1, 2]            # default [0]
+    [pruners.grda]               # a list is a grid axis, a scalar is fixed
+    c = [0.01, 0.02]
+    mu = 0.6
+    [pruners.dense]              # no keys: one cell per (model, dataset, seed)
+
+cells = models x datasets x seeds x (for each pruner table, the product of its list-valued keys);
+`[[pruners.grda]]` (an array of tables) adds several such tables for one pruner. Identical cells
+(same run_id) run once. Every error in a file is reported at once, each naming file, table and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import tomllib
+import typing
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import Budget, RunConfig, coerce
+from bench.errors import ConfigError
+from bench.registry import DATASETS, MODELS, PRUNERS
+from bench.validate import check_config, check_data
+
+TOP_KEYS = ("name", "data_dir", "device", "budget", "grid", "pruners")
+GRID_KEYS = ("models", "datasets", "seeds")
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed, validated sweep: every cell is a RunConfig with resolved hyperparameters."""
+
+    name: str
+    budget: Budget
+    cells: list[RunConfig]
+    path: Path
+    source: str = ""  # the TOML text, kept in the out folder's manifest
+
+    def per_pruner(self) -> Counter[str]:
+        return Counter(c.pruner for c in self.cells)
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Parse and validate a sweep file; raises ConfigError listing every problem in it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such sweep file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the sweep file: {e}") from None
+    return sweep_from_toml(text, path)
+
+
+def sweep_from_toml(text: str, path: str | Path = "sweep.toml") -> SweepSpec:
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return sweep_from_dict(data, path, text)
+
+
+def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", source: str = "") -> SweepSpec:
+    """Validate a parsed sweep document and expand it into cells."""
+    path = Path(path)
+    errors: list[str] = []
+    _unknown_keys(data, TOP_KEYS, "", errors)
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        errors.append(
+            f"name = {name!r}: must be a string of letters, digits, '.', '_' or '-' "
+            "(it names the default out folder runs/<name>)"
+        )
+    data_dir = data.get("data_dir", "")
+    if not isinstance(data_dir, str):
+        errors.append(f"data_dir = {data_dir!r}: expected a string (a folder)")
+    device = data.get("device", "auto")
+    if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
+        errors.append(f"device = {device!r}: valid choices: auto, cpu, cuda, cuda:N")
+    budget = _parse_budget(data.get("budget", {}), errors)
+    grid = _parse_grid(data.get("grid"), errors)
+    settings = _parse_pruners(data.get("pruners"), errors)
+    if not errors:
+        _check_fits(grid, errors)
+    if errors:
+        raise ConfigError(_format(path, errors))
+
+    cells: dict[str, RunConfig] = {}
+    for (pruner, hparams), model, dataset, seed in itertools.product(
+        settings, grid["models"], grid["datasets"], grid["seeds"]
+    ):
+        config = RunConfig(
+            pruner=pruner,
+            model=model,
+            dataset=dataset,
+            hparams=hparams,
+            budget=budget,
+            seed=seed,
+            data_dir=data_dir,
+            device=device,
+        )
+        try:
+            config = check_config(config)
+        except ConfigError as e:  # the checks above should have caught it; name the cell anyway
+            errors.append(f"[pruners.{pruner}] {e} (cell {model}/{dataset}/seed {seed})")
+            continue
+        cells.setdefault(config.run_id, config)
+    if errors:
+        raise ConfigError(_format(path, list(dict.fromkeys(errors))))
+    return SweepSpec(name=name, budget=budget, cells=list(cells.values()), path=path, source=source)
+
+
+def _format(path: Path, errors: list[str]) -> str:
+    lines = [f"{path}: {e}" for e in errors]
+    if len(lines) == 1:
+        return lines[0]
+    return f"{len(lines)} errors in {path}:\n  " + "\n  ".join(lines)
+
+
+def _unknown_keys(table: dict[str, Any], valid: tuple[str, ...], where: str, errors: list[str]) -> None:
+    unknown = [k for k in table if k not in valid]
+    if unknown:
+        prefix = f"{where} " if where else ""
+        errors.append(
+            f"{prefix}unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(valid) or '(none)'}"
+        )
+
+
+def _parse_budget(table: Any, errors: list[str]) -> Budget:
+    if not isinstance(table, dict):
+        errors.append(f"[budget] must be a table of Budget fields, got {table!r}")
+        return Budget()
+    fields = [f.name for f in dataclasses.fields(Budget)]
+    hints = typing.get_type_hints(Budget)
+    _unknown_keys(table, tuple(fields), "[budget]", errors)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            continue
+        where = f"[budget] {key}"
+        if isinstance(value, list) and typing.get_origin(hints[key]) is not tuple:
+            errors.append(
+                f"{where} = {value!r}: the budget is shared by every cell, it cannot be a grid "
+                "axis (use one sweep file per budget)"
+            )
+            continue
+        try:
+            values[key] = coerce(value, hints[key], where)
+            Budget(**{key: values[key]})  # range checks, one field at a time to report them all
+        except ConfigError as e:
+            values.pop(key, None)
+            errors.append(str(e).replace(f"budget.{key}", where, 1))
+    try:
+        return Budget(**values)
+    except ConfigError as e:
+        errors.append(f"[budget] {e}")
+        return Budget()
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _parse_grid(table: Any, errors: list[str]) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {"models": [], "datasets": [], "seeds": [0]}
+    if table is None:
+        errors.append('[grid] missing; e.g. [grid] models = ["mlp"], datasets = ["digits"]')
+        return grid
+    if not isinstance(table, dict):
+        errors.append(f"[grid] must be a table with keys {', '.join(GRID_KEYS)}, got {table!r}")
+        return grid
+    _unknown_keys(table, GRID_KEYS, "[grid]", errors)
+    for key, registry in (("models", MODELS), ("datasets", DATASETS)):
+        if key not in table:
+            errors.append(f"[grid] {key}: missing; valid choices: {', '.join(registry.names())}")
+            continue
+        names = _as_list(table[key])
+        if not names:
+            errors.append(f"[grid] {key} = []: must not be empty")
+        for name in names:
+            if not isinstance(name, str) or name not in registry.names():
+                errors.append(
+                    f"[grid] {key} = {name!r}: unknown {registry.kind}; "
+                    f"valid choices: {', '.join(registry.names())}"
+                )
+            elif name not in grid[key]:
+                grid[key].append(name)
+    if "seeds" in table:
+        seeds = _as_list(table["seeds"])
+        grid["seeds"] = []
+        if not seeds:
+            errors.append("[grid] seeds = []: must not be empty")
+        for seed in seeds:
+            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+                errors.append(f"[grid] seeds = {seed!r}: expected an integer >= 0")
+            elif seed not in grid["seeds"]:
+                grid["seeds"].append(seed)
+    return grid
+
+
+def _parse_pruners(table: Any, errors: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(pruner, hparams) for every setting in the grid: each table's product of its list values."""
+    if not isinstance(table, dict) or not table:
+        errors.append(
+            "[pruners] needs at least one [pruners.NAME] table; valid names: " + ", ".join(PRUNERS.names())
+        )
+        return []
+    settings: list[tuple[str, dict[str, Any]]] = []
+    for name, entry in table.items():
+        if name not in PRUNERS.names():
+            errors.append(
+                f"[pruners.{name}]: unknown pruner {name!r}; valid choices: " + ", ".join(PRUNERS.names())
+            )
+            continue
+        if isinstance(entry, dict):
+            tables = [(f"[pruners.{name}]", entry)]
+        elif isinstance(entry, list) and entry and all(isinstance(t, dict) for t in entry):
+            tables = [(f"[[pruners.{name}]] #{i + 1}", t) for i, t in enumerate(entry)]
+        else:
+            errors.append(
+                f"[pruners.{name}] must be a table ([pruners.{name}]) or an array of tables "
+                f"([[pruners.{name}]]), got {entry!r}"
+            )
+            continue
+        for where, t in tables:
+            settings += [(name, hp) for hp in _expand_hparams(name, t, where, errors)]
+    return settings
+
+
+def _expand_hparams(
+    pruner: str, table: dict[str, Any], where: str, errors: list[str]
+) -> list[dict[str, Any]]:
+    cls = PRUNERS.get(pruner).Hparams
+    fields = tuple(f.name for f in dataclasses.fields(cls))
+    hints = typing.get_type_hints(cls)
+    n_errors = len(errors)
+    axes: dict[str, list[Any]] = {}
+    for key, value in table.items():
+        if key in fields:
+            pass
+        elif key in {f.name for f in dataclasses.fields(Budget)}:
+            errors.append(
+                f"{where} {key}: per-pruner budget overrides are not allowed: the budget is "
+                f"shared by every pruner; set it in [budget]"
+            )
+            continue
+        elif key in GRID_KEYS:
+            errors.append(f"{where} {key}: set it in [grid] (shared by every pruner)")
+            continue
+        else:
+            _unknown_keys({key: value}, fields, where, errors)
+            continue
+        # a tuple-valued hyperparameter takes a list as its value; a list of lists is its axis
+        tuple_typed = typing.get_origin(hints[key]) in (tuple, list)
+        nested = bool(value) and all(isinstance(v, list) for v in value) if isinstance(value, list) else False
+        is_axis = isinstance(value, list) and (not tuple_typed or nested)
+        values = value if is_axis else [value]
+        if not values:
+            errors.append(f"{where} {key} = []: an axis must not be empty")
+            continue
+        coerced, ok = [], True
+        for v in values:
+            try:
+                coerced.append(coerce(v, hints[key], f"{where} {key}"))
+            except ConfigError as e:
+                errors.append(str(e))
+                ok = False
+        if ok:  # the keys with bad values are left out of the checks across keys below
+            axes[key] = list(dict.fromkeys(coerced))
+    combos = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    for hp in combos:
+        try:
+            cls(**hp)
+        except (ConfigError, ValueError, TypeError) as e:
+            msg = str(e)
+            if not any(msg.startswith(f"{k} ") for k in hp):  # a check across keys: name the cell
+                msg += f" (with {', '.join(f'{k} = {v!r}' for k, v in hp.items())})"
+            errors.append(f"{where} {msg}")
+    return combos if len(errors) == n_errors else []
+
+
+def _check_fits(grid: dict[str, list[Any]], errors: list[str]) -> None:
+    for model, dataset in itertools.product(grid["models"], grid["datasets"]):
+        info = DATASETS.get(dataset)
+        if info.input_shape is None:
+            continue
+        try:
+            MODELS.get(model).check_fits(dataset, info.input_shape, info.num_classes)
+        except ConfigError as e:
+            errors.append(f"[grid] {e} (every model runs on every dataset: use one sweep file per family)")
+
+
+def check_local_data(spec: SweepSpec) -> None:
+    """Local jobs run here, so missing dataset files are bad input (exit 2) found before anything
+    is written or submitted. Not for SLURM (the files need only be on the cluster's nodes) nor
+    for the dry run (it estimates with stand-in data)."""
+    errors = []
+    for cell in {(c.dataset, c.data_dir): c for c in spec.cells}.values():
+        try:
+            check_data(cell)
+        except ConfigError as e:
+            key = f"data_dir = {cell.data_dir!r}" if cell.data_dir else "data_dir (unset: 'data')"
+            errors.append(f"{key}: {e}")
+    if errors:
+        raise ConfigError(_format(spec.path, errors))

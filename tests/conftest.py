@@ -1,0 +1,36 @@
+"""Fixtures shared by the test modules: the single-node SLURM test cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.io import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    """Starts the test cluster (idempotent) and leaves it running."""
+    if os.environ.get("PRUNEBENCH_NO_SLURM") == "1":
+        pytest.skip("PRUNEBENCH_NO_SLURM=1: SLURM tests disabled")
+    p = subprocess.run(
+        ["bash", "slurm/cluster/start.sh"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"slurm/cluster/start.sh failed ({p.returncode}):\n{p.stdout}\n{p.stderr[-3000:]}")
+
+
+@pytest.fixture
+def cleanup():
+    """Cancels the jobs a test submitted (by id), whatever happens to the test."""
+    outs: list[Path] = []
+    yield outs
+    for out in outs:
+        ids = {r["job_id"] for r in map(read_json, (out / ".jobs").glob("*.json")) if r}
+        if ids:
+            subprocess.run(["scancel", *sorted(ids)], capture_output=True)
