@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cli import add_run_flags, config_from_args, parse_sets
-from bench.config import RunConfig
+from bench.cli import add_run_flags, config_from_args
+from bench.config import RunConfig, parse_sets
 from bench.errors import ConfigError
 from bench.io import write_json
 from bench.pruner import SparsityKnob

@@ -13,58 +13,15 @@ import dataclasses
 import importlib
 import json
 import sys
-import typing
 from collections.abc import Sequence
-from typing import Any
 
-from bench.config import Budget, RunConfig, build_dataclass
+from bench.config import Budget, RunConfig, add_dataclass_flags, dataclass_from_args, parse_sets
 from bench.errors import ConfigError
 
 # Modules that add subcommands with `add_cli(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = (
     "bench.sweep", "bench.results", "bench.leaderboard", "bench.perf", "bench.calibrate",
 )
-
-
-# ------------------------------------------------------------------------ flags from dataclasses
-
-
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One `--flag` per field; defaults are None so an unset flag never overrides anything."""
-    group = parser.add_argument_group(title)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        choices = (
-            typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
-        )
-        group.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper(),
-            help=(f"{f.metadata.get('help', '')} (default: {default}"  # argparse %-formats help
-                  + (f"; choices: {', '.join(choices)})" if choices else ")")).replace("%", "%%"),
-        )
-
-
-def dataclass_from_args(cls: type, args: argparse.Namespace, where: str) -> Any:
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
-    return build_dataclass(cls, values, where)
-
-
-def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set c=0.02)")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:

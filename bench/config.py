@@ -8,12 +8,14 @@ with a no-op default never renames existing runs.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -209,3 +211,46 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+# ------------------------------------------------------------------------ flags from dataclasses
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One `--flag` per field; defaults are None so an unset flag never overrides anything."""
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        choices = (
+            typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+        )
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=(f"{f.metadata.get('help', '')} (default: {default}"  # argparse %-formats help
+                  + (f"; choices: {', '.join(choices)})" if choices else ")")).replace("%", "%%"),
+        )
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, where: str) -> Any:
+    """`cls` from the flags `add_dataclass_flags` made; an unset flag keeps the field's default."""
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
+    return build_dataclass(cls, values, where)
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` pairs as a dict (values stay strings; `build_dataclass` coerces them)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set c=0.02)")
+        out[key.strip()] = value.strip()
+    return out
