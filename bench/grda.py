@@ -13,6 +13,9 @@ Speed: the only state tensor per parameter is `a`. The step counter and threshol
 numbers kept in the param group (so they round-trip through `state_dict()` and need no
 host-device sync), and the step is two memory passes over the parameters: one foreach
 `a -= lr * g`, one `softshrink(a, L, out=w)`. SGD with momentum needs three.
+
+`ReferenceGRDA` is the same rule written the way the authors' code is (a per-parameter loop):
+the reference `GRDA` must match weight for weight (tests/test_grda.py) and `bench perf` times.
 """
 
 from __future__ import annotations
@@ -76,6 +79,38 @@ def _validate(lr: float, c: float, mu: float) -> None:
         raise ValueError(f"GRDA: c must be >= 0, got {c}")
     if not 0 < mu < 1:
         raise ValueError(f"GRDA: mu must be in (0, 1), got {mu}")
+
+
+class ReferenceGRDA(torch.optim.Optimizer):
+    """gRDA written the way the authors' PyTorch code is (the module docstring's rule): a Python loop
+    over parameters, per-parameter step counter on the host, threshold as a tensor on the device
+    (moved there with `.to(p.device)` every step, a host-to-device copy that syncs on CUDA), and
+    `torch.sign(a) * (|a| - L).clamp(min=0)` allocating a new weight tensor. Slow on purpose: the
+    reference `GRDA` is checked against and `bench perf` times it against; never for training."""
+
+    def __init__(self, params: Iterable[Any], lr: float, c: float, mu: float) -> None:
+        super().__init__(params, dict(lr=lr, c=c, mu=mu))
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            lr, c, mu = group["lr"], group["c"], group["mu"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["iter_num"] = torch.zeros(1)
+                    state["accumulator"] = p.detach().clone()
+                    state["l1_accumulation"] = torch.zeros(1, device=p.device)
+                n, a = state["iter_num"], state["accumulator"]
+                n.add_(1)
+                a.add_(p.grad, alpha=-lr)
+                lr_t = torch.tensor(lr)
+                l1_diff = c * torch.pow(lr_t, mu + 0.5) * (torch.pow(n, mu) - torch.pow(n - 1, mu))
+                state["l1_accumulation"] += l1_diff.to(p.device)
+                new_a_l1 = torch.abs(a) - state["l1_accumulation"]
+                p.data = torch.sign(a) * new_a_l1.clamp(min=0)
 
 
 @dataclass(frozen=True)

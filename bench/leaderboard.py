@@ -34,6 +34,7 @@ from bench import record, results
 from bench.config import Budget
 from bench.errors import ConfigError
 from bench.io import write_text
+from bench.markdown import table
 
 TARGETS = (0.80, 0.90, 0.95, 0.98)  # matched-sparsity levels (fractions of zero weights)
 TOLERANCE = 0.005  # how far (absolute fraction) beyond its front a pruner still counts at a target
@@ -257,14 +258,6 @@ def _in_section(t: pd.DataFrame, key: tuple[str, str, str], budget: bool = True)
     return t[mask & (t["budget"] == key[2])] if budget else t[mask]
 
 
-def _table(df: pd.DataFrame, right: set[str]) -> str:
-    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(df.columns) + " |",
-             "|" + "|".join("---:" if c in right else "---" for c in df.columns) + "|"]
-    lines += ["| " + " | ".join(map(esc, row)) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def _pm(mean: pd.Series, std: pd.Series, fmt: str, scale: float = 1.0) -> pd.Series:
     """`mean ± std` (a single seed, whose std is NaN, shows the mean only; NaN mean: blank)."""
     def one(m: float, s: float) -> str:
@@ -290,7 +283,7 @@ def _main_table(s: pd.DataFrame) -> str:
         "memory vs dense": _num(s["memory_vs_dense"], ".2f"),
         "state vs dense": _num(s["state_vs_dense"], ".2f"),
     })
-    return _table(t, right=set(t.columns) - {"pruner", "setting"})
+    return table(t, right=set(t.columns) - {"pruner", "setting"})
 
 
 def _matched_table(m: pd.DataFrame, targets: tuple[float, ...]) -> str:
@@ -299,7 +292,7 @@ def _matched_table(m: pd.DataFrame, targets: tuple[float, ...]) -> str:
         text = _num(m[target_column(target)], ".2f", 100)
         best = text[text != ""].astype(float).max() if (text != "").any() else None
         t[f"top-1 % at {100 * target:g}%"] = [f"**{v}**" if v and float(v) == best else v for v in text]
-    return _table(t, right=set(t.columns) - {"pruner"})
+    return table(t, right=set(t.columns) - {"pruner"})
 
 
 def _published_table(p: pd.DataFrame) -> str:
@@ -309,7 +302,7 @@ def _published_table(p: pd.DataFrame) -> str:
     })
     if "note" in p.columns:
         t["note"] = p["note"].fillna("").astype(str)
-    return _table(t, right={"sparsity %", "top-1 %"})
+    return table(t, right={"sparsity %", "top-1 %"})
 
 
 def _provenance(runs: pd.DataFrame) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +15,9 @@ import torch
 from bench import perf
 from bench.cli import main
 from bench.config import Budget, RunConfig
-from bench.grda import GRDA
+from bench.perf import suites, timing
 from bench.registry import PRUNERS
+from bench.train import Trainer
 from bench.validate import check_config
 
 CPU = torch.device("cpu")
@@ -23,35 +27,11 @@ def finite_positive(x: float) -> bool:
     return isinstance(x, float | int) and math.isfinite(x) and x > 0
 
 
-# ------------------------------------------------------------------------------ reference gRDA
-
-
-@pytest.mark.parametrize("c, mu, lrs", [(0.005, 0.55, [0.1] * 6), (0.05, 0.7, [0.1, 0.1, 0.05, 0.05, 0.01]),
-                                        (0.0, 0.6, [0.2] * 3)])
-def test_reference_grda_gives_the_same_weights_as_ours(c: float, mu: float, lrs: list[float]) -> None:
-    """The slow authors'-style loop and the fast GRDA agree step by step, lr changes included
-    (the threshold keeps accumulating increments at the current lr)."""
-    gen = torch.Generator().manual_seed(0)
-    init = [torch.randn(s, generator=gen) * 0.1 for s in [(8, 4, 3, 3), (8,), (10, 32)]]
-    ours = [p.clone().requires_grad_() for p in init]
-    ref = [p.clone().requires_grad_() for p in init]
-    opt, ref_opt = GRDA(ours, lr=lrs[0], c=c, mu=mu), perf.ReferenceGRDA(ref, lr=lrs[0], c=c, mu=mu)
-    for lr in lrs:
-        for o in (opt, ref_opt):
-            o.param_groups[0]["lr"] = lr
-        for a, b in zip(ours, ref, strict=True):
-            a.grad = torch.randn(a.shape, generator=gen) * 0.05
-            b.grad = a.grad.clone()
-        opt.step()
-        ref_opt.step()
-        for a, b in zip(ours, ref, strict=True):
-            torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
-    if c > 0:  # the comparison is only honest if thresholding did something
-        assert any(int((p == 0).sum()) > 0 for p in ours)
+# ---------------------------------------------------------------------------------- optimizer
 
 
 def test_optimizer_suite_reports_equal_weights_and_state() -> None:
-    o = perf.bench_optimizer(torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.Linear(30, 5)), CPU,
+    o = suites.bench_optimizer(torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.Linear(30, 5)), CPU,
                              rounds=1, steps=3)
     assert o["grda_equals_reference"] and o["max_abs_diff"] <= 1e-5
     assert o["steps_each"] == 6  # warm-up round + one timed round, 3 steps each
@@ -65,13 +45,13 @@ def test_optimizer_suite_reports_equal_weights_and_state() -> None:
 def test_round_robin_rotates_order_discards_warmup_and_pairs_rounds() -> None:
     calls: list[str] = []
     blocks = {n: (lambda n=n: calls.append(n) or [float(len(calls))]) for n in "abc"}
-    out = perf.round_robin(blocks, rounds=2)
+    out = timing.round_robin(blocks, rounds=2)
     assert calls == list("abc" + "bca" + "cab")
     assert out == {"a": [[6.0], [8.0]], "b": [[4.0], [9.0]], "c": [[5.0], [7.0]]}
-    assert perf.ratio(out["a"], out["c"]) == (6 / 5 + 8 / 7) / 2  # paired by round
-    assert perf.summary(out["b"]) == {"median_ms": 6.5, "p25_ms": 5.25, "p75_ms": 7.75, "n": 2}
+    assert timing.ratio(out["a"], out["c"]) == (6 / 5 + 8 / 7) / 2  # paired by round
+    assert timing.summary(out["b"]) == {"median_ms": 6.5, "p25_ms": 5.25, "p75_ms": 7.75, "n": 2}
     calls.clear()
-    out = perf.round_robin(blocks, rounds=1, min_seconds=0.05)
+    out = timing.round_robin(blocks, rounds=1, min_seconds=0.05)
     assert len(calls) >= 6 and all(len(v) == len(calls) // 3 - 1 for v in out.values())
 
 
@@ -83,7 +63,7 @@ def test_every_registered_pruner_is_timed_against_dense(pruner: str) -> None:
     budget = Budget(batch_size=16, momentum=perf.PERF_MOMENTUM)
     configs = {p: check_config(RunConfig(p, "mlp", "synthetic", budget=budget, device="cpu"))
                for p in (perf.REFERENCE, pruner)}
-    rows = perf.bench_pruners(configs, perf.QUICK, CPU, memory=False)
+    rows = suites.bench_pruners(configs, perf.QUICK, CPU, memory=False)
     assert [r["pruner"] for r in rows] == [perf.REFERENCE, pruner]
     for r in rows:
         assert r["step"]["n"] == perf.QUICK.rounds * perf.QUICK.opt_steps
@@ -100,15 +80,33 @@ def test_timing_the_step_alone_leaves_training_untouched(pruner: str, tmp_path) 
     """The optimizer-only block repeats steps on the last gradients, then restores everything."""
     cfg = check_config(RunConfig(pruner=pruner, model="mlp", dataset="synthetic",
                                  budget=Budget(batch_size=16, momentum=0.9), device="cpu"))
-    tr = perf.Trainer(cfg, tmp_path, progress=False)
-    assert len(perf._train_block(tr, 2)) == 2 and tr.step == 2
+    tr = Trainer(cfg, tmp_path, progress=False)
+    assert len(suites._train_block(tr, 2)) == 2 and tr.step == 2
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     opt_before = json.dumps(tr.optimizer.state_dict()["param_groups"], default=str)
-    assert len(perf._step_block(tr, 3)) == 3
+    assert len(suites._step_block(tr, 3)) == 3
     for k, v in tr.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert json.dumps(tr.optimizer.state_dict()["param_groups"], default=str) == opt_before
     assert tr.step == 2
+
+
+def test_training_blocks_may_run_past_the_step_budget(tmp_path) -> None:
+    """Perf times as many steps as it needs; the budget (and so the pruners' schedules) is unchanged."""
+    cfg = check_config(RunConfig(pruner="grda", model="mlp", dataset="synthetic",
+                                 budget=Budget(batch_size=16, max_steps=1), device="cpu"))
+    tr = Trainer(cfg, tmp_path, progress=False)
+    assert len(suites._train_block(tr, 3)) == 3 and tr.step == 3
+    assert tr.total_steps == tr.context.total_steps == 1
+
+
+def test_every_suite_has_a_runner() -> None:
+    assert tuple(suites.RUNNERS) == perf.SUITES
+
+
+def test_importing_the_cli_imports_no_torch() -> None:
+    code = "import sys, bench.perf; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 # ---------------------------------------------------------------------------------- end to end
