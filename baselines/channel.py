@@ -29,7 +29,7 @@ from torch import nn
 from baselines._mask import check_sparsity
 from bench.config import hp
 from bench.metrics import weight_layers
-from bench.pruner import Pruner, register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, Pruner, register_pruner
 
 BISECTION_STEPS = 10  # channel-fraction resolution ~1e-3: under one channel of a 1000-channel layer
 
@@ -57,6 +57,7 @@ class ChannelPruner(Pruner):
     """Structured channel pruning (torch-pruning), removed at `prune_at`, then fine-tuning."""
 
     Hparams = ChannelHparams
+    paper_recipe = SGD_MOMENTUM_WD
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model

@@ -18,7 +18,7 @@ from torch import nn
 
 from baselines._mask import SCOPES, MaskPruner, check_choice, check_sparsity, keep_masks
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, register_pruner
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class GMPPruner(MaskPruner):
     """Gradual magnitude pruning, cubic schedule (Zhu & Gupta 2017), masks recomputed every dt."""
 
     Hparams = GMPHparams
+    paper_recipe = SGD_MOMENTUM_WD
 
     def prepare(self, model: nn.Module) -> nn.Module:
         h, total = self.hp, self.ctx.total_steps

@@ -15,7 +15,7 @@ from torch import nn
 
 from baselines._mask import SCOPES, MaskPruner, check_choice, check_sparsity, keep_masks
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, register_pruner
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class MagnitudePruner(MaskPruner):
     """One-shot magnitude pruning at `prune_at` of the budget, then fine-tuning with a fixed mask."""
 
     Hparams = MagnitudeHparams
+    paper_recipe = SGD_MOMENTUM_WD
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.prune_step = max(1, round(self.hp.prune_at * self.ctx.total_steps))

@@ -14,7 +14,7 @@ from torch import nn
 
 from baselines._mask import MaskPruner, check_sparsity, keep_masks
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, register_pruner
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class RandomPruner(MaskPruner):
     """Random unstructured pruning before training (seeded by the run), mask fixed throughout."""
 
     Hparams = RandomHparams
+    paper_recipe = SGD_MOMENTUM_WD
 
     def prepare(self, model: nn.Module) -> nn.Module:
         model = super().prepare(model)

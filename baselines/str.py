@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from bench.config import hp
-from bench.pruner import Pruner, SparsityKnob, register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, Pruner, SparsityKnob, register_pruner
 
 
 class SoftThreshold(nn.Module):
@@ -57,6 +57,8 @@ class STRPruner(Pruner):
 
     Hparams = STRHparams
     sparsity_knob: ClassVar[SparsityKnob] = SparsityKnob("s_weight_decay", 1e-4, 1.0, "log")
+    # the paper's SGD with momentum and weight decay; the thresholds' own decay is `s_weight_decay`
+    paper_recipe = SGD_MOMENTUM_WD
 
     def prepare(self, model: nn.Module) -> nn.Module:
         for _, m in self.prunable(model):
@@ -69,14 +71,11 @@ class STRPruner(Pruner):
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         s_ids = {id(s) for s in self.thresholds(model)}
-        b = self.budget
-        return torch.optim.SGD(
-            [
-                {"params": [p for p in model.parameters() if id(p) not in s_ids]},
-                {"params": self.thresholds(model), "weight_decay": self.hp.s_weight_decay},
-            ],
-            lr=b.lr, momentum=b.momentum, weight_decay=b.weight_decay, foreach=True,
-        )
+        groups = [
+            {"params": [p for p in model.parameters() if id(p) not in s_ids]},
+            {"params": self.thresholds(model), "weight_decay": self.hp.s_weight_decay},
+        ]
+        return self.optimizer_recipe().build(groups, self.budget)
 
     def finalize(self, model: nn.Module) -> nn.Module:
         """A plain copy whose weights are the effective ones (no parametrizations)."""

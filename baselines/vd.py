@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.config import hp
-from bench.pruner import Pruner, SparsityKnob, register_pruner
+from bench.pruner import OptimizerRecipe, Pruner, SparsityKnob, register_pruner
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 LOG_ALPHA_RANGE = (-8.0, 8.0)
@@ -121,6 +121,7 @@ class VDPruner(Pruner):
 
     Hparams = VDHparams
     sparsity_knob: ClassVar[SparsityKnob] = SparsityKnob("kl_weight", 1e-2, 1e2, "log")
+    paper_recipe = OptimizerRecipe("adam", lr=1e-3)  # the authors' code: Adam, lr 1e-3, no weight decay
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.step = 0

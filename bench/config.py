@@ -3,7 +3,10 @@
 `Budget` is shared by every pruner in a comparison; `RunConfig` is one cell of a sweep. Both are
 frozen dataclasses whose fields carry help text (`metadata["help"]`), from which the CLI builds
 its flags. `run_id` hashes only the fields that differ from their defaults, so adding a field
-with a no-op default never renames existing runs.
+with a no-op default never renames existing runs. A field whose default changes what is trained
+declares `legacy`, the value runs written before it existed had: run_id hashes it whenever it
+differs from that value, so new runs never take the names (and results) of old ones, and an old
+config.json without the field reads back with the legacy value.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, Literal
 
 from bench.errors import ConfigError
 from bench.schedules import SCHEDULES
+
+RECIPES = ("shared", "paper")  # optimizer recipe tracks (see Budget.recipe)
 
 
 def hp(default: Any, help: str, **kw: Any) -> Any:
@@ -47,6 +52,17 @@ class Budget:
     weight_decay: float = hp(0.0, "SGD weight decay for SGD-based pruners")
     augment: bool = hp(True, "the dataset's standard augmentation (CIFAR: pad 4 + crop, flip)")
     prune_first_last: bool = hp(True, "whether the first and last layers are prunable")
+    val_fraction: float = hp(
+        0.1,
+        "fraction of the training set held out for validation (selection of settings); a fixed, "
+        "class-stratified split of the data set, the same for every seed (0: train on all of it)",
+        legacy=0.0,  # runs written before the split existed trained on the whole training set
+    )
+    recipe: str = hp(
+        "shared",
+        "optimizer recipe: shared (every pruner the budget's momentum and weight decay) | paper (each "
+        "pruner its paper's optimizer; epochs, batches, lr schedule, data and evaluation stay shared)",
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "budget.epochs", self.epochs, "must be > 0")
@@ -68,6 +84,8 @@ class Budget:
         _check(0 < self.lr_gamma <= 1, "budget.lr_gamma", self.lr_gamma, "must be in (0, 1]")
         _check(0 <= self.momentum < 1, "budget.momentum", self.momentum, "must be in [0, 1)")
         _check(self.weight_decay >= 0, "budget.weight_decay", self.weight_decay, "must be >= 0")
+        _check(0 <= self.val_fraction < 1, "budget.val_fraction", self.val_fraction, "must be in [0, 1)")
+        _check(self.recipe in RECIPES, "budget.recipe", self.recipe, f"valid choices: {', '.join(RECIPES)}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +106,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        budget = dict(d.get("budget", {}))
+        budget = {**legacy_values(Budget), **d.get("budget", {})}  # an old config: what it trained with
         if "lr_milestones" in budget:
             budget["lr_milestones"] = tuple(budget["lr_milestones"])
         return cls(**{**d, "budget": Budget(**budget)})
@@ -137,12 +155,18 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def legacy_values(cls: type) -> dict[str, Any]:
+    """Fields that declare `legacy`: the value runs written before the field existed had."""
+    return {f.name: f.metadata["legacy"] for f in dataclasses.fields(cls) if "legacy" in f.metadata}
+
+
 def _non_default(dc: Any) -> dict[str, Any]:
-    default = type(dc)()
+    """The fields of `dc` that differ from their default, or from their legacy value if they declare one."""
+    reference = {**dataclasses.asdict(type(dc)()), **legacy_values(type(dc))}
     return {
         f.name: getattr(dc, f.name)
         for f in dataclasses.fields(dc)
-        if getattr(dc, f.name) != getattr(default, f.name)
+        if getattr(dc, f.name) != reference[f.name]
     }
 
 

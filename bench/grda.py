@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from bench.config import hp
-from bench.pruner import Pruner, SparsityKnob, register_pruner
+from bench.pruner import OptimizerRecipe, Pruner, SparsityKnob, register_pruner
 
 
 class GRDA(torch.optim.Optimizer):
@@ -136,6 +136,7 @@ class GRDAPruner(Pruner):
 
     Hparams = GRDAHparams
     sparsity_knob: ClassVar[SparsityKnob] = SparsityKnob("c", 1e-4, 1.0, "log")
+    paper_recipe = OptimizerRecipe()  # as published: plain SGD steps of the budget's lr, no momentum or decay
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         hp = self.hp
@@ -148,4 +149,6 @@ class GRDAPruner(Pruner):
                 {"params": [p for p in params if id(p) in weights]},
                 {"params": [p for p in params if id(p) not in weights], "c": 0.0},
             ]
-        return GRDA(groups, lr=self.budget.lr, c=hp.c, mu=hp.mu)
+        # gRDA has no momentum or weight decay by design; the recipe gives only its lr
+        recipe = self.optimizer_recipe()
+        return GRDA(groups, lr=self.budget.lr if recipe.lr is None else recipe.lr, c=hp.c, mu=hp.mu)

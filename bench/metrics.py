@@ -1,10 +1,11 @@
-"""What a run measures: sparsity, FLOPs, memory, and provenance."""
+"""What a run measures: sparsity, multiply-accumulates, memory, timing conditions, and provenance."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 # ------------------------------------------------------------------------------------ sparsity
 
@@ -51,24 +54,28 @@ def sparsity_stats(model: nn.Module, dense: dict[str, Any] | None = None) -> dic
     }
 
 
-# --------------------------------------------------------------------------------------- FLOPs
+# ------------------------------------------------------------------------ multiply-accumulates
 
 
 @torch.no_grad()
-def flops(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> tuple[float, float]:
-    """(dense, sparse) multiply-accumulates of one forward pass of one example, from
-    torch-pruning's op counter; sparse weights each conv/linear layer's count by its density."""
+def macs(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> tuple[float, float]:
+    """(dense, sparse) conv/linear multiply-accumulates of one forward pass of one example, from
+    torch-pruning's per-layer op counter; sparse weights each layer's count by its density.
+
+    Only conv/linear layers are counted, in both: they are the operations a zero weight removes.
+    Batch norm, activations and pooling would stay in the sparse count of an unstructured model
+    and understate its reduction; a model with channels removed counts its smaller layers."""
     was_training = model.training
     model.eval()
     example = torch.zeros((1, *input_shape), device=device)
-    dense, _, layer_macs, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
+    _, _, layer_macs, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
     model.train(was_training)
-    sparse = float(dense)
+    dense = sparse = 0.0
     for _, m in weight_layers(model):
-        macs = layer_macs.get(m, 0)
-        density = float(m.weight.count_nonzero()) / m.weight.numel()
-        sparse -= macs * (1 - density)
-    return float(dense), sparse
+        count = float(layer_macs.get(m, 0))
+        dense += count
+        sparse += count * float(m.weight.count_nonzero()) / m.weight.numel()
+    return dense, sparse
 
 
 # -------------------------------------------------------------------------------------- memory
@@ -87,6 +94,59 @@ def state_bytes(
     grads = [p.grad for p in params if p.grad is not None]
     opt_state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     return tensor_bytes(params) + tensor_bytes(grads) + tensor_bytes(opt_state) + tensor_bytes(extra)
+
+
+class TensorMemory(TorchDispatchMode):
+    """Bytes of live tensor storage while active, and their peak (`current`, `peak`).
+
+    Counts the storages of `existing` (the state alive when it starts: parameters, gradients,
+    optimizer and pruner state) and of every tensor an operation returns while it is active,
+    forward and backward included; a storage counts until its last tracked tensor is freed. Used
+    on CPU, where no allocator keeps a peak: it measures the training's own tensors, apart from
+    the interpreter, the libraries and the data set (which process RSS lumps together). Tracking
+    costs Python work per operation: use it over a few steps only."""
+
+    def __init__(self, existing: Iterable[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self.current = self.peak = 0
+        self._storages: dict[int, list[int]] = {}  # storage address -> [bytes, tracked tensors using it]
+        self._tracked: dict[int, weakref.ref] = {}  # id(tensor) -> weak reference, to track each once
+        for t in existing:
+            self._track(t)
+
+    def _track(self, t: Any) -> None:
+        if not isinstance(t, torch.Tensor):
+            return
+        ref = self._tracked.get(id(t))
+        if ref is not None and ref() is t:
+            return
+        storage = t.untyped_storage()
+        address = storage.data_ptr()
+        if address == 0:  # empty
+            return
+        entry = self._storages.get(address)
+        if entry is None:
+            entry = self._storages[address] = [storage.nbytes(), 0]
+            self.current += entry[0]
+            self.peak = max(self.peak, self.current)
+        entry[1] += 1
+        self._tracked[id(t)] = weakref.ref(t)
+        weakref.finalize(t, self._release, address, id(t))
+
+    def _release(self, address: int, key: int) -> None:
+        self._tracked.pop(key, None)
+        entry = self._storages.get(address)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._storages[address]
+                self.current -= entry[0]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # torch's signature
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            self._track(t)
+        return out
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -134,6 +194,33 @@ def git_sha() -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def is_loaded(before: float | None, after: float | None, cores: int | None) -> bool | None:
+    """Whether a run was timed on a loaded machine: more runnable work than cores at its start or end."""
+    loads = [x for x in (before, after) if x is not None]
+    if not loads or not cores:
+        return None
+    return max(loads) > cores
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -147,6 +234,9 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "git_sha": git_sha(),
         "slurm_job_id": slurm_job_id(),
         "hostname": platform.node(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
     }
 
 

@@ -22,6 +22,14 @@ frozen dataclass `Hparams` whose fields carry help text; a pruner registers with
 `@register_pruner("name")` in a module of `baselines/` (or of a plugin). A pruner whose sparsity
 follows from a hyperparameter declares it as `sparsity_knob`, which `bench calibrate` searches
 for a target sparsity.
+
+Optimizer recipe: with the budget's `recipe = "shared"` every pruner trains with the budget's
+optimizer settings (`OptimizerRecipe.shared`); with `recipe = "paper"` each pruner uses its
+class attribute `paper_recipe`, the optimizer its paper trained with (None: it has none of its
+own, and keeps the shared one). Either way `make_optimizer` builds `self.optimizer_recipe()`;
+a pruner that builds its own optimizer (gRDA) or parameter groups (STR) reads it from there.
+Epochs, batches, the lr schedule (it scales each parameter group's own initial lr), data and
+evaluation are shared by both tracks.
 """
 
 from __future__ import annotations
@@ -48,6 +56,35 @@ class RunContext:
     input_shape: tuple[int, ...] = ()  # one example's shape
     num_classes: int = 0
     device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class OptimizerRecipe:
+    """An optimizer and its settings; `lr` None: the budget's lr (the schedule scales it either way)."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float | None = None
+    momentum: float = 0.0  # SGD only
+    nesterov: bool = False  # SGD only
+    weight_decay: float = 0.0  # coupled (added to the gradient), as torch's SGD and Adam do
+
+    @classmethod
+    def shared(cls, budget: Budget) -> OptimizerRecipe:
+        """The shared track: SGD with the budget's lr, momentum and weight decay."""
+        return cls("sgd", None, budget.momentum, False, budget.weight_decay)
+
+    def build(self, params: Any, budget: Budget) -> torch.optim.Optimizer:
+        """The optimizer over `params` (tensors or parameter groups, as torch.optim takes them)."""
+        lr = budget.lr if self.lr is None else self.lr
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, foreach=True)
+        return torch.optim.SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
+                               weight_decay=self.weight_decay, foreach=True)
+
+
+# The recipe of the SGD-trained pruning papers (Zhu & Gupta 2017, Gale et al. 2019, Kusupati et al.
+# 2020): momentum 0.9 with weight decay (5e-4, the usual CIFAR-scale value).
+SGD_MOMENTUM_WD = OptimizerRecipe("sgd", momentum=0.9, weight_decay=5e-4)
 
 
 @dataclass(frozen=True)
@@ -91,6 +128,7 @@ class Pruner:
     name: ClassVar[str] = ""
     Hparams: ClassVar[type] = NoHparams
     sparsity_knob: ClassVar[SparsityKnob | None] = None
+    paper_recipe: ClassVar[OptimizerRecipe | None] = None  # the optimizer of the pruner's paper
 
     def __init__(self, hparams: Any, budget: Budget, ctx: RunContext) -> None:
         self.hp = hparams
@@ -104,13 +142,7 @@ class Pruner:
         return model
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=self.budget.lr,
-            momentum=self.budget.momentum,
-            weight_decay=self.budget.weight_decay,
-            foreach=True,
-        )
+        return self.optimizer_recipe().build(model.parameters(), self.budget)
 
     def regularizer(self, model: nn.Module) -> torch.Tensor | None:
         return None
@@ -139,6 +171,12 @@ class Pruner:
         return iter(())
 
     # -- helpers ------------------------------------------------------------------------------
+    def optimizer_recipe(self) -> OptimizerRecipe:
+        """The optimizer settings of the budget's recipe track (see the module docstring)."""
+        if self.budget.recipe == "paper" and self.paper_recipe is not None:
+            return self.paper_recipe
+        return OptimizerRecipe.shared(self.budget)
+
     def prunable(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         return prunable_parameters(model, self.budget.prune_first_last)
 

@@ -42,6 +42,8 @@ class RunRecord:
 
     # -- metrics: what the run measured -------------------------------------------------------
     top1: float | None = _f("metric", "test top-1 accuracy of the final model (fraction)")
+    val_top1: float | None = _f("metric", "validation top-1 of the final model (fraction; None: trained "
+                                "without a validation split, e.g. a result from before it existed)")
     top5: float | None = _f("metric", "test top-5 accuracy (fraction)")
     sparsity: float | None = _f("metric", "fraction of zero conv/linear weights (removed ones count as zero)")
     sparsity_all: float | None = _f("metric", "fraction of zero parameters, all of them (the gRDA paper's)")
@@ -49,14 +51,26 @@ class RunRecord:
     nonzero_params: int | None = _f("metric", "non-zero parameters of the final model")
     total_params: int | None = _f("metric", "parameters of the final model")
     params_dense: int | None = _f("metric", "parameters of the model before pruning")
-    flops_dense: float | None = _f("metric", "multiply-accumulates of one forward pass of one example, dense")
-    flops_sparse: float | None = _f("metric", "the same, each conv/linear layer weighted by its density")
+    macs_dense: float | None = _f("metric", "conv/linear multiply-accumulates of one forward pass of one "
+                                  "example, before pruning")
+    macs_sparse: float | None = _f("metric", "the same for the final model, each layer's count weighted by "
+                                   "its density (non-zero weights / weights)")
+    num_train: int | None = _f("metric", "training examples trained on (the training set less the "
+                               "validation split)")
+    num_val: int | None = _f("metric", "validation examples (held out of the training set; 0: none)")
+    num_test: int | None = _f("metric", "test examples evaluated")
     epochs_completed: int | None = _f("metric", "epochs trained")
     steps: int | None = _f("metric", "optimizer steps taken")
     samples_seen: int | None = _f("metric", "training examples seen")
     train_time_s: float | None = _f("metric", "wall time of the training loop (no evaluation), seconds")
     step_time_ms: float | None = _f("metric", "median time of one training step, milliseconds")
+    step_time_iqr_ms: float | None = _f("metric", "interquartile range of the step times, milliseconds")
+    loaded: bool | None = _f("metric", "timed on a loaded machine: the 1-minute load average at the start or "
+                             "end of training exceeded the machine's core count (times not comparable)")
     peak_memory_bytes: int | None = _f("metric", "CUDA: allocator peak; CPU: process peak resident memory")
+    peak_tensor_bytes: int | None = _f("metric", "the training's own peak: CUDA: allocator peak over "
+                                       "training; CPU: peak bytes of live tensors over a window of "
+                                       "training steps (see README)")
     state_bytes: int | None = _f("metric", "bytes of parameters, gradients, optimizer and pruner state")
     resumed: bool | None = _f("metric", "whether the run resumed from a checkpoint")
     diverged_epoch: int | None = _f("metric", "the epoch whose loss was NaN or inf (status diverged)")
@@ -68,6 +82,12 @@ class RunRecord:
     git_sha: str | None = _f("provenance", "the harness's git commit")
     slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
     hostname: str | None = _f("provenance", "machine")
+    optimizer: str | None = _f("provenance", "the optimizer the pruner trained with, and its settings")
+    cpu_model: str | None = _f("provenance", "CPU model name")
+    cpu_count: int | None = _f("provenance", "logical CPUs of the machine")
+    torch_threads: int | None = _f("provenance", "torch intra-op threads of the run")
+    load_avg_before: float | None = _f("provenance", "1-minute load average when training started")
+    load_avg_after: float | None = _f("provenance", "1-minute load average when training ended")
     started_at: str | None = _f("provenance", "start, ISO 8601 UTC")
     finished_at: str | None = _f("provenance", "end, ISO 8601 UTC")
 
@@ -76,9 +96,10 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRecord:
-        """A record from a result.json: missing fields take their defaults, unknown ones are ignored."""
+        """A record from a result.json: renamed fields take their new names, missing fields their
+        defaults; unknown ones are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in renamed(d).items() if k in names})
 
 
 FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(RunRecord)
@@ -94,6 +115,8 @@ PROVENANCE = names("provenance")
 REQUIRED = tuple(f.name for f in FIELDS if f.metadata["required"])
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 NESTED = ("hparams", "budget")  # objects, flattened into `hparams.<key>` / `budget.<key>` columns
+# fields written under an older name, read under the new one (the values mean the same)
+RENAMED = {"flops_dense": "macs_dense", "flops_sparse": "macs_sparse"}
 
 
 def problems(record: Any) -> str | None:
@@ -112,6 +135,16 @@ def problems(record: Any) -> str | None:
     return None
 
 
+def renamed(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with fields written under an old name (see RENAMED) under their new one."""
+    if not any(old in record for old in RENAMED):
+        return record
+    out = {RENAMED.get(k, k): v for k, v in record.items() if k not in RENAMED}
+    out.update({new: record[old] for old, new in RENAMED.items() if old in record and new not in record})
+    return out
+
+
 def with_defaults(record: dict[str, Any]) -> dict[str, Any]:
-    """`record` with every schema field present (a missing one at its default); extra keys kept."""
-    return {**DEFAULTS, **record}
+    """`record` with every schema field present (a missing one at its default, a renamed one under its
+    new name); extra keys kept."""
+    return {**DEFAULTS, **renamed(record)}

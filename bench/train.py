@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from statistics import median
+from statistics import median, quantiles
 from typing import Any
 
 import torch
@@ -39,6 +39,9 @@ from bench.schedules import lr_factor
 from bench.validate import check_config
 
 STEP_TIME_WINDOW = 2000  # step times kept for the median (the most recent ones)
+# CPU: the training steps whose live tensors are tracked for peak_tensor_bytes (the first steps
+# after optimizer state exists); they are left out of the step times (tracking slows them)
+MEMORY_STEPS = range(2, 5)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -140,10 +143,11 @@ class Trainer:
             model_info.input_shapes[0],
             (model_info.classes or (10,))[0],
         )
+        self.data = self.data.holdout(b.val_fraction)  # a fixed split of the data set; trains on the rest
         model_info.check_fits(config.dataset, self.data.input_shape, self.data.num_classes)
         torch.manual_seed(config.seed)
         model = model_info.build(self.data.num_classes).to(self.device)
-        self.flops_dense, _ = metrics.flops(model, self.data.input_shape, self.device)
+        self.macs_dense, _ = metrics.macs(model, self.data.input_shape, self.device)
         self.dense_counts = metrics.param_counts(model)  # sparsity counts removed weights as zeros
 
         self.steps_per_epoch = math.ceil(self.data.num_train / b.batch_size)
@@ -168,6 +172,8 @@ class Trainer:
         self.epoch, self.step, self.samples, self.train_time = 0, 0, 0, 0.0
         self.history: list[dict[str, Any]] = []
         self.step_times: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
+        self.tensor_peak: int | None = None  # CPU: peak live tensor bytes over MEMORY_STEPS
+        self.load_before: float | None = None  # the machine's load when training (re)started
 
     # -- checkpoint -------------------------------------------------------------------------
     @property
@@ -184,6 +190,7 @@ class Trainer:
                 "samples": self.samples,
                 "train_time": self.train_time,
                 "step_times": list(self.step_times),
+                "tensor_peak": self.tensor_peak,
                 "history": self.history,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -208,6 +215,7 @@ class Trainer:
         self.epoch, self.step, self.samples = ckpt["epoch"], ckpt["step"], ckpt["samples"]
         self.train_time, self.history = ckpt["train_time"], ckpt["history"]
         self.step_times.extend(ckpt["step_times"])
+        self.tensor_peak = ckpt.get("tensor_peak")
         return True
 
     # -- loop -------------------------------------------------------------------------------
@@ -224,10 +232,12 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
 
     def set_lr(self) -> float:
-        lr = self.budget.lr * lr_factor(self.budget, self.step / self.total_steps)
+        """Each parameter group's initial lr (the budget's, or the recipe's own) times the schedule's
+        factor at this step; returns the budget's lr at this step."""
+        factor = lr_factor(self.budget, self.step / self.total_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+        return self.budget.lr * factor
 
     def train_epoch(self, max_steps: int | None = None, past_budget: bool = False) -> float:
         """One epoch's batches (at most `max_steps` of them, and never past the step budget unless
@@ -246,6 +256,10 @@ class Trainer:
         for x, y in self.data.train_batches(self.budget.batch_size, self.epoch, self.config.seed):
             if self.step >= stop:
                 break
+            if not cuda and self.step in MEMORY_STEPS:
+                loss_sum += self.tracked_step(x, y)
+                n += 1
+                continue
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -286,6 +300,17 @@ class Trainer:
         self.samples += n_batch
         return loss.detach()
 
+    def tracked_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`train_step` with its live tensors tracked (CPU): raises `tensor_peak` to the step's peak."""
+        opt_state = (v for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v))
+        params = list(self.model.parameters())
+        existing = (*params, *(p.grad for p in params if p.grad is not None), *self.model.buffers(),
+                    *opt_state, *self.pruner.state_tensors())
+        with metrics.TensorMemory(existing) as memory:
+            loss = self.train_step(x, y)
+        self.tensor_peak = max(self.tensor_peak or 0, memory.peak)
+        return loss
+
     def update(self) -> None:
         """The half of a step after `backward`: the pruner's `after_backward`, the optimizer step,
         `after_step`, and a new optimizer if the pruner changed the model."""
@@ -296,21 +321,24 @@ class Trainer:
             self.rebuild_optimizer()
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> tuple[float, float]:
+    def evaluate(self, model: nn.Module, split: str = "test") -> tuple[float, float]:
+        """(top-1, top-5) of `model` on the test set, or on the validation split (`split="val"`)."""
         model.eval()
         correct1 = correct5 = total = 0
         k = min(5, self.data.num_classes)
-        for x, y in self.data.test_batches(max(self.budget.batch_size, 256)):
+        batches = self.data.val_batches if split == "val" else self.data.test_batches
+        for x, y in batches(max(self.budget.batch_size, 256)):
             top = model(x).topk(k, dim=1).indices
             correct1 += int((top[:, 0] == y).sum())
             correct5 += int((top == y[:, None]).any(dim=1).sum())
             total += len(y)
         self.model.train()
-        return correct1 / total, correct5 / total
+        return correct1 / max(total, 1), correct5 / max(total, 1)
 
     def fit(self, started: str) -> dict[str, Any]:
         resumed = self.resume()
         metrics.reset_peak_memory(self.device)
+        self.load_before = metrics.load_average()
         status, diverged_epoch = "ok", None
         epochs = self.budget.epochs
         bar = tqdm(
@@ -367,29 +395,63 @@ class Trainer:
         write_text(self.run_dir / "history.csv", buf.getvalue())
 
     def _record(self, status: str, diverged_epoch: int | None, started: str, resumed: bool) -> dict[str, Any]:
+        load_after = metrics.load_average()
         final = self.pruner.finalize(self.model)
         top1, top5 = self.evaluate(final) if status == "ok" else (None, None)
+        val_top1 = self.evaluate(final, "val")[0] if status == "ok" and self.data.num_val else None
         sparsity = metrics.sparsity_stats(final, self.dense_counts)
-        _, flops_sparse = metrics.flops(final, self.data.input_shape, self.device)
+        _, macs_sparse = metrics.macs(final, self.data.input_shape, self.device)
+        provenance = metrics.provenance(self.device)
+        times = list(self.step_times)
+        cuda = self.device.type == "cuda"
         record = RunRecord(
             **self.config.identity(),
             status=status,
             diverged_epoch=diverged_epoch,
             top1=top1,
+            val_top1=val_top1,
             top5=top5,
             **sparsity,
-            flops_dense=self.flops_dense,
-            flops_sparse=flops_sparse,
+            macs_dense=self.macs_dense,
+            macs_sparse=macs_sparse,
+            num_train=self.data.num_train,
+            num_val=self.data.num_val,
+            num_test=self.data.num_test,
             epochs_completed=self.epoch,
             steps=self.step,
             samples_seen=self.samples,
             train_time_s=self.train_time,
-            step_time_ms=median(self.step_times) if self.step_times else None,
+            step_time_ms=median(times) if times else None,
+            step_time_iqr_ms=_iqr(times),
+            loaded=metrics.is_loaded(self.load_before, load_after, provenance["cpu_count"]),
             peak_memory_bytes=metrics.peak_memory(self.device),
+            peak_tensor_bytes=metrics.peak_memory(self.device) if cuda else self.tensor_peak,
             state_bytes=metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
             resumed=resumed,
-            **metrics.provenance(self.device),
+            **provenance,
+            optimizer=describe_optimizer(self.optimizer),
+            load_avg_before=self.load_before,
+            load_avg_after=load_after,
             started_at=started,
             finished_at=_now(),
         ).to_dict()
         return write_json(self.run_dir / "result.json", record) if self.rank == 0 else record
+
+
+def _iqr(times: list[float]) -> float | None:
+    """Interquartile range of the step times (None for fewer than two)."""
+    if len(times) < 2:
+        return None
+    q1, _, q3 = quantiles(times, n=4)
+    return q3 - q1
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """`SGD(lr=0.1, momentum=0.9, weight_decay=0.0005)`: the optimizer and the settings of its first
+    parameter group that differ from none (lr: the initial one)."""
+    group = optimizer.param_groups[0]
+    keys = ("lr", "momentum", "nesterov", "betas", "weight_decay", "c", "mu")
+    values = {k: group.get("initial_lr", group["lr"]) if k == "lr" else group[k] for k in keys if k in group}
+    shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+                      if v not in (0, 0.0, False))
+    return f"{type(optimizer).__name__}({shown})"

@@ -45,8 +45,8 @@ def test_zeroed_channels_are_removed_and_outputs_unchanged(name: str) -> None:
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     compact = remove_zero_channels(model, x)
     assert params(compact) < params(model)
-    dense_flops, _ = metrics.flops(model, tuple(x.shape[1:]), CPU)
-    compact_flops, _ = metrics.flops(compact, tuple(x.shape[1:]), CPU)
+    dense_flops, _ = metrics.macs(model, tuple(x.shape[1:]), CPU)
+    compact_flops, _ = metrics.macs(compact, tuple(x.shape[1:]), CPU)
     assert compact_flops < 0.5 * dense_flops  # half the channels: in and out of most layers
     with torch.no_grad():
         torch.testing.assert_close(compact(x), model(x), rtol=1e-4, atol=1e-5)

@@ -4,6 +4,11 @@ every module of this package).
 Small data sets live as tensors on the training device (`TensorData`) and are augmented in
 batches there: no per-image PIL DataLoader. Batches are a deterministic function of
 (seed, epoch), so a run resumed at an epoch boundary sees exactly the batches it would have.
+
+Validation: `holdout(fraction)` carves a fixed validation split out of the training set: per
+class, `round(fraction * class size)` examples chosen by a generator seeded with
+`VALIDATION_SEED`, so the split is a function of the data set and the fraction only (the same
+for every run seed and pruner). Settings are selected on it; the test set only reports.
 """
 
 from __future__ import annotations
@@ -27,10 +32,18 @@ class Data(Protocol):
     input_shape: tuple[int, ...]
     num_classes: int
     num_train: int
+    num_val: int  # 0 until `holdout`
+    num_test: int
 
     def train_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[Batch]: ...
 
+    def val_batches(self, batch_size: int) -> Iterator[Batch]: ...
+
     def test_batches(self, batch_size: int) -> Iterator[Batch]: ...
+
+    def holdout(self, fraction: float) -> Data:
+        """This data set with a validation split of `fraction` of its training set held out."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,22 @@ def register_dataset(
     return wrap
 
 
+VALIDATION_SEED = 0  # the validation split depends on the data set only, never on a run's seed
+
+
+def validation_indices(labels: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Indices (into `labels`, sorted) of a class-stratified validation split: per class,
+    `round(fraction * class size)` examples drawn with a generator seeded by VALIDATION_SEED."""
+    labels = labels.cpu()
+    g = torch.Generator().manual_seed(VALIDATION_SEED)
+    perm = torch.randperm(len(labels), generator=g)
+    picked = []
+    for c in torch.unique(labels).tolist():
+        members = perm[labels[perm] == c]  # the class's examples, in the fixed random order
+        picked.append(members[: round(fraction * len(members))])
+    return torch.cat(picked).sort().values if picked else torch.zeros(0, dtype=torch.long)
+
+
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     """The RNG for one epoch's shuffling and augmentation, independent of everything else."""
     g = torch.Generator(device=device)
@@ -90,22 +119,41 @@ class TensorData:
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         augment: Augment | None = None,
+        x_val: torch.Tensor | None = None,
+        y_val: torch.Tensor | None = None,
     ) -> None:
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
+        self.x_val = x_train[:0] if x_val is None else x_val
+        self.y_val = y_train[:0] if y_val is None else y_val
         self.num_classes = num_classes
         self.input_shape = tuple(x_train.shape[1:])
-        self.num_train = len(x_train)
+        self.num_train, self.num_val, self.num_test = len(x_train), len(self.x_val), len(x_test)
         self.augment = augment
         shape = (1, -1, 1, 1) if x_train.dim() == 4 else (1, -1)
         dev = x_train.device
         self._mean = torch.tensor(mean, device=dev).view(shape) if mean else None
         self._std = torch.tensor(std, device=dev).view(shape) if std else None
 
-    def to(self, device: torch.device) -> TensorData:
-        t = [x.to(device) for x in (self.x_train, self.y_train, self.x_test, self.y_test)]
+    def _with(self, device: torch.device, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+              y_val: torch.Tensor) -> TensorData:
         mean = tuple(self._mean.flatten().tolist()) if self._mean is not None else None
         std = tuple(self._std.flatten().tolist()) if self._std is not None else None
-        return TensorData(*t, self.num_classes, mean, std, self.augment)
+        t = [x.to(device) for x in (x_train, y_train, self.x_test, self.y_test, x_val, y_val)]
+        return TensorData(*t[:4], self.num_classes, mean, std, self.augment, *t[4:])
+
+    def to(self, device: torch.device) -> TensorData:
+        return self._with(device, self.x_train, self.y_train, self.x_val, self.y_val)
+
+    def holdout(self, fraction: float) -> TensorData:
+        """The training set split into training and validation (see the module docstring); the
+        normalization stays the data set's."""
+        if self.num_val or fraction <= 0:
+            return self
+        val = validation_indices(self.y_train, fraction).to(self.x_train.device)
+        keep = torch.ones(self.num_train, dtype=torch.bool, device=self.x_train.device)
+        keep[val] = False
+        return self._with(self.x_train.device, self.x_train[keep], self.y_train[keep], self.x_train[val],
+                          self.y_train[val])
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
@@ -127,6 +175,10 @@ class TensorData:
     def test_batches(self, batch_size: int) -> Iterator[Batch]:
         for i in range(0, len(self.x_test), batch_size):
             yield self._prepare(self.x_test[i : i + batch_size]), self.y_test[i : i + batch_size]
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        for i in range(0, len(self.x_val), batch_size):
+            yield self._prepare(self.x_val[i : i + batch_size]), self.y_val[i : i + batch_size]
 
 
 def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
-from bench.data import Batch, epoch_generator, register_dataset
+from bench.data import Batch, epoch_generator, register_dataset, validation_indices
 from bench.data.vision import missing_files_error
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -28,11 +29,28 @@ class FolderData:
     """
 
     def __init__(self, train: Dataset, test: Dataset, num_classes: int, device: torch.device,
-                 num_workers: int) -> None:
+                 num_workers: int, val: Dataset | None = None) -> None:
         self.train, self.test, self.device, self.num_workers = train, test, device, num_workers
+        self.val = val
         self.input_shape = (3, 224, 224)
         self.num_classes = num_classes
         self.num_train = len(train)  # type: ignore[arg-type]
+        self.num_val = 0 if val is None else len(val)  # type: ignore[arg-type]
+        self.num_test = len(test)  # type: ignore[arg-type]
+
+    def holdout(self, fraction: float) -> FolderData:
+        """A class-stratified validation split of the training images (see bench.data), read with
+        the evaluation transform."""
+        if self.val is not None or fraction <= 0:
+            return self
+        train: datasets.ImageFolder = self.train  # type: ignore[assignment]
+        val = validation_indices(torch.as_tensor(train.targets), fraction)
+        keep = torch.ones(len(train.targets), dtype=torch.bool)
+        keep[val] = False
+        evaluated = copy.copy(train)  # the same file list (no rescan), read with the evaluation transform
+        evaluated.transform = self.test.transform  # type: ignore[attr-defined]
+        return FolderData(Subset(train, keep.nonzero().flatten().tolist()), self.test, self.num_classes,
+                          self.device, self.num_workers, Subset(evaluated, val.tolist()))
 
     def _batches(self, ds: Dataset, batch_size: int, generator: torch.Generator | None) -> Iterator[Batch]:
         loader = DataLoader(
@@ -47,6 +65,9 @@ class FolderData:
 
     def test_batches(self, batch_size: int) -> Iterator[Batch]:
         return self._batches(self.test, batch_size, None)
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        return iter(()) if self.val is None else self._batches(self.val, batch_size, None)
 
 
 def _check_imagenet(root: str) -> None:

@@ -325,8 +325,8 @@ def bench_compact(
             "original": lambda: time_calls(lambda: model(x), sizes.latency_steps, device),
             "compact": lambda: time_calls(lambda: compact(x), sizes.latency_steps, device),
         }, sizes.latency_rounds, sizes.min_seconds)
-    flops_dense, flops_sparse = metrics.flops(model, shape, device)
-    flops_compact, _ = metrics.flops(compact, shape, device)
+    flops_dense, flops_sparse = metrics.macs(model, shape, device)
+    flops_compact, _ = metrics.macs(compact, shape, device)
     s = {k: summary(v) for k, v in times.items()}
     return {
         "model": model_name, "zeroed_fraction": sizes.compact_fraction, "batch_size": batch,
