@@ -14,7 +14,7 @@ import pandas as pd
 from bench import executors, results
 from bench.errors import ConfigError
 from bench.executors import Executor
-from bench.leaderboard import load_published, write_leaderboard
+from bench.leaderboard import load_published, loaded_runs, prepare, write_leaderboard
 from bench.spec import check_local_data, load_sweep
 from bench.sweep import run_sweep
 
@@ -42,6 +42,11 @@ def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = T
     if g.runs.empty:
         raise ConfigError(f"board {directory}: no finished runs in {runs_dir}")
     results.write(g, directory / "results.parquet")
+    loaded = loaded_runs(prepare(g.runs))
+    if loaded:
+        print(f"warning: {loaded} of {len(g.runs)} runs were timed on a loaded machine (1-minute load average "
+              "above the core count at their start or end): their train times are not comparable; they are "
+              "marked in the tables. Rerun them on a quiet machine for times to trust.", file=sys.stderr)
     return write_leaderboard(g.runs, directory, g.history, load_published(), f"Leaderboard: {spec.name}",
                              plots, note=_board_note(directory, runs_dir, len(spec.cells)))
 

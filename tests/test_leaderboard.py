@@ -23,18 +23,31 @@ MIB = 2**20
 def row(run_id: str, pruner: str, seed: int, top1: float | None, sparsity: float,
         hp: dict[str, Any] | None = None, *, dataset: str = "digits", model: str = "mlp", status: str = "ok",
         time: float = 10.0, memory: float = 100 * MIB, state: float = 1000.0,
-        epochs: int = 60) -> dict[str, Any]:
-    """One gathered row, with the columns the leaderboard reads; `hp`: the hyperparameters."""
+        epochs: int = 60, val: float | None = None, recipe: str = "shared",
+        loaded: bool = False) -> dict[str, Any]:
+    """One gathered row, with the columns the leaderboard reads; `hp`: the hyperparameters; `val`:
+    validation top-1 (default: the test top-1)."""
     return {
         "run_id": run_id, "pruner": pruner, "model": model, "dataset": dataset, "seed": seed,
         "status": status,
         **{f"hparams.{k}": v for k, v in (hp or {}).items()},
-        "top1": top1, "sparsity": sparsity, "flops_dense": 1000.0, "flops_sparse": 1000.0 * (1 - sparsity),
-        "train_time_s": time, "peak_memory_bytes": memory, "state_bytes": state,
+        "top1": top1, "val_top1": top1 if val is None else val, "sparsity": sparsity, "macs_dense": 1000.0,
+        "macs_sparse": 1000.0 * (1 - sparsity), "num_test": 360,
+        "train_time_s": time, "peak_tensor_bytes": memory, "state_bytes": state, "loaded": loaded,
         "budget.epochs": epochs, "budget.batch_size": 32, "budget.lr": 0.1, "budget.lr_schedule": "constant",
-        "budget.momentum": 0.0, "git_sha": "0123456789abcdef", "device": "cpu (x86_64, 2 cores)",
+        "budget.momentum": 0.0, "budget.val_fraction": 0.1, "budget.recipe": recipe,
+        "git_sha": "0123456789abcdef", "device": "cpu (x86_64, 2 cores)",
         "torch_version": "2.14.1", "slurm_job_id": None,
     }
+
+
+def old_row(*args: Any, **kw: Any) -> dict[str, Any]:
+    """A row gathered from a result written before the validation split, recipes and MACs names."""
+    r = row(*args, **kw)
+    r["flops_dense"], r["flops_sparse"] = r.pop("macs_dense"), r.pop("macs_sparse")
+    for key in ("val_top1", "num_test", "peak_tensor_bytes", "loaded", "budget.val_fraction", "budget.recipe"):
+        del r[key]
+    return r
 
 
 def golden_runs() -> pd.DataFrame:
@@ -50,9 +63,11 @@ def golden_runs() -> pd.DataFrame:
         row("m0", "magnitude", 0, 0.950, 0.90, {"sparsity": 0.9}),
         row("m1", "magnitude", 0, 0.900, 0.95, {"sparsity": 0.95}),
         row("m2", "magnitude", 1, None, 0.0, {"sparsity": 0.95}, status="failed"),
-        row("i0", "grda", 0, 0.7324, 0.9159, {"c": 0.005, "mu": 0.55}, dataset="imagenet", model="resnet50",
-            time=3600.0),
-        row("i1", "dense", 0, 0.6871, 0.0, dataset="imagenet", model="resnet50", time=3000.0),
+        old_row("i0", "grda", 0, 0.7324, 0.9159, {"c": 0.005, "mu": 0.55}, dataset="imagenet",
+                model="resnet50", time=3600.0),
+        old_row("i1", "dense", 0, 0.6871, 0.0, dataset="imagenet", model="resnet50", time=3000.0),
+        old_row("i2", "grda", 0, 0.7314, 0.8728, {"c": 0.005, "mu": 0.51}, dataset="imagenet",
+                model="resnet50", time=3600.0),
     ]
     return pd.DataFrame(rows)
 
@@ -102,13 +117,13 @@ def test_matched_sparsity_uses_per_setting_seed_means() -> None:
         row("b0", "grda", 0, 0.90, 1.00, {"c": 0.02}), row("b1", "grda", 1, 0.90, 0.90, {"c": 0.02}),
         row("m0", "magnitude", 0, 0.97, 0.90, {"sparsity": 0.9}),
     ]))
-    m = leaderboard.matched_sparsity(leaderboard.summarize(df)).set_index("pruner")
-    assert m.loc["grda", "at_80"] == pytest.approx(0.95)
-    assert m.loc["grda", "at_90"] == pytest.approx(0.95 - 2 / 3 * 0.05)
-    assert m.loc["grda", "at_95"] == pytest.approx(0.90)
-    assert np.isnan(m.loc["grda", "at_98"]) and np.isnan(m.loc["magnitude", "at_80"])
-    assert m.loc["magnitude", "at_90"] == pytest.approx(0.97)
-    assert "dense" not in m.index
+    m = leaderboard.matched_sparsity(df).set_index(["pruner", "target"])["top1_mean"]
+    assert m.loc[("grda", 0.80)] == pytest.approx(0.95)
+    assert m.loc[("grda", 0.90)] == pytest.approx(0.95 - 2 / 3 * 0.05)
+    assert m.loc[("grda", 0.95)] == pytest.approx(0.90)
+    assert ("grda", 0.98) not in m.index and ("magnitude", 0.80) not in m.index
+    assert m.loc[("magnitude", 0.90)] == pytest.approx(0.97)
+    assert "dense" not in m.index.get_level_values("pruner")
 
 
 # ------------------------------------------------------------------------------ summary table
@@ -117,7 +132,7 @@ def test_matched_sparsity_uses_per_setting_seed_means() -> None:
 def test_relative_to_dense_hand_computed() -> None:
     df = leaderboard.prepare(pd.DataFrame([
         row("d0", "dense", 0, 0.9, 0.0, time=10.0, memory=100.0, state=1000.0),
-        row("d1", "dense", 1, 0.9, 0.0, time=14.0, memory=140.0, state=1000.0),
+        row("d1", "dense", 1, 0.9, 0.0, time=14.0, memory=140.0, state=1000.0, loaded=True),
         row("g0", "grda", 0, 0.9, 0.9, time=15.0, memory=150.0, state=2000.0),
         row("g1", "grda", 1, 0.9, 0.9, time=12.0, memory=150.0, state=2000.0),
         row("x0", "grda", 0, 0.9, 0.9, time=15.0, dataset="other"),  # no dense in its section
@@ -129,7 +144,8 @@ def test_relative_to_dense_hand_computed() -> None:
     assert s.loc[("digits", "dense"), "time_vs_dense"] == pytest.approx(1.0)
     assert np.isnan(s.loc[("other", "grda"), "time_vs_dense"])
     assert s.loc[("digits", "grda"), "train_time_s_std"] == pytest.approx(np.std([15.0, 12.0], ddof=1))
-    assert s.loc[("digits", "grda"), "flops_reduction_mean"] == pytest.approx(10.0)
+    assert s.loc[("digits", "grda"), "macs_reduction_mean"] == pytest.approx(10.0)
+    assert s.loc[("digits", "dense"), "loaded_runs"] == 1 and s.loc[("digits", "grda"), "loaded_runs"] == 0
     per_run = leaderboard.relative_to_dense(df[df["status"] == "ok"]).set_index("run_id")
     assert per_run.loc["g1", "time_vs_dense"] == pytest.approx(1.0)
 
@@ -150,9 +166,16 @@ def test_budgets_make_separate_sections() -> None:
     df = leaderboard.prepare(df)
     assert sorted(df["budget"]) == ["epochs=5 batch_size=32 lr=0.1 lr_schedule=constant",
                                     "epochs=60 batch_size=32 lr=0.1 lr_schedule=constant"]
-    # a non-default field is shown too
+    # a non-default field is shown too; an old run (no validation split) trained with val_fraction 0
     df = leaderboard.prepare(pd.DataFrame([row("a", "dense", 0, 0.9, 0.0) | {"budget.momentum": 0.9}]))
     assert df["budget"].item() == "epochs=60 batch_size=32 lr=0.1 lr_schedule=constant momentum=0.9"
+    df = leaderboard.prepare(pd.DataFrame([row("a", "dense", 0, 0.9, 0.0), old_row("b", "dense", 0, 0.9, 0.0)]))
+    assert sorted(df["budget"]) == ["epochs=60 batch_size=32 lr=0.1 lr_schedule=constant val_fraction=0",
+                                    "epochs=60 batch_size=32 lr=0.1 lr_schedule=constant val_fraction=0.1"]
+    # the recipe is a column and a section of its own, never part of the budget label
+    df = leaderboard.prepare(pd.DataFrame([row("a", "dense", 0, 0.9, 0.0), row("b", "dense", 0, 0.9, 0.0,
+                                                                              recipe="paper")]))
+    assert list(df["recipe"]) == ["paper", "shared"] and df["budget"].nunique() == 1
 
 
 def test_missing_columns_are_a_config_error() -> None:
@@ -211,8 +234,9 @@ def test_markdown_matches_golden_file(tmp_path: Path) -> None:
                                           plots=False, note="A fixed table.")
     assert again.read_text() == md
     table = pd.read_csv(tmp_path / "leaderboard.csv")
-    assert len(table) == 7 and set(table.columns) >= {"top1_mean", "top1_std", "seeds", "time_vs_dense"}
-    assert len(pd.read_csv(tmp_path / "matched_sparsity.csv")) == 3
+    assert len(table) == 8 and set(table.columns) >= {"top1_mean", "top1_ci", "seeds", "time_vs_dense"}
+    matched = pd.read_csv(tmp_path / "matched_sparsity.csv")
+    assert len(matched) == 5 and set(matched.columns) >= {"top1_ci", "p_vs_leader", "mark", "settings"}
 
 
 def test_hand_written_readme_text_survives_regeneration(tmp_path: Path) -> None:
@@ -225,13 +249,108 @@ def test_hand_written_readme_text_survives_regeneration(tmp_path: Path) -> None:
     assert md.endswith(leaderboard.END + "\n") and md.count(leaderboard.BEGIN) == 1 and "# first" not in md
 
 
-def test_best_matched_value_is_bold() -> None:
+def test_matched_values_and_ties_in_markdown() -> None:
     md = leaderboard.render(leaderboard.prepare(golden_runs()))
     # grda's front: seed means 0.960 @ 0.81 and 0.945 @ 0.955 (the diverged run left out); at 90%:
     # 0.960 - 0.015 * 0.09 / 0.145 = 0.95069; at 95%: 0.960 - 0.015 * 0.14 / 0.145 = 0.94552; 80%
-    # lies below its least sparse run (0.81 - 0.005): blank. magnitude: 0.95 @ 0.90, 0.90 @ 0.95
-    assert "| grda |  | **95.07** | **94.55** |  |" in md
-    assert "| magnitude |  | 95.00 | 90.00 |  |" in md
+    # lies below its least sparse run (0.81 - 0.005): blank. magnitude: 0.95 @ 0.90, 0.90 @ 0.95, one
+    # seed each: no shared seeds to test, so the leaders are tied. Half-width of two seeds 0.005
+    # apart: t(0.975, 1) * 0.00707 / sqrt(2) = 12.706 * 0.005 = 6.35 points.
+    assert "| shared | grda | 2 |  | *95.07 ± 6.35* (tied) | *94.55 ± 6.35* (tied) |  |  |" in md
+    assert "| shared | magnitude | 2 |  | *95.00* (tied) | *90.00* (tied) |  |  |" in md
+    assert "- **90%**: grda leads on validation (test top-1 95.07%); not significantly different from " \
+           "magnitude (too few shared seeds). No significant best: the leaders are tied." in md
+
+
+FIVE_SEEDS = range(5)
+
+
+def significance_table(b_top1: list[float]) -> pd.DataFrame:
+    """Three pruners at 90% sparsity, five seeds; a leads on validation, b and c follow."""
+    a_top1 = [0.95, 0.96, 0.97, 0.98, 0.99]
+    c_top1 = [0.80, 0.81, 0.79, 0.80, 0.82]
+    rows = [row(f"{p}{i}", p, i, t, 0.9, {"sparsity": 0.9}, val=v)
+            for p, tops, v in (("a", a_top1, 0.99), ("b", b_top1, 0.98), ("c", c_top1, 0.90))
+            for i, t in zip(FIVE_SEEDS, tops, strict=True)]
+    return leaderboard.prepare(pd.DataFrame(rows))
+
+
+def test_intervals_and_paired_significance_hand_computed() -> None:
+    from scipy import stats
+
+    # a - b per seed: 0.05, 0.04, 0.04, 0.05, 0.02: mean 0.04, sample sd sqrt(6e-4 / 4) = 0.0122474,
+    # t = 0.04 / (0.0122474 / sqrt 5) = 7.3030 with 4 degrees of freedom: p = 2 * P(T4 > 7.3030)
+    m = leaderboard.matched_sparsity(significance_table([0.90, 0.92, 0.93, 0.93, 0.97]), targets=(0.9,))
+    m = m.set_index("pruner")
+    assert list(m.sort_values("rank").index) == ["a", "b", "c"]  # ranked on validation
+    assert m.loc["b", "diff_vs_leader"] == pytest.approx(0.04)
+    assert m.loc["b", "p_vs_leader"] == pytest.approx(2 * stats.t.sf(7.3030, 4), rel=1e-4)
+    assert m.loc["b", "p_vs_leader"] < 0.01 and m.loc["b", "pairs"] == 5
+    # a: mean 0.97, sd 0.0158114; half-width t(0.975, 4) = 2.776445 * 0.0158114 / sqrt 5 = 0.0196324
+    assert m.loc["a", "top1_mean"] == pytest.approx(0.97)
+    assert m.loc["a", "top1_ci"] == pytest.approx(2.776445 * 0.0158114 / 5**0.5, rel=1e-5)
+    assert leaderboard.t_halfwidth(0.02, 3) == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-6)
+    assert list(m.sort_values("rank")["mark"]) == ["best", "", ""]
+    # b within noise of a (differences 0.01, -0.01, 0.02, -0.02, 0.01: p = 0.80): a and b tied, c not
+    m = leaderboard.matched_sparsity(significance_table([0.94, 0.97, 0.95, 1.00, 0.98]), targets=(0.9,))
+    assert list(m.sort_values("rank")["mark"]) == ["tied", "tied", ""]
+    text = " ".join(leaderboard.significance_text(m, (0.9,)))
+    assert "a leads on validation" in text and "significantly better than c (by 16.60 points" in text
+    assert "not significantly different from b (p = 0.7" in text and "the leaders are tied" in text
+
+
+def test_selection_uses_validation_not_test() -> None:
+    # two grda settings at the same sparsity: x is better on validation, y on test
+    rows = [row(f"x{i}", "grda", i, 0.90, 0.9, {"c": 0.01}, val=0.97) for i in FIVE_SEEDS]
+    rows += [row(f"y{i}", "grda", i, 0.97, 0.9, {"c": 0.02}, val=0.93) for i in FIVE_SEEDS]
+    df = leaderboard.prepare(pd.DataFrame(rows))
+    m = leaderboard.matched_sparsity(df, targets=(0.9,))
+    assert m["top1_mean"].item() == pytest.approx(0.90) and m["validated"].item()  # x's test top-1
+    front = leaderboard.fronts(leaderboard.summarize(df))
+    assert list(front["setting"]) == ["c=0.01"]
+    # without validation top-1 (old results) the same table selects on test, and says so
+    old = leaderboard.prepare(pd.DataFrame(rows).drop(columns="val_top1"))
+    m = leaderboard.matched_sparsity(old, targets=(0.9,))
+    assert m["top1_mean"].item() == pytest.approx(0.97) and not m["validated"].item()
+    assert "97.00 ± 0.00 †" in leaderboard.render(old, targets=(0.9,))
+
+
+def test_old_result_files_load_and_are_shown_as_not_validation_selected(tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "grda-old"
+    run.mkdir()
+    result = {k: v for k, v in row("grda-old", "grda", 0, 0.95, 0.9, {"c": 0.02}).items()
+              if not k.startswith(("hparams.", "budget.", "val_top1", "macs_", "num_test", "peak_tensor"))}
+    result |= {"config_hash": "x", "hparams": {"c": 0.02}, "budget": {"epochs": 60},
+               "flops_dense": 1000.0, "flops_sparse": 100.0}
+    (run / "result.json").write_text(json.dumps(result))
+    runs = results.load(tmp_path)
+    assert runs["macs_dense"].item() == 1000.0 and runs["macs_sparse"].item() == 100.0  # renamed on load
+    assert runs["val_top1"].isna().all()
+    df = leaderboard.prepare(runs)
+    assert not df["validated"].any() and (df["budget.val_fraction"] == 0).all()
+    assert "| shared | grda | 1 |  | 95.00 † |" in leaderboard.render(df)
+
+
+def test_palette_is_fixed_by_the_registry_and_shared_by_every_figure(tmp_path: Path, monkeypatch) -> None:
+    from bench import plots
+
+    assert plots.pruner_palette(["grda"])["grda"] == plots.pruner_palette(["grda", "zzz_plugin"])["grda"]
+    seen = []
+    for name in ("accuracy_sparsity", "sparsity_epochs", "cost_vs_dense"):
+        real = getattr(plots, name)
+
+        def spy(*args, _real=real, **kw):
+            seen.append(next(a for a in args if isinstance(a, dict)))
+            return _real(*args, **kw)
+        monkeypatch.setattr(plots, name, spy)
+    runs = golden_runs()
+    history = pd.DataFrame([{"run_id": r.run_id, "pruner": r.pruner, "model": r.model, "dataset": r.dataset,
+                             "seed": r.seed, "epoch": 0, "sparsity": r.sparsity, "top1": r.top1}
+                            for r in runs.itertuples()])
+    leaderboard.write_leaderboard(runs, tmp_path, history, golden_published(), plots=True)
+    assert len(seen) >= 5 and all(p == seen[0] for p in seen)
 
 
 def test_plots_are_written_as_png_and_linked(tmp_path: Path) -> None:
@@ -246,11 +365,13 @@ def test_plots_are_written_as_png_and_linked(tmp_path: Path) -> None:
     md = readme.read_text()
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [f"{section}-{fig}.png" for section in ("digits-mlp", "imagenet-resnet50")
-                    for fig in ("accuracy-sparsity", "cost", "sparsity-epoch")]
+                    for fig in ("accuracy-compression", "accuracy-sparsity", "cost", "sparsity-epoch")]
     for name in pngs:
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
         assert f"]({name})" in md
+        svg = (tmp_path / name).with_suffix(".svg")
+        assert svg.read_text().lstrip().startswith("<?xml") and f"]({svg.name})" in md
 
 
 def test_leaderboard_cli(tmp_path: Path, capsys) -> None:
