@@ -57,10 +57,21 @@ SECTION = ["dataset", "model", "recipe", "budget"]
 SETTING = [*SECTION, "pruner", "setting"]
 # what a table needs to make a board; other run-record metrics missing from it are unknown (NaN)
 REQUIRED = ("run_id", "pruner", "model", "dataset", "seed", "status", "top1", "sparsity")
-MEASURES = ("top1", "val_top1", "select_top1", "sparsity", "macs_reduction", "train_time_s", "peak_tensor_bytes",
-            "state_bytes")
-COSTS = {"train_time_s": "time_vs_dense", "peak_tensor_bytes": "memory_vs_dense",
-         "state_bytes": "state_vs_dense"}  # measure -> its ratio to dense
+MEASURES = (
+    "top1",
+    "val_top1",
+    "select_top1",
+    "sparsity",
+    "macs_reduction",
+    "train_time_s",
+    "peak_tensor_bytes",
+    "state_bytes",
+)
+COSTS = {
+    "train_time_s": "time_vs_dense",
+    "peak_tensor_bytes": "memory_vs_dense",
+    "state_bytes": "state_vs_dense",
+}  # measure -> its ratio to dense
 BUDGET_SHOWN = ("epochs", "batch_size", "lr", "lr_schedule")  # always in the budget label
 BUDGET_OWN_COLUMN = ("recipe",)  # budget fields with a column (and section) of their own, not in the label
 PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "leaderboards" / "published.csv"
@@ -68,6 +79,7 @@ PUBLISHED_COLUMNS = ("dataset", "model", "pruner", "setting", "sparsity", "top1"
 MIB = 2**20
 NOT_VALIDATED = "†"  # marks values selected on test top-1 (runs without a validation split)
 LOADED = "‡"  # marks times measured on a loaded machine
+NO_TEST = "too few shared seeds"  # a paired test needs two seeds both pruners completed
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -94,8 +106,10 @@ def _per_distinct_row(
 def _budget_labels(df: pd.DataFrame) -> pd.Series:
     """`epochs=60 batch_size=32 lr=0.1 lr_schedule=constant` plus every budget field that is not
     at its default in some row, so that two different budgets never share a label."""
-    defaults = {k: json.dumps(list(v)) if isinstance(v, tuple) else _fmt_value(v)
-                for k, v in dataclasses.asdict(Budget()).items()}  # tuples are JSON text in the table
+    defaults = {
+        k: json.dumps(list(v)) if isinstance(v, tuple) else _fmt_value(v)
+        for k, v in dataclasses.asdict(Budget()).items()
+    }  # tuples are JSON text in the table
     cols = [c for c in df.columns if c.startswith("budget.") and c[7:] not in BUDGET_OWN_COLUMN]
     if not cols:
         return pd.Series("-", index=df.index)
@@ -153,8 +167,10 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     hyperparameter values)."""
     missing = [c for c in REQUIRED if c not in runs.columns]
     if missing:
-        raise ConfigError(f"{where}: missing column(s) {', '.join(missing)}; expected a table written by "
-                          f"`bench gather` (columns {', '.join(REQUIRED)}, hparams.*, budget.*)")
+        raise ConfigError(
+            f"{where}: missing column(s) {', '.join(missing)}; expected a table written by "
+            f"`bench gather` (columns {', '.join(REQUIRED)}, hparams.*, budget.*)"
+        )
     df = runs.copy()
     for old, new in record.RENAMED.items():  # tables holding results written under an older field name
         if old in df.columns:
@@ -166,9 +182,16 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     df["recipe"] = df["budget.recipe"].astype(str)
     df["budget"] = _budget_labels(df)
     hp = sorted(c for c in df.columns if c.startswith("hparams."))
-    df = df.assign(_rank=df["pruner"] != "dense").sort_values(
-        ["dataset", "model", "recipe", "budget", "_rank", "pruner", *hp, "seed"], kind="stable",
-        na_position="last").drop(columns="_rank").reset_index(drop=True)
+    df = (
+        df.assign(_rank=df["pruner"] != "dense")
+        .sort_values(
+            ["dataset", "model", "recipe", "budget", "_rank", "pruner", *hp, "seed"],
+            kind="stable",
+            na_position="last",
+        )
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
     ok = df["status"] == "ok"
     df["setting"] = pd.Series("-", index=df.index, dtype=str)
     if ok.any():
@@ -231,8 +254,16 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         stats_[(m, "ci")] = t_halfwidth(stats_[(m, "std")], stats_[(m, "count")])
     stats_ = stats_.drop(columns=[(m, "count") for m in MEASURES])
     stats_.columns = [f"{m}_{s}" for m, s in stats_.columns]
-    extra = pd.concat([g["hparams"].first(), g.size().rename("seeds"), g["validated"].all(),
-                       g["loaded"].sum().rename("loaded_runs"), g["num_test"].max()], axis=1)
+    extra = pd.concat(
+        [
+            g["hparams"].first(),
+            g.size().rename("seeds"),
+            g["validated"].all(),
+            g["loaded"].sum().rename("loaded_runs"),
+            g["num_test"].max(),
+        ],
+        axis=1,
+    )
     summary = pd.concat([extra, stats_], axis=1).reset_index()
     summary = summary.merge(dense_reference(ok), on=SECTION, how="left")
     for col, rel in COSTS.items():
@@ -251,8 +282,14 @@ def pareto_front(points: pd.DataFrame, x: str = "sparsity", y: str = "top1") -> 
     return p[p[y] > best_so_far].sort_values(x)
 
 
-def interpolate(front: pd.DataFrame, targets: tuple[float, ...] = TARGETS, tolerance: float = TOLERANCE,
-                lowest: float | None = None, x: str = "sparsity", y: str = "top1") -> np.ndarray:
+def interpolate(
+    front: pd.DataFrame,
+    targets: tuple[float, ...] = TARGETS,
+    tolerance: float = TOLERANCE,
+    lowest: float | None = None,
+    x: str = "sparsity",
+    y: str = "top1",
+) -> np.ndarray:
     """`y` at each target `x` on the front: linear between front points, flat below the least
     sparse one (a sparser point is at least as accurate); NaN for targets not around the runs,
     i.e. outside [`lowest` (the least sparse run; default: the front's) - tolerance, the sparsest
@@ -265,8 +302,9 @@ def interpolate(front: pd.DataFrame, targets: tuple[float, ...] = TARGETS, toler
     return np.asarray(out, float)
 
 
-def front_weights(xs: np.ndarray, target: float, tolerance: float = TOLERANCE,
-                  lowest: float | None = None) -> list[tuple[int, float]] | None:
+def front_weights(
+    xs: np.ndarray, target: float, tolerance: float = TOLERANCE, lowest: float | None = None
+) -> list[tuple[int, float]] | None:
     """How the value at `target` is read off a front with sparsities `xs` (ascending): (index, weight)
     pairs, or None when the target is not around the runs (see `interpolate`)."""
     if len(xs) == 0:
@@ -286,22 +324,29 @@ def front_weights(xs: np.ndarray, target: float, tolerance: float = TOLERANCE,
 def _points(summary: pd.DataFrame) -> pd.DataFrame:
     """The non-dense settings as points: `sparsity`, `select` (selection top-1) and `top1` (test) means."""
     pts = summary[summary["pruner"] != "dense"]
-    return pts.rename(columns={"sparsity_mean": "sparsity", "select_top1_mean": "select", "top1_mean": "top1"})
+    return pts.rename(
+        columns={"sparsity_mean": "sparsity", "select_top1_mean": "select", "top1_mean": "top1"}
+    )
 
 
 def target_column(t: float) -> str:
     return f"at_{100 * t:g}"
 
 
-def matched_per_seed(df: pd.DataFrame, summary: pd.DataFrame, targets: tuple[float, ...] = TARGETS,
-                     tolerance: float = TOLERANCE) -> pd.DataFrame:
+def matched_per_seed(
+    df: pd.DataFrame,
+    summary: pd.DataFrame,
+    targets: tuple[float, ...] = TARGETS,
+    tolerance: float = TOLERANCE,
+) -> pd.DataFrame:
     """Per (section, pruner, target, seed): test and selection top-1 at the target, read off the
     pruner's validation Pareto front with the weights of its seed means (seeds that every setting
     involved completed). Columns: SECTION, pruner, settings (how many the pruner was tuned over),
     target, seed, top1, select, validated."""
     ok = df[df["status"] == "ok"]
-    per_seed = {key: g.set_index("seed")[["top1", "select_top1"]]
-                for key, g in ok.groupby(SETTING, sort=False)}
+    per_seed = {
+        key: g.set_index("seed")[["top1", "select_top1"]] for key, g in ok.groupby(SETTING, sort=False)
+    }
     rows = []
     for key, pts in _points(summary).groupby([*SECTION, "pruner"], sort=False):
         front = pareto_front(pts, y="select")
@@ -314,27 +359,55 @@ def matched_per_seed(df: pd.DataFrame, summary: pd.DataFrame, targets: tuple[flo
             seeds = sorted(set.intersection(*(set(p.index) for p, _ in parts)))
             value = sum(w * p.loc[seeds] for p, w in parts)
             validated = bool(front["validated"].iloc[[i for i, _ in weights]].all())
-            rows += [(*key, len(pts), t, seed, value.at[seed, "top1"], value.at[seed, "select_top1"], validated)
-                     for seed in seeds]
-    return pd.DataFrame(rows, columns=[*SECTION, "pruner", "settings", "target", "seed", "top1", "select",
-                                       "validated"])
+            rows += [
+                (*key, len(pts), t, seed, value.at[seed, "top1"], value.at[seed, "select_top1"], validated)
+                for seed in seeds
+            ]
+    return pd.DataFrame(
+        rows, columns=[*SECTION, "pruner", "settings", "target", "seed", "top1", "select", "validated"]
+    )
 
 
-def matched_sparsity(df: pd.DataFrame, summary: pd.DataFrame | None = None, targets: tuple[float, ...] = TARGETS,
-                     tolerance: float = TOLERANCE, alpha: float = ALPHA) -> pd.DataFrame:
+def matched_sparsity(
+    df: pd.DataFrame,
+    summary: pd.DataFrame | None = None,
+    targets: tuple[float, ...] = TARGETS,
+    tolerance: float = TOLERANCE,
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
     """Per (section, target, pruner): test top-1 at the target (`top1_mean`, `top1_ci`, `seeds`), the
     selection top-1 it ranks by (`select_mean`), `settings`, `validated`, `rank`, and the verdict of
     the paired tests against the leader: `diff_vs_leader`, `p_vs_leader`, `pairs`, `mark` ("best":
     significantly better than the runner-up; "tied": among the leaders no test separates; "")."""
     summary = summarize(df) if summary is None else summary
     seeds = matched_per_seed(df, summary, targets, tolerance)
-    cols = [*SECTION, "target", "pruner", "settings", "validated", "seeds", "top1_mean", "top1_ci", "select_mean",
-            "rank", "diff_vs_leader", "p_vs_leader", "pairs", "mark"]
+    cols = [
+        *SECTION,
+        "target",
+        "pruner",
+        "settings",
+        "validated",
+        "seeds",
+        "top1_mean",
+        "top1_ci",
+        "select_mean",
+        "rank",
+        "diff_vs_leader",
+        "p_vs_leader",
+        "pairs",
+        "mark",
+    ]
     if seeds.empty:
         return pd.DataFrame(columns=cols)
     g = seeds.groupby([*SECTION, "target", "pruner"], sort=False)
-    m = g.agg(settings=("settings", "first"), validated=("validated", "all"), seeds=("seed", "size"),
-              top1_mean=("top1", "mean"), top1_std=("top1", "std"), select_mean=("select", "mean")).reset_index()
+    m = g.agg(
+        settings=("settings", "first"),
+        validated=("validated", "all"),
+        seeds=("seed", "size"),
+        top1_mean=("top1", "mean"),
+        top1_std=("top1", "std"),
+        select_mean=("select", "mean"),
+    ).reset_index()
     m["top1_ci"] = t_halfwidth(m.pop("top1_std"), m["seeds"])
     parts = []
     by_cell = dict(tuple(seeds.groupby([*SECTION, "target"], sort=False)))
@@ -343,8 +416,12 @@ def matched_sparsity(df: pd.DataFrame, summary: pd.DataFrame | None = None, targ
         cell["rank"] = range(1, len(cell) + 1)
         leader = cell.iloc[0]
         per_seed = {p: v.set_index("seed")["top1"] for p, v in by_cell[key].groupby("pruner")}
-        tests = [paired_test(per_seed[leader["pruner"]], per_seed[p]) if p != leader["pruner"] else
-                 (np.nan, np.nan, 0) for p in cell["pruner"]]
+        tests = [
+            paired_test(per_seed[leader["pruner"]], per_seed[p])
+            if p != leader["pruner"]
+            else (np.nan, np.nan, 0)
+            for p in cell["pruner"]
+        ]
         cell["diff_vs_leader"], cell["p_vs_leader"], cell["pairs"] = map(list, zip(*tests, strict=True))
         worse = (cell["p_vs_leader"] < alpha) & (cell["diff_vs_leader"] > 0)  # significantly below the leader
         mark = [""] * len(cell)
@@ -360,7 +437,9 @@ def matched_sparsity(df: pd.DataFrame, summary: pd.DataFrame | None = None, targ
 
 def fronts(summary: pd.DataFrame) -> pd.DataFrame:
     """Every pruner's validation Pareto front (points = per-setting seed means), one table."""
-    parts = [pareto_front(p, y="select") for _, p in _points(summary).groupby([*SECTION, "pruner"], sort=False)]
+    parts = [
+        pareto_front(p, y="select") for _, p in _points(summary).groupby([*SECTION, "pruner"], sort=False)
+    ]
     return pd.concat(parts, ignore_index=True) if parts else _points(summary).iloc[:0]
 
 
@@ -380,14 +459,17 @@ def load_published(path: str | Path | None = None) -> pd.DataFrame:
         raise ConfigError(f"{path}: cannot read the published rows ({e})") from None
     missing = [c for c in PUBLISHED_COLUMNS if c not in pub.columns]
     if missing:
-        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; "
-                          f"expected columns {', '.join(PUBLISHED_COLUMNS)}")
+        raise ConfigError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected columns {', '.join(PUBLISHED_COLUMNS)}"
+        )
     for col in ("sparsity", "top1"):
         values = pd.to_numeric(pub[col], errors="coerce")
         bad = pub.index[values.isna() | (values < 0) | (values > 1)]
         if len(bad):
-            raise ConfigError(f"{path}: data row {bad[0] + 1}, column {col} = {pub.loc[bad[0], col]}: "
-                              "expected a fraction in [0, 1]")
+            raise ConfigError(
+                f"{path}: data row {bad[0] + 1}, column {col} = {pub.loc[bad[0], col]}: "
+                "expected a fraction in [0, 1]"
+            )
         pub[col] = values
     pub["setting"] = pub["setting"].fillna("-")
     return pub.sort_values(["dataset", "model", "pruner", "sparsity", "setting"]).reset_index(drop=True)
@@ -404,10 +486,12 @@ def _in_section(t: pd.DataFrame, key: tuple[str, ...], budget: bool = True) -> p
 
 def _pm(mean: pd.Series, half: pd.Series, fmt: str, scale: float = 1.0) -> pd.Series:
     """`mean ± half-width` (one seed, whose interval is NaN, shows the mean only; NaN mean: blank)."""
+
     def one(m: float, h: float) -> str:
         if pd.isna(m):
             return ""
         return f"{m * scale:{fmt}}" + ("" if pd.isna(h) else f" ± {h * scale:{fmt}}")
+
     return pd.Series([one(m, h) for m, h in zip(mean, half, strict=True)], index=mean.index, dtype=str)
 
 
@@ -417,19 +501,24 @@ def _num(values: pd.Series, fmt: str, scale: float = 1.0) -> pd.Series:
 
 def _main_table(s: pd.DataFrame) -> str:
     time = _pm(s["train_time_s_mean"], s["train_time_s_ci"], ".1f")
-    t = pd.DataFrame({
-        "recipe": s["recipe"], "pruner": s["pruner"], "setting": s["setting"], "seeds": s["seeds"].astype(str),
-        "test top-1 %": _pm(s["top1_mean"], s["top1_ci"], ".2f", 100),
-        "val top-1 %": _pm(s["val_top1_mean"], s["val_top1_ci"], ".2f", 100),
-        "sparsity %": _pm(s["sparsity_mean"], s["sparsity_ci"], ".2f", 100),
-        "MACs reduction ×": _pm(s["macs_reduction_mean"], s["macs_reduction_ci"], ".2f"),
-        "train time s": time.where((s["loaded_runs"] == 0) | (time == ""), time + " " + LOADED),
-        "time vs dense": _num(s["time_vs_dense"], ".2f"),
-        "training peak MiB": _pm(s["peak_tensor_bytes_mean"], s["peak_tensor_bytes_ci"], ".3f", 1 / MIB),
-        "memory vs dense": _num(s["memory_vs_dense"], ".2f"),
-        "state MiB": _num(s["state_bytes_mean"], ".3f", 1 / MIB),
-        "state vs dense": _num(s["state_vs_dense"], ".2f"),
-    })
+    t = pd.DataFrame(
+        {
+            "recipe": s["recipe"],
+            "pruner": s["pruner"],
+            "setting": s["setting"],
+            "seeds": s["seeds"].astype(str),
+            "test top-1 %": _pm(s["top1_mean"], s["top1_ci"], ".2f", 100),
+            "val top-1 %": _pm(s["val_top1_mean"], s["val_top1_ci"], ".2f", 100),
+            "sparsity %": _pm(s["sparsity_mean"], s["sparsity_ci"], ".2f", 100),
+            "MACs reduction ×": _pm(s["macs_reduction_mean"], s["macs_reduction_ci"], ".2f"),
+            "train time s": time.where((s["loaded_runs"] == 0) | (time == ""), time + " " + LOADED),
+            "time vs dense": _num(s["time_vs_dense"], ".2f"),
+            "training peak MiB": _pm(s["peak_tensor_bytes_mean"], s["peak_tensor_bytes_ci"], ".3f", 1 / MIB),
+            "memory vs dense": _num(s["memory_vs_dense"], ".2f"),
+            "state MiB": _num(s["state_bytes_mean"], ".3f", 1 / MIB),
+            "state vs dense": _num(s["state_vs_dense"], ".2f"),
+        }
+    )
     return table(t, right=set(t.columns) - {"recipe", "pruner", "setting"})
 
 
@@ -441,8 +530,13 @@ def _matched_cell(r: pd.Series) -> str:
 
 def _matched_table(m: pd.DataFrame, targets: tuple[float, ...]) -> str:
     pruners = list(dict.fromkeys(m.sort_values("pruner", kind="stable")["pruner"]))
-    t = pd.DataFrame({"recipe": m["recipe"].iat[0], "pruner": pruners,
-                      "settings": [str(m.loc[m["pruner"] == p, "settings"].iat[0]) for p in pruners]})
+    t = pd.DataFrame(
+        {
+            "recipe": m["recipe"].iat[0],
+            "pruner": pruners,
+            "settings": [str(m.loc[m["pruner"] == p, "settings"].iat[0]) for p in pruners],
+        }
+    )
     for target in targets:
         cells = {r["pruner"]: _matched_cell(r) for _, r in m[m["target"] == target].iterrows()}
         t[f"top-1 % at {100 * target:g}%"] = [cells.get(p, "") for p in pruners]
@@ -453,7 +547,9 @@ def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def significance_text(m: pd.DataFrame, targets: tuple[float, ...] = TARGETS, alpha: float = ALPHA) -> list[str]:
+def significance_text(
+    m: pd.DataFrame, targets: tuple[float, ...] = TARGETS, alpha: float = ALPHA
+) -> list[str]:
     """In words, per target sparsity of one section: who leads and which differences to the leader
     are significant (paired t-tests on test top-1 over shared seeds, level `alpha`)."""
     lines = []
@@ -461,32 +557,63 @@ def significance_text(m: pd.DataFrame, targets: tuple[float, ...] = TARGETS, alp
         cell = m[m["target"] == target].sort_values("rank")
         level = f"{100 * target:g}%"
         if len(cell) < 2:
-            lines.append(f"- **{level}**: " + ("only " + cell["pruner"].iat[0] + " has runs here; nothing to compare."
-                                               if len(cell) else "no pruner has runs here."))
+            lines.append(
+                f"- **{level}**: "
+                + (
+                    "only " + cell["pruner"].iat[0] + " has runs here; nothing to compare."
+                    if len(cell)
+                    else "no pruner has runs here."
+                )
+            )
             continue
         lead = cell.iloc[0]
-        head = f"- **{level}**: {lead['pruner']} leads on validation (test top-1 {100 * lead['top1_mean']:.2f}%)"
-        worse = [r for _, r in cell.iloc[1:].iterrows() if r["p_vs_leader"] < alpha and r["diff_vs_leader"] > 0]
-        same = [r for _, r in cell.iloc[1:].iterrows() if not (r["p_vs_leader"] < alpha and r["diff_vs_leader"] > 0)]
+        head = (
+            f"- **{level}**: {lead['pruner']} leads on validation (test top-1 {100 * lead['top1_mean']:.2f}%)"
+        )
+        worse = [
+            r for _, r in cell.iloc[1:].iterrows() if r["p_vs_leader"] < alpha and r["diff_vs_leader"] > 0
+        ]
+        same = [
+            r
+            for _, r in cell.iloc[1:].iterrows()
+            if not (r["p_vs_leader"] < alpha and r["diff_vs_leader"] > 0)
+        ]
         parts = []
         if worse:
-            parts.append("significantly better than " + ", ".join(
-                f"{r['pruner']} (by {100 * r['diff_vs_leader']:.2f} points, {_p(r['p_vs_leader'])})" for r in worse))
+            parts.append(
+                "significantly better than "
+                + ", ".join(
+                    f"{r['pruner']} (by {100 * r['diff_vs_leader']:.2f} points, {_p(r['p_vs_leader'])})"
+                    for r in worse
+                )
+            )
         if same:
-            parts.append("not significantly different from " + ", ".join(
-                f"{r['pruner']} ({_p(r['p_vs_leader']) if pd.notna(r['p_vs_leader']) else 'too few shared seeds'})"
-                for r in same))
-        verdict = ("It is significantly the best." if lead["mark"] == "best" else
-                   "No significant best: the leaders are tied.")
+            parts.append(
+                "not significantly different from "
+                + ", ".join(
+                    f"{r['pruner']} ({_p(r['p_vs_leader']) if pd.notna(r['p_vs_leader']) else NO_TEST})"
+                    for r in same
+                )
+            )
+        verdict = (
+            "It is significantly the best."
+            if lead["mark"] == "best"
+            else "No significant best: the leaders are tied."
+        )
         lines.append(f"{head}; {'; '.join(parts)}. {verdict}")
     return lines
 
 
 def _published_table(p: pd.DataFrame) -> str:
-    t = pd.DataFrame({
-        "pruner": p["pruner"], "setting": p["setting"], "sparsity %": _num(p["sparsity"], ".2f", 100),
-        "top-1 %": _num(p["top1"], ".2f", 100), "source": p["source"].fillna("").astype(str),
-    })
+    t = pd.DataFrame(
+        {
+            "pruner": p["pruner"],
+            "setting": p["setting"],
+            "sparsity %": _num(p["sparsity"], ".2f", 100),
+            "top-1 %": _num(p["top1"], ".2f", 100),
+            "source": p["source"].fillna("").astype(str),
+        }
+    )
     if "note" in p.columns:
         t["note"] = p["note"].fillna("").astype(str)
     return table(t, right={"sparsity %", "top-1 %"})
@@ -495,8 +622,11 @@ def _published_table(p: pd.DataFrame) -> str:
 def _provenance(runs: pd.DataFrame) -> str:
     counts = runs["status"].value_counts()
     parts = [", ".join(f"{int(counts.get(s, 0))} {s}" for s in results.STATUSES) + " runs"]
-    for col, label, short in (("git_sha", "git", 7), ("device", "device", None),
-                              ("torch_version", "torch", None)):
+    for col, label, short in (
+        ("git_sha", "git", 7),
+        ("device", "device", None),
+        ("torch_version", "torch", None),
+    ):
         if col in runs.columns:
             values = sorted({str(v)[:short] for v in runs[col].dropna()})
             parts.append(f"{label} {', '.join(values) or 'unknown'}")
@@ -533,7 +663,8 @@ def _matched_note(targets: tuple[float, ...], tolerance: float, alpha: float) ->
         "read with the same weights). Blank where the pruner has no runs around the level: below its least "
         f"sparse run or beyond its sparsest run by more than {100 * tolerance:g} points (no extrapolation). "
         "*settings*: how many settings the pruner was tuned over. Pruners are ranked by validation top-1; "
-        f"**bold**: the leader is better than the runner-up by a paired t-test (two-sided, level {alpha:g}) on "
+        "**bold**: the leader is better than the runner-up by a paired t-test (two-sided, level "
+        f"{alpha:g}) on "
         "the per-seed differences of test top-1 (runs sharing a seed share initialisation and data order); "
         "*(tied)*: no such difference, the leader and every pruner not significantly worse than it. No "
         "correction for multiple comparisons."
@@ -542,13 +673,27 @@ def _matched_note(targets: tuple[float, ...], tolerance: float, alpha: float) ->
 
 def _loaded_note(runs: pd.DataFrame) -> list[str]:
     n = int(runs.loc[runs["status"] == "ok", "loaded"].sum())
-    return [f"{LOADED} {n} run(s) of this section were timed on a loaded machine: compare their times with "
-            "care.", ""] if n else []
+    return (
+        [
+            f"{LOADED} {n} run(s) of this section were timed on a loaded machine: compare their times with "
+            "care.",
+            "",
+        ]
+        if n
+        else []
+    )
 
 
-def render(df: pd.DataFrame, published: pd.DataFrame | None = None, title: str = "Leaderboard",
-           figures: dict[tuple[str, ...], list[tuple[str, str]]] | None = None, note: str = "",
-           targets: tuple[float, ...] = TARGETS, tolerance: float = TOLERANCE, alpha: float = ALPHA) -> str:
+def render(
+    df: pd.DataFrame,
+    published: pd.DataFrame | None = None,
+    title: str = "Leaderboard",
+    figures: dict[tuple[str, ...], list[tuple[str, str]]] | None = None,
+    note: str = "",
+    targets: tuple[float, ...] = TARGETS,
+    tolerance: float = TOLERANCE,
+    alpha: float = ALPHA,
+) -> str:
     """The leaderboard Markdown for a prepared table (see `prepare`); deterministic."""
     summary = summarize(df)
     matched = matched_sparsity(df, summary, targets, tolerance, alpha)
@@ -558,23 +703,39 @@ def render(df: pd.DataFrame, published: pd.DataFrame | None = None, title: str =
     out += [INTRO, ""]
     for key, runs in df.groupby(SECTION, sort=True):
         dataset, model, recipe, budget = key
-        out += [f"## {dataset} / {model} · {recipe} recipe · {_test_size(runs)}", "",
-                f"Budget: `{budget}` · recipe `{recipe}` · {_provenance(runs)}", ""]
+        out += [
+            f"## {dataset} / {model} · {recipe} recipe · {_test_size(runs)}",
+            "",
+            f"Budget: `{budget}` · recipe `{recipe}` · {_provenance(runs)}",
+            "",
+        ]
         s = _in_section(summary, key)
         out += [_main_table(s) if len(s) else "No finished runs.", ""]
         out += _loaded_note(runs)
         m = _in_section(matched, key)
         if len(m):
-            out += ["### Accuracy at matched sparsity", "", _matched_note(targets, tolerance, alpha), "",
-                    _matched_table(m, targets), ""]
+            out += [
+                "### Accuracy at matched sparsity",
+                "",
+                _matched_note(targets, tolerance, alpha),
+                "",
+                _matched_table(m, targets),
+                "",
+            ]
             out += ["### Which differences are significant", "", *significance_text(m, targets, alpha), ""]
         if published is not None:
             p = _in_section(published, key, budget=False)
             if len(p):
                 out += ["### Published", "", _published_table(p), ""]
         if figures and figures.get(key):
-            out += ["### Figures", ""] + [f"![{alt}]({name}) ([SVG]({Path(name).with_suffix('.svg')}))"
-                                          for alt, name in figures[key]] + [""]
+            out += (
+                ["### Figures", ""]
+                + [
+                    f"![{alt}]({name}) ([SVG]({Path(name).with_suffix('.svg')}))"
+                    for alt, name in figures[key]
+                ]
+                + [""]
+            )
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -596,8 +757,9 @@ def _slugs(df: pd.DataFrame) -> dict[tuple[str, ...], str]:
     return slugs
 
 
-def _figures(df: pd.DataFrame, history: pd.DataFrame | None, published: pd.DataFrame | None,
-             out: Path) -> dict[tuple[str, ...], list[tuple[str, str]]]:
+def _figures(
+    df: pd.DataFrame, history: pd.DataFrame | None, published: pd.DataFrame | None, out: Path
+) -> dict[tuple[str, ...], list[tuple[str, str]]]:
     from bench import plots
 
     summary = summarize(df)
@@ -619,8 +781,16 @@ def _figures(df: pd.DataFrame, history: pd.DataFrame | None, published: pd.DataF
         if len(pts) or (pub is not None and len(pub)):
             for kind, log_density in (("accuracy-sparsity", False), ("accuracy-compression", True)):
                 name = f"{slug}-{kind}.png"
-                plots.accuracy_sparsity(pts, _in_section(front, key), out / name, palette, pub, dense_ref, title,
-                                        log_density=log_density)
+                plots.accuracy_sparsity(
+                    pts,
+                    _in_section(front, key),
+                    out / name,
+                    palette,
+                    pub,
+                    dense_ref,
+                    title,
+                    log_density=log_density,
+                )
                 items.append((kind.replace("-", " vs "), name))
         if history is not None and len(history):
             hist = history.merge(runs[["run_id", "pruner", "setting"]], on=["run_id", "pruner"])
@@ -636,9 +806,16 @@ def _figures(df: pd.DataFrame, history: pd.DataFrame | None, published: pd.DataF
     return figs
 
 
-def write_leaderboard(runs: pd.DataFrame, out: str | Path, history: pd.DataFrame | None = None,
-                      published: pd.DataFrame | None = None, title: str | None = None, plots: bool = True,
-                      note: str = "", where: str = "results") -> Path:
+def write_leaderboard(
+    runs: pd.DataFrame,
+    out: str | Path,
+    history: pd.DataFrame | None = None,
+    published: pd.DataFrame | None = None,
+    title: str | None = None,
+    plots: bool = True,
+    note: str = "",
+    where: str = "results",
+) -> Path:
     """Write README.md, leaderboard.csv, matched_sparsity.csv and (with `plots`) PNG and SVG figures
     into `out`; returns the README path."""
     out = Path(out)
@@ -664,7 +841,7 @@ def _merge_readme(path: Path, generated: str) -> str:
     hand-written description above the table survives `bench board`)."""
     old = path.read_text() if path.is_file() else ""
     if BEGIN in old and END in old:
-        before, after = old[: old.index(BEGIN)], old[old.index(END) + len(END):].lstrip("\n")
+        before, after = old[: old.index(BEGIN)], old[old.index(END) + len(END) :].lstrip("\n")
     else:
         before, after = old, ""
     before = before.rstrip("\n") + "\n\n" if before.strip() else ""
@@ -677,9 +854,16 @@ def _merge_readme(path: Path, generated: str) -> str:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     runs, history = results.read(args.results)
     published = load_published(args.published) if args.published != "none" else None
-    readme = write_leaderboard(runs, args.output, history, published, args.title, plots=not args.no_plots,
-                               note=f"Generated by `bench leaderboard` from `{Path(args.results).name}`.",
-                               where=str(args.results))
+    readme = write_leaderboard(
+        runs,
+        args.output,
+        history,
+        published,
+        args.title,
+        plots=not args.no_plots,
+        note=f"Generated by `bench leaderboard` from `{Path(args.results).name}`.",
+        where=str(args.results),
+    )
     print(f"wrote {readme}", file=sys.stderr)
     return 0
 
@@ -688,7 +872,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="runs table from `bench gather` (its .history.parquet is used if there)")
     p.add_argument("-o", "--output", required=True, help="folder for README.md, CSV and PNG files")
     p.add_argument("--title", help="Markdown title (default: Leaderboard: <output folder name>)")
-    p.add_argument("--published", default=None,
-                   help="published rows CSV (default: leaderboards/published.csv; 'none' to leave them out)")
+    p.add_argument(
+        "--published",
+        default=None,
+        help="published rows CSV (default: leaderboards/published.csv; 'none' to leave them out)",
+    )
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.set_defaults(func=cmd_leaderboard)

@@ -47,10 +47,14 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()
     # no version or date stamps: the same figure gives the same bytes across matplotlib versions
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight",
-                                             metadata={"Software": None}))
-    atomic_write(path.with_suffix(".svg"), lambda f: fig.savefig(f, format="svg", bbox_inches="tight",
-                                                                 metadata={"Date": None, "Creator": None}))
+    atomic_write(
+        path,
+        lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None}),
+    )
+    atomic_write(
+        path.with_suffix(".svg"),
+        lambda f: fig.savefig(f, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None}),
+    )
     plt.close(fig)
     return path
 
@@ -64,8 +68,13 @@ def _halfwidth(values: pd.Series) -> float:
 
 
 def accuracy_sparsity(
-    points: pd.DataFrame, fronts: pd.DataFrame, path: str | Path, palette: dict,
-    published: pd.DataFrame | None = None, dense: tuple[float, float] | None = None, title: str = "",
+    points: pd.DataFrame,
+    fronts: pd.DataFrame,
+    path: str | Path,
+    palette: dict,
+    published: pd.DataFrame | None = None,
+    dense: tuple[float, float] | None = None,
+    title: str = "",
     log_density: bool = False,
 ) -> Path:
     """Test top-1 against sparsity: per-setting seed means with 95% CI bars (`top1_ci`), each pruner's
@@ -81,27 +90,59 @@ def accuracy_sparsity(
 
     ci = points["top1_ci"] if "top1_ci" in points.columns else pd.Series(np.nan, index=points.index)
     for pruner, p in points.groupby("pruner", sort=True):
-        ax.errorbar(x(p["sparsity"]), 100 * p["top1"], yerr=100 * ci[p.index].fillna(0), fmt="o", ms=5,
-                    color=palette[pruner], alpha=0.7, capsize=2, lw=1)
+        ax.errorbar(
+            x(p["sparsity"]),
+            100 * p["top1"],
+            yerr=100 * ci[p.index].fillna(0),
+            fmt="o",
+            ms=5,
+            color=palette[pruner],
+            alpha=0.7,
+            capsize=2,
+            lw=1,
+        )
     lowest = points.groupby("pruner")["sparsity"].min()
     for pruner, front in fronts.groupby("pruner", sort=True):
-        ax.plot(x(front["sparsity"]), 100 * front["top1"], color=palette[pruner], lw=1.5, marker="o", ms=10,
-                mfc="none")
+        ax.plot(
+            x(front["sparsity"]),
+            100 * front["top1"],
+            color=palette[pruner],
+            lw=1.5,
+            marker="o",
+            ms=10,
+            mfc="none",
+        )
         # the front holds flat down to the least sparse run (what matched sparsity reads off)
         first = front.iloc[0]
-        ax.plot([x(lowest[pruner]), x(first["sparsity"])], [100 * first["top1"]] * 2, color=palette[pruner],
-                lw=1, ls=":")
+        ax.plot(
+            [x(lowest[pruner]), x(first["sparsity"])],
+            [100 * first["top1"]] * 2,
+            color=palette[pruner],
+            lw=1,
+            ls=":",
+        )
     shown = set(points["pruner"])
-    styles = [Line2D([], [], color="black", marker="o", ls="", label="setting: mean ± 95% CI over seeds"),
-              Line2D([], [], color="black", marker="o", ms=10, mfc="none", lw=1.5,
-                     label="Pareto front (selected on validation)"),
-              Line2D([], [], color="black", ls=":", lw=1, label="front held flat below its least sparse point")]
+    styles = [
+        Line2D([], [], color="black", marker="o", ls="", label="setting: mean ± 95% CI over seeds"),
+        Line2D(
+            [],
+            [],
+            color="black",
+            marker="o",
+            ms=10,
+            mfc="none",
+            lw=1.5,
+            label="Pareto front (selected on validation)",
+        ),
+        Line2D([], [], color="black", ls=":", lw=1, label="front held flat below its least sparse point"),
+    ]
     if published is not None and len(published):
         pub_dense = published[published["pruner"] == "dense"]
         pub = published[published["pruner"] != "dense"]
         if len(pub):
-            ax.scatter(x(pub["sparsity"]), 100 * pub["top1"], c=[palette[p] for p in pub["pruner"]], marker="x",
-                       s=50)
+            ax.scatter(
+                x(pub["sparsity"]), 100 * pub["top1"], c=[palette[p] for p in pub["pruner"]], marker="x", s=50
+            )
             shown |= set(pub["pruner"])
             styles.append(Line2D([], [], color="black", marker="x", ls="", label="published"))
         for _, row in pub_dense.iterrows():
@@ -113,7 +154,9 @@ def accuracy_sparsity(
         ax.axhline(100 * mean, color=palette["dense"], ls="--", lw=1)
         if not np.isnan(half):
             ax.axhspan(100 * (mean - half), 100 * (mean + half), color=palette["dense"], alpha=0.15, lw=0)
-        styles.append(Line2D([], [], color=palette["dense"], ls="--", label="dense SGD, this budget (± 95% CI)"))
+        styles.append(
+            Line2D([], [], color=palette["dense"], ls="--", label="dense SGD, this budget (± 95% CI)")
+        )
         shown.add("dense")
     if log_density:
         ax.set_xscale("log")
@@ -131,14 +174,34 @@ def sparsity_epochs(history: pd.DataFrame, path: str | Path, palette: dict, titl
     """Sparsity against epoch, one line per setting (mean over seeds), coloured by pruner.
     `history` holds `pruner`, `setting`, `epoch`, `sparsity` (fraction)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    mean = (history.groupby(["pruner", "setting", "epoch"], as_index=False)["sparsity"].mean()
-            .assign(sparsity=lambda d: 100 * d["sparsity"]))
+    mean = (
+        history.groupby(["pruner", "setting", "epoch"], as_index=False)["sparsity"]
+        .mean()
+        .assign(sparsity=lambda d: 100 * d["sparsity"])
+    )
     mean["line"] = mean["pruner"] + " " + mean["setting"]
     order = [p for p in palette if p in set(mean["pruner"])]
-    sns.lineplot(data=mean, x="epoch", y="sparsity", hue="pruner", units="line", estimator=None,
-                 hue_order=order, palette={p: palette[p] for p in order}, lw=1.2, ax=ax, legend=False)
-    ax.legend(handles=[Line2D([], [], color=palette[p], label=f"{p} (a line per setting, mean over seeds)")
-                       for p in order], fontsize=8, loc="lower right")
+    sns.lineplot(
+        data=mean,
+        x="epoch",
+        y="sparsity",
+        hue="pruner",
+        units="line",
+        estimator=None,
+        hue_order=order,
+        palette={p: palette[p] for p in order},
+        lw=1.2,
+        ax=ax,
+        legend=False,
+    )
+    ax.legend(
+        handles=[
+            Line2D([], [], color=palette[p], label=f"{p} (a line per setting, mean over seeds)")
+            for p in order
+        ],
+        fontsize=8,
+        loc="lower right",
+    )
     ax.set(xlabel="epoch", ylabel="sparsity (% zero weights)", title=title)
     return _save(fig, path)
 
@@ -147,8 +210,11 @@ def cost_vs_dense(runs: pd.DataFrame, path: str | Path, palette: dict, title: st
     """Per pruner: train time, training peak memory and state bytes of each run relative to the mean
     of the dense runs (bars: mean; whiskers: 95% Student-t CI over runs). `runs` holds `pruner` and
     the three `*_vs_dense`."""
-    measures = {"time_vs_dense": "train time", "memory_vs_dense": "training peak memory",
-                "state_vs_dense": "state bytes"}
+    measures = {
+        "time_vs_dense": "train time",
+        "memory_vs_dense": "training peak memory",
+        "state_vs_dense": "state bytes",
+    }
     order = [p for p in palette if p in set(runs["pruner"])]
     fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 3.6))
     for ax, (col, label) in zip(axes, measures.items(), strict=True):
@@ -159,9 +225,14 @@ def cost_vs_dense(runs: pd.DataFrame, path: str | Path, palette: dict, title: st
         ax.axhline(1.0, color="grey", ls="--", lw=1)
         ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
         ax.set(title=label, ylabel="relative to dense SGD" if ax is axes[0] else "")
-    fig.legend(handles=[Line2D([], [], color="black", marker="|", ls="", ms=10, label="95% CI over runs"),
-                        Line2D([], [], color="grey", ls="--", label="dense SGD = 1")],
-               fontsize=8, loc="upper right")
+    fig.legend(
+        handles=[
+            Line2D([], [], color="black", marker="|", ls="", ms=10, label="95% CI over runs"),
+            Line2D([], [], color="grey", ls="--", label="dense SGD = 1"),
+        ],
+        fontsize=8,
+        loc="upper right",
+    )
     if title:
         fig.suptitle(title)
     return _save(fig, path)

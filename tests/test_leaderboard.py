@@ -45,7 +45,8 @@ def old_row(*args: Any, **kw: Any) -> dict[str, Any]:
     """A row gathered from a result written before the validation split, recipes and MACs names."""
     r = row(*args, **kw)
     r["flops_dense"], r["flops_sparse"] = r.pop("macs_dense"), r.pop("macs_sparse")
-    for key in ("val_top1", "num_test", "peak_tensor_bytes", "loaded", "budget.val_fraction", "budget.recipe"):
+    for key in ("val_top1", "num_test", "peak_tensor_bytes", "loaded", "budget.val_fraction",
+                "budget.recipe"):
         del r[key]
     return r
 
@@ -169,7 +170,8 @@ def test_budgets_make_separate_sections() -> None:
     # a non-default field is shown too; an old run (no validation split) trained with val_fraction 0
     df = leaderboard.prepare(pd.DataFrame([row("a", "dense", 0, 0.9, 0.0) | {"budget.momentum": 0.9}]))
     assert df["budget"].item() == "epochs=60 batch_size=32 lr=0.1 lr_schedule=constant momentum=0.9"
-    df = leaderboard.prepare(pd.DataFrame([row("a", "dense", 0, 0.9, 0.0), old_row("b", "dense", 0, 0.9, 0.0)]))
+    df = leaderboard.prepare(pd.DataFrame([row("a", "dense", 0, 0.9, 0.0),
+                                           old_row("b", "dense", 0, 0.9, 0.0)]))
     assert sorted(df["budget"]) == ["epochs=60 batch_size=32 lr=0.1 lr_schedule=constant val_fraction=0",
                                     "epochs=60 batch_size=32 lr=0.1 lr_schedule=constant val_fraction=0.1"]
     # the recipe is a column and a section of its own, never part of the budget label

@@ -7,8 +7,9 @@ import csv
 import json
 
 import pytest
+import torch
 
-from bench import cli
+from bench import cli, metrics
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.registry import PRUNERS
@@ -35,8 +36,20 @@ RECORD_FIELDS = {
     "layer_sparsity",
     "nonzero_params",
     "total_params",
-    "flops_dense",
-    "flops_sparse",
+    "macs_dense",
+    "macs_sparse",
+    "val_top1",
+    "num_train",
+    "num_val",
+    "num_test",
+    "peak_tensor_bytes",
+    "step_time_iqr_ms",
+    "loaded",
+    "optimizer",
+    "cpu_model",
+    "torch_threads",
+    "load_avg_before",
+    "load_avg_after",
     "train_time_s",
     "step_time_ms",
     "peak_memory_bytes",
@@ -65,9 +78,12 @@ def test_run_writes_folder_and_record(tmp_path):
     assert RECORD_FIELDS <= set(r)
     assert json.loads((folder / "result.json").read_text())["top1"] == r["top1"]
     assert r["status"] == "ok" and 0.5 < r["top1"] <= 1 and 0 < r["sparsity"] < 1
-    # 1437 training images, batch 32 -> 45 steps per epoch
-    assert r["steps"] == 3 * 45 and r["samples_seen"] == 3 * 1437
-    assert r["flops_sparse"] < r["flops_dense"]
+    # 1437 training images, 142 held out for validation (10% of each class, rounded): 1295 trained on,
+    # batch 32 -> 41 steps per epoch
+    assert (r["num_train"], r["num_val"], r["num_test"]) == (1295, 142, 360)
+    assert r["steps"] == 3 * 41 and r["samples_seen"] == 3 * 1295
+    assert 0.5 < r["val_top1"] <= 1
+    assert r["macs_sparse"] < r["macs_dense"]
     assert r["nonzero_params"] < r["total_params"]
     # state = params + grads + one accumulator each: exactly 3x the parameter bytes
     assert r["state_bytes"] == 3 * 4 * r["total_params"]
@@ -169,8 +185,8 @@ def test_every_pruner_trains_one_epoch(tmp_path, pruner):
     r = run(RunConfig(pruner=pruner, budget=Budget(epochs=1, batch_size=64)), tmp_path)
     # one short epoch: the loop, hooks, checkpoint and record work for every pruner (accuracy at
     # the full budget is checked per pruner in test_baselines)
-    assert r["status"] == "ok" and 0 <= r["top1"] <= 1 and r["steps"] == 23
-    assert 0 <= r["sparsity"] < 1 and r["flops_sparse"] <= r["flops_dense"]
+    assert r["status"] == "ok" and 0 <= r["top1"] <= 1 and r["steps"] == 21  # 1295 training images
+    assert 0 <= r["sparsity"] < 1 and r["macs_sparse"] <= r["macs_dense"]
 
 
 def test_model_dataset_mismatch_is_refused_naming_both():
@@ -195,11 +211,20 @@ def test_lr_schedules():
 
 def test_run_id_is_stable_and_ignores_defaults():
     # Pinned: a change here renames every existing run folder (breaks resume and skip-done).
-    assert RunConfig().run_id == "dense-mlp-digits-s0-9b269bb9be"
+    # The validation split changed what a default run trains on, so default runs got new names;
+    # val_fraction 0 (the whole training set, as before the split existed) keeps the old ones.
+    assert RunConfig().run_id == "dense-mlp-digits-s0-2db354b2d7"
+    assert RunConfig(budget=Budget(val_fraction=0.0)).run_id == "dense-mlp-digits-s0-9b269bb9be"
     a = check_config(RunConfig(pruner="grda", hparams={"c": 0.02}))
     b = check_config(RunConfig(pruner="grda", hparams={"c": 0.02, "mu": 0.55}))  # mu default made explicit
     assert a.run_id == b.run_id
-    assert a.run_id == "grda-mlp-digits-s0-44a9e9c4b6"
+    assert a.run_id == "grda-mlp-digits-s0-d627874a3c"
+    old = check_config(RunConfig(pruner="grda", hparams={"c": 0.02}, budget=Budget(val_fraction=0.0)))
+    assert old.run_id == "grda-mlp-digits-s0-44a9e9c4b6"
+    # an old config.json (no val_fraction) reads back as what it trained with
+    legacy = RunConfig.from_dict({"pruner": "dense", "budget": {"epochs": 60}})
+    assert legacy.budget.val_fraction == 0.0 and legacy.run_id == "dense-mlp-digits-s0-9b269bb9be"
+    assert RunConfig(budget=Budget(recipe="paper")).run_id != RunConfig().run_id
     assert check_config(RunConfig(pruner="grda", hparams={"c": 0.03})).run_id != a.run_id
     assert RunConfig(data_dir="/elsewhere").run_id == RunConfig().run_id
 
@@ -237,3 +262,42 @@ def test_readme_command_reaches_sparsity_and_accuracy(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["status"] == "ok"
     assert out["top1"] >= 0.95 and out["sparsity"] >= 0.90
+
+
+def test_training_peak_memory_counts_a_pruners_extra_state(tmp_path):
+    """CPU: the tracked peak of the training's tensors differs between dense and a pruner keeping
+    twice the state (VD: a mean and a log-variance per weight), by at least that extra state."""
+    peaks, states = {}, {}
+    for pruner, hparams in (("dense", {}), ("vd", {"kl_weight": 0.06})):
+        config = check_config(RunConfig(pruner=pruner, hparams=hparams, budget=SHORT, device="cpu"))
+        trainer = Trainer(config, tmp_path / pruner, False)
+        trainer.train_epoch(max_steps=6)
+        peaks[pruner] = trainer.tensor_peak
+        states[pruner] = metrics.state_bytes(trainer.model, trainer.optimizer, trainer.pruner.state_tensors())
+    assert states["vd"] > 1.9 * states["dense"]
+    assert peaks["dense"] >= states["dense"]  # the state is live throughout
+    assert peaks["vd"] - peaks["dense"] >= states["vd"] - states["dense"]
+
+
+def test_paper_recipe_gives_each_pruner_its_papers_optimizer(tmp_path):
+    def optimizer(pruner, hparams, recipe):
+        budget = Budget(epochs=1, recipe=recipe)
+        config = check_config(RunConfig(pruner=pruner, hparams=hparams, budget=budget))
+        return Trainer(config, tmp_path, False).optimizer
+
+    shared = optimizer("magnitude", {"sparsity": 0.5}, "shared")
+    assert type(shared) is torch.optim.SGD and shared.defaults["momentum"] == 0.0
+    paper = optimizer("magnitude", {"sparsity": 0.5}, "paper")
+    assert paper.defaults["momentum"] == 0.9 and paper.defaults["weight_decay"] == 5e-4
+    vd = optimizer("vd", {}, "paper")
+    assert type(vd) is torch.optim.Adam and vd.defaults["lr"] == 1e-3
+    assert type(optimizer("grda", {}, "paper")).__name__ == "GRDA"
+    stv = optimizer("str", {"s_weight_decay": 0.04}, "paper")
+    assert [g["weight_decay"] for g in stv.param_groups] == [5e-4, 0.04]
+    # the shared lr schedule scales each recipe's own lr: Adam's 1e-3, not the budget's 0.1
+    trainer = Trainer(check_config(RunConfig(pruner="vd", budget=Budget(epochs=1, lr_schedule="cosine",
+                                                                       recipe="paper"))), tmp_path, False)
+    trainer.step = trainer.total_steps // 2
+    trainer.set_lr()
+    factor = lr_factor(trainer.budget, trainer.step / trainer.total_steps)
+    assert 0.4 < factor < 0.6 and trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
