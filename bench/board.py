@@ -46,7 +46,8 @@ def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = T
     if loaded:
         print(f"warning: {loaded} of {len(g.runs)} runs were timed on a loaded machine (1-minute load "
               "average above the core count at their start or end): their train times are not comparable; "
-              "they are marked in the tables. Rerun them on a quiet machine for times to trust.", file=sys.stderr)
+              "they are marked in the tables. Rerun them on a quiet machine for times to trust.",
+              file=sys.stderr)
     return write_leaderboard(g.runs, directory, g.history, load_published(), f"Leaderboard: {spec.name}",
                              plots, note=_board_note(directory, runs_dir, len(spec.cells)))
 

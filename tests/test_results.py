@@ -127,7 +127,7 @@ def test_gather_keeps_the_newest_duplicate_and_reports_it(tmp_path: Path, worker
 
 def test_failed_and_diverged_runs_are_rows(tmp_path: Path) -> None:
     base = fake_result("x")
-    failed = {k: base[k] for k in (*results.IDENTITY, *results.PROVENANCE)}
+    failed = {k: base.get(k) for k in (*results.IDENTITY, *results.PROVENANCE)}
     make_run(tmp_path, {**failed, "run_id": "failed", "status": "failed", "error": "RuntimeError: boom",
                         "top1": None, "sparsity": 0.0})
     make_run(tmp_path, fake_result("diverged", status="diverged", top1=None, diverged_epoch=1))
@@ -191,9 +191,10 @@ def test_gather_real_runs_matches_their_result_json(tmp_path: Path) -> None:
     runs = runs.set_index("run_id")
     for rec in records:
         row = runs.loc[rec["run_id"]]
-        for key in ("pruner", "seed", "status", "top1", "sparsity", "flops_dense", "flops_sparse", "steps",
-                    "peak_memory_bytes", "state_bytes", "git_sha", "device", "torch_version", "config_hash"):
-            assert row[RENAMED.get(key, key)] == rec[key], key  # flops_* results load as macs_*
+        for key in ("pruner", "seed", "status", "top1", "val_top1", "sparsity", "macs_dense", "macs_sparse",
+                    "steps", "peak_memory_bytes", "peak_tensor_bytes", "state_bytes", "git_sha", "device",
+                    "torch_version", "config_hash"):
+            assert row[key] == rec[key], key
         for key, value in rec["hparams"].items():
             assert row[f"hparams.{key}"] == value
         assert row["budget.epochs"] == 2
