@@ -64,6 +64,9 @@ class RunRecord:
 
     # -- provenance: where and with what ------------------------------------------------------
     device: str | None = _f("provenance", "the device trained on")
+    gpu_type: str | None = _f("provenance", "CUDA device name (None on CPU): compare costs per type")
+    gpus: int | None = _f("provenance", "ranks (torch.distributed world size; GPUs on CUDA)")
+    precision: str | None = _f("provenance", "fp32 (TF32 on CUDA) | bf16 autocast: the budget's precision")
     torch_version: str | None = _f("provenance", "torch version")
     git_sha: str | None = _f("provenance", "the harness's git commit")
     slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
