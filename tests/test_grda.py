@@ -200,7 +200,7 @@ class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
         super().__init__()
         self.calls: list[str] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.calls.append(str(func.overloadpacket.__name__))
         return func(*args, **(kwargs or {}))
 
