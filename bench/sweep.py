@@ -157,12 +157,12 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
     lanes = executor.lanes(len(cells))
     print(f"  {executor.name}: about {_hours(est.todo_s / lanes)} of wall time with {lanes} cell(s) at a "
           "time, if its devices are as fast as this one's, plus a few seconds of start-up per job")
-    for line in executor.dry_run_notes(est.max_cell_s):
-        print(f"  {line}")
     for label, how in est.rates.items():
         print(f"  {label}: {how}")
     for line in est.unavailable:
         print(f"  no estimate for {line}")
+    for line in executor.dry_run_check(est):  # raises (exit 2) if a cell cannot finish
+        print(f"  {line}")
     print("dry run: nothing was submitted or written")
     return 0
 
