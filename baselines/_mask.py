@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -86,6 +86,8 @@ def random_masks(
 
 class MaskPruner(Pruner):
     """Base of the mask pruners: SGD with the budget's settings, plus fixed-shape binary masks."""
+
+    regrows: ClassVar[bool] = False  # whether a pruned connection may return (RigL, SET)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model

@@ -65,7 +65,8 @@ class IMPPruner(MaskPruner):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         h, T, R = self.hp, self.ctx.total_steps, self.hp.rounds
-        self.round_steps = T if h.full_budget else max(1, round(T / (1 + R * (1 - h.rewind))))  # L
+        # L; shared budget: the last segment takes the rounding rest
+        self.round_steps = T if h.full_budget else max(1, int(T / (1 + R * (1 - h.rewind))))
         self.k = min(round(h.rewind * self.round_steps), self.round_steps - 1)
         # the steps (done) at which rounds 1..R prune and rewind
         self.prune_at = [self.round_steps + i * (self.round_steps - self.k) for i in range(R)]

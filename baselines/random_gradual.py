@@ -41,6 +41,10 @@ class RandomGradualPruner(GMPPruner):
 
     Hparams = RandomGradualHparams
 
+    @property
+    def regrows(self) -> bool:  # type: ignore[override]
+        return self.hp.mode == "independent"
+
     def masks_at(self, sparsity: float) -> dict[str, torch.Tensor]:
         scores = {n: torch.rand_like(w) for n, w in self.weights().items()}
         if self.hp.mode == "cumulative":  # the pruned stay pruned: they score below every kept one

@@ -46,6 +46,7 @@ def drop_and_grow(
     """The mask with the k active entries of lowest `drop_scores` dropped and the k inactive
     entries (the just-dropped excluded) of highest `grow_scores` grown."""
     flat = mask.flatten()
+    k = min(k, flat.numel() - int(flat.sum()))  # no more than there are inactive entries
     if k <= 0:
         return mask
     drop = torch.where(flat, drop_scores.flatten(), torch.inf).topk(k, largest=False).indices
@@ -80,6 +81,8 @@ class RigLHparams:
 class SparseFromStart(MaskPruner):
     """Random masks at the method's layer densities from step 0 (RigL, SET); `update_layers`
     drops and grows in every layer at once."""
+
+    regrows = True
 
     def prepare(self, model: nn.Module) -> nn.Module:
         model = super().prepare(model)
