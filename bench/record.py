@@ -58,6 +58,11 @@ class RunRecord:
     step_time_ms: float | None = _f("metric", "median time of one training step, milliseconds")
     peak_memory_bytes: int | None = _f("metric", "CUDA: allocator peak; CPU: process peak resident memory")
     state_bytes: int | None = _f("metric", "bytes of parameters, gradients, optimizer and pruner state")
+    train_macs: float | None = _f("metric", "multiply-accumulates spent training (3x forward per example, at "
+                                  "the density each layer computes with; scoring passes included)")
+    train_compute_multiplier: float | None = _f("metric", "train_macs / those of one dense run of the budget")
+    budget_multiplier: float | None = _f("metric", "optimizer steps run / the budget's (IMP, full budget "
+                                         "per round: > 1)")
     resumed: bool | None = _f("metric", "whether the run resumed from a checkpoint")
     diverged_epoch: int | None = _f("metric", "the epoch whose loss was NaN or inf (status diverged)")
     error: str | None = _f("metric", "why the run failed (status failed)")

@@ -145,6 +145,7 @@ class Trainer:
         model = model_info.build(self.data.num_classes).to(self.device)
         self.flops_dense, _ = metrics.flops(model, self.data.input_shape, self.device)
         self.dense_counts = metrics.param_counts(model)  # sparsity counts removed weights as zeros
+        self.layer_macs = metrics.layer_macs(model, self.data.input_shape, self.device)
 
         self.steps_per_epoch = math.ceil(self.data.num_train / b.batch_size)
         self.total_steps = b.epochs * self.steps_per_epoch
@@ -161,11 +162,12 @@ class Trainer:
         pruner_cls = PRUNERS.get(config.pruner)
         self.pruner = pruner_cls(pruner_cls.Hparams(**config.hparams), b, self.context)
         self.model = self.pruner.prepare(model)
+        self.budget_steps, self.total_steps = self.total_steps, self.pruner.train_steps()
         self.optimizer = self.pruner.make_optimizer(self.model)
         self.rank, self.world = dist_info()
         self.net = self.wrap(self.model)  # what the training step calls: DDP over ranks, or the model
 
-        self.epoch, self.step, self.samples, self.train_time = 0, 0, 0, 0.0
+        self.epoch, self.step, self.samples, self.train_time, self.train_macs = 0, 0, 0, 0.0, 0.0
         self.history: list[dict[str, Any]] = []
         self.step_times: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
 
@@ -183,6 +185,7 @@ class Trainer:
                 "step": self.step,
                 "samples": self.samples,
                 "train_time": self.train_time,
+                "train_macs": self.train_macs,
                 "step_times": list(self.step_times),
                 "history": self.history,
                 "model": self.model.state_dict(),
@@ -207,6 +210,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
         self.epoch, self.step, self.samples = ckpt["epoch"], ckpt["step"], ckpt["samples"]
         self.train_time, self.history = ckpt["train_time"], ckpt["history"]
+        self.train_macs = ckpt.get("train_macs", 0.0)
         self.step_times.extend(ckpt["step_times"])
         return True
 
@@ -284,6 +288,8 @@ class Trainer:
         self.update()
         self.step += 1
         self.samples += n_batch
+        self.train_macs += n_batch * metrics.step_macs(
+            self.flops_dense, self.layer_macs, self.pruner.compute_densities())
         return loss.detach()
 
     def update(self) -> None:
@@ -312,7 +318,7 @@ class Trainer:
         resumed = self.resume()
         metrics.reset_peak_memory(self.device)
         status, diverged_epoch = "ok", None
-        epochs = self.budget.epochs
+        epochs = max(self.budget.epochs, math.ceil(self.total_steps / self.steps_per_epoch))
         bar = tqdm(
             total=epochs,
             initial=self.epoch,
@@ -388,6 +394,11 @@ class Trainer:
             peak_memory_bytes=metrics.peak_memory(self.device),
             state_bytes=metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
             resumed=resumed,
+            **metrics.training_compute(
+                self.train_macs + self.pruner.extra_macs, self.flops_dense,
+                min(self.budget.epochs * self.data.num_train, self.budget_steps * self.budget.batch_size),
+            ),
+            budget_multiplier=self.total_steps / self.budget_steps,
             **metrics.provenance(self.device),
             started_at=started,
             finished_at=_now(),
