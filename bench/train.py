@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from bench import metrics
 from bench.config import Budget, RunConfig, build_dataclass
 from bench.data import Data
+from bench.inference import measure_trained
 from bench.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
 from bench.pruner import RunContext
 from bench.registry import DATASETS, MODELS, PRUNERS
@@ -425,4 +426,8 @@ class Trainer:
                 "finished_at": _now(),
             }
         )
+        if status == "ok" and self.rank == 0:  # measured inference speed-up per backend (bench.inference)
+            build = MODELS.get(self.config.model).build
+            record.update(measure_trained(final, self.data, self.device, lambda: build(self.data.num_classes),
+                                          (self.flops_dense, record["flops_sparse"])))
         return write_json(self.run_dir / "result.json", record) if self.rank == 0 else record
