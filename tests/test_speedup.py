@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import inference, speedup
+from bench import inference, kernels, speedup
 from bench.compact import zero_random_channels
 from bench.config import Budget, RunConfig
 from bench.data import TensorData
@@ -264,3 +264,27 @@ def test_bench_speedup_refuses_a_folder_without_a_finished_run(tmp_path, capsys)
     speedup.add_cli(parser.add_subparsers())
     args = parser.parse_args(["speedup", str(tmp_path)])
     assert args.func(args) == 0 and "skipped (status 'failed')" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------- kernel table
+
+
+def test_crossover_is_where_sparse_wins_from_then_on():
+    def rows(xs):
+        return [{"shape": "s", "batch": 1, "sparsity": s, "csr_x": x} for s, x in xs]
+
+    assert kernels.crossovers(rows([(0.5, 0.4), (0.9, 1.3), (0.99, 5.0)])) == {("s", 1): 0.9}
+    assert kernels.crossovers(rows([(0.5, 1.1), (0.9, 0.9), (0.99, 2.0)])) == {("s", 1): 0.99}  # a dip
+    assert kernels.crossovers(rows([(0.5, 0.4), (0.99, 0.8)])) == {("s", 1): None}
+
+
+def test_kernel_table_rows_and_markdown():
+    rows = kernels.kernel_table(CPU, kernels.QUICK_SHAPES, (0.5, 0.9), repeats=3, budget_s=0.01)
+    assert [(r["shape"], r["batch"], r["sparsity"]) for r in rows] == [
+        (s.name, b, p) for s in kernels.QUICK_SHAPES for b in (1, s.large_batch) for p in (0.5, 0.9)]
+    for r in rows:
+        assert r["dense_ms"] > 0 and r["csr_x"] == pytest.approx(r["dense_ms"] / r["csr_ms"])
+        assert r["2:4_ms"] is None  # CPU
+        assert (r["bsr_ms"] is None) == (r["shape"].startswith("tiny conv"))  # 72 inputs: no 16x16 blocks
+    md = kernels.format_table(rows)
+    assert md.count("\n| tiny linear 32>64 |") == 4 + 2 and "Crossover" in md
