@@ -44,6 +44,7 @@ from bench.compact import remove_zero_channels
 MAX_DENSITY = 0.5  # a layer denser than this stays dense in `sparse` (see `bench perf --kernels`)
 BSR_BLOCKS = (16, 8, 4)  # tried largest first; BSR when its stored entries are <= 2x the non-zeros
 RTOL = 1e-3  # logits may differ by RTOL * max(1, max |logit|): float sums in another order
+CHECK_BYTES = 1 << 30  # test examples held for the output check: at most this many input bytes
 SAMPLE_S = 2e-3  # a timing sample repeats the call until it lasts this long (timer resolution)
 
 
@@ -52,9 +53,10 @@ class NotApplicable(Exception):
 
 
 class Backend(Protocol):
-    def __call__(self, model: nn.Module, example: torch.Tensor) -> nn.Module:
+    def __call__(self, model: nn.Module, example: torch.Tensor, reference: nn.Module) -> nn.Module:
         """The model executed this way (eval mode; may reuse `model`, which is a copy); raises
-        NotApplicable. `example`: one input on the device."""
+        NotApplicable. `example`: one input on the device; `reference`: what `dense` times (the
+        unpruned architecture, or the trained model itself)."""
         ...
 
 
@@ -140,18 +142,23 @@ def _replace(model: nn.Module, convert: Callable[[str, nn.Module], nn.Module | N
     return done
 
 
-def dense_backend(model: nn.Module, example: torch.Tensor) -> nn.Module:
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def dense_backend(model: nn.Module, example: torch.Tensor, reference: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def compact_backend(model: nn.Module, example: torch.Tensor) -> nn.Module:
+def compact_backend(model: nn.Module, example: torch.Tensor, reference: nn.Module) -> nn.Module:
+    """Smaller than the reference: its all-zero channels removed, or already removed in training."""
     compact = remove_zero_channels(model.eval(), example, check=False)  # checked with the others
-    if sum(p.numel() for p in compact.parameters()) == sum(p.numel() for p in model.parameters()):
+    if _params(compact) == _params(reference):
         raise NotApplicable("no all-zero channel to remove")
     return compact.eval()
 
 
-def sparse_backend(model: nn.Module, example: torch.Tensor) -> nn.Module:
+def sparse_backend(model: nn.Module, example: torch.Tensor, reference: nn.Module) -> nn.Module:
     sparse = model.eval()  # measure_speedup hands every backend its own copy
     formats: dict[str, int] = {}
 
@@ -179,7 +186,7 @@ def is_2_4(w: torch.Tensor) -> bool:
     return w.shape[1] % 4 == 0 and bool((w.reshape(w.shape[0], -1, 4).count_nonzero(-1) <= 2).all())
 
 
-def semi_structured_backend(model: nn.Module, example: torch.Tensor) -> nn.Module:
+def semi_structured_backend(model: nn.Module, example: torch.Tensor, reference: nn.Module) -> nn.Module:
     device = example.device
     if device.type != "cuda":
         raise NotApplicable(
@@ -350,20 +357,22 @@ def measure_speedup(
     if next(iter(backends)) != "dense":
         raise ValueError("measure_speedup: the first backend must be 'dense' (the reference)")
     model = copy.deepcopy(model).to(device).eval()
+    example_bytes = 4 * math.prod(data.input_shape)
+    limit = min(max_check_examples, max(batch_size, CHECK_BYTES // example_bytes))
     check: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     n = 0
-    for x, y in data.test_batches(min(batch_size, max_check_examples)):
-        x, y = x[: max_check_examples - n].to(device), y[: max_check_examples - n].to(device)
+    for x, y in data.test_batches(min(batch_size, limit)):
+        x, y = x[: limit - n].to(device), y[: limit - n].to(device)
         check.append(x)
         labels.append(y)
         n += len(y)
-        if n >= max_check_examples:
+        if n >= limit:
             break
     y_all = torch.cat(labels)
-    x_all = torch.cat(check)
-    reps = math.ceil(batch_size / len(x_all))
-    inputs = {"b1": x_all[:1], "batch": x_all.repeat(reps, *[1] * (x_all.dim() - 1))[:batch_size]}
+    first = torch.cat(check[: math.ceil(batch_size / len(check[0]))])[:batch_size]
+    reps = math.ceil(batch_size / len(first))  # a test set smaller than the batch: repeated
+    inputs = {"b1": first[:1], "batch": first.repeat(reps, *[1] * (first.dim() - 1))[:batch_size]}
     if flops is None:
         dense_flops = metrics.flops(dense_model or model, tuple(data.input_shape), device)[0]
         flops = (dense_flops, metrics.flops(model, tuple(data.input_shape), device)[1])
@@ -377,6 +386,7 @@ def measure_speedup(
         "speedup_theoretical": flops[0] / flops[1] if flops[1] > 0 else None,
     }
     runnable: dict[str, nn.Module] = {}
+    reference = model if dense_model is None else copy.deepcopy(dense_model).to(device).eval()
     with _full_precision():
         ref = _logits(model, check)
         correct = int((ref.argmax(1) == y_all).sum())
@@ -386,10 +396,10 @@ def measure_speedup(
             status, reason, diff = "ok", None, None
             try:
                 if name == "dense" and dense_model is not None:
-                    built = copy.deepcopy(dense_model).to(device).eval()
+                    built = reference
                     reason = "unpruned architecture (timed only; the outputs are the trained model's)"
                 else:
-                    built = build(copy.deepcopy(model), inputs["b1"])
+                    built = build(copy.deepcopy(model), inputs["b1"], reference)
                     out = _logits(built, check)
                     diff = float((out - ref).abs().max()) if out.shape == ref.shape else math.inf
                     agree = int((out.argmax(1) == y_all).sum()) if out.shape == ref.shape else -1
