@@ -64,10 +64,13 @@ class Backend(Protocol):
 
 
 class SparseMatmul(nn.Module):
-    """A conv/linear layer as one sparse-weight matrix product: out = W @ X (+ bias).
+    """A conv/linear layer as a sparse-weight matrix product: out = W @ X (+ bias).
 
     `weight` is (out, in * kh * kw) in CSR, BSR or 2:4 semi-structured form. For a convolution X
     holds the unfolded input patches (im2col), so the product is the convolution; groups must be 1.
+    Unfolding copies the input kh*kw times, which alone costs more than torch's dense convolution
+    (oneDNN / cuDNN never materialize it): sparse convolutions pay only when the product saved
+    outweighs that copy, at high sparsity and wide layers (`bench perf --kernels` times products).
     """
 
     def __init__(
@@ -99,11 +102,14 @@ class SparseMatmul(nn.Module):
         oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         cols = F.unfold(x, **self.conv)  # (n, in*kh*kw, oh*ow)
-        out = self._matmul(cols.transpose(1, 2).reshape(n * oh * ow, -1))  # (n*oh*ow, out)
-        out = out.reshape(n, oh, ow, self.out_channels).permute(0, 3, 1, 2)
+        if self.semi:  # rows-major product: (n*oh*ow, in*kh*kw) -> (n*oh*ow, out)
+            out = self._matmul(cols.transpose(1, 2).reshape(n * oh * ow, -1))
+            out = out.reshape(n, oh, ow, self.out_channels).permute(0, 3, 1, 2).contiguous()
+        else:  # one W @ cols per image: no transposed copies of the (large) unfolded input
+            out = torch.stack([torch.mm(self.weight, c) for c in cols]).view(n, self.out_channels, oh, ow)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
-        return out.contiguous()
+        return out
 
 
 def _matrix(layer: nn.Conv2d | nn.Linear) -> torch.Tensor:

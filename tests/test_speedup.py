@@ -288,3 +288,18 @@ def test_kernel_table_rows_and_markdown():
         assert (r["bsr_ms"] is None) == (r["shape"].startswith("tiny conv"))  # 72 inputs: no 16x16 blocks
     md = kernels.format_table(rows)
     assert md.count("\n| tiny linear 32>64 |") == 4 + 2 and "Crossover" in md
+
+
+def test_plot_speedup_draws_measured_backends_only(tmp_path):
+    import pandas as pd
+
+    rows = []
+    for pruner, sparsity, theo in (("grda", 0.9, 8.0), ("channel", 0.5, 3.0)):
+        row = {"pruner": pruner, "sparsity": sparsity, "speedup_theoretical": theo, "speedup_best": 1.5,
+               "speedup_compact": 1.2, "speedup_sparse": 1.5, "speedup_2to4": None}
+        rows.append(row)
+    path = speedup.plot_speedup(pd.DataFrame(rows), tmp_path / "s.png", title="digits / mlp")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.pyplot as plt
+
+    assert not plt.get_fignums()  # closed after saving
