@@ -19,8 +19,9 @@ model's (same top-1 accuracy, max |difference| within a tolerance): a backend th
 something else is refused and never timed. Then it times the forward pass at batch 1 and at a
 throughput batch: warm-up, an inner loop long enough for the clock, device synchronization
 around each sample, backends interleaved (rotated each repeat, so drift and other processes hit
-all of them alike), medians. The fields it returns are plain JSON values that go into
-`result.json` as they are (`FIELDS` documents them).
+all of them alike); latencies are medians, speed-ups medians of the ratios within a round.
+The fields it returns are plain JSON values that go into `result.json` as they are (`FIELDS`
+documents them).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from statistics import median
 from typing import Any, Protocol
 
@@ -252,8 +254,8 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("speedup_{b}_max_abs_diff", "float|null", "max |logit - trained model's logit| on the checked examples"),
     ("speedup_{b}_ms_b1", "float|null", "median forward latency at batch 1, ms (only when ok)"),
     ("speedup_{b}_ms", "float|null", "median forward time of a throughput batch, ms (only when ok)"),
-    ("speedup_{b}_b1", "float|null", "dense ms_b1 / this backend's ms_b1"),
-    ("speedup_{b}", "float|null", "dense ms / this backend's ms, at the throughput batch"),
+    ("speedup_{b}_b1", "float|null", "dense time / this backend's at batch 1 (median of per-round ratios)"),
+    ("speedup_{b}", "float|null", "dense time / this backend's at the throughput batch (same)"),
 )
 BACKEND_KEYS = {"dense": "dense", "compact": "compact", "sparse": "sparse", "2:4": "2to4"}
 
@@ -288,17 +290,37 @@ def _logits(model: nn.Module, batches: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([model(x) for x in batches])
 
 
-def interleaved_medians(
+@dataclass(frozen=True)
+class Timings:
+    """Interleaved timing samples: `samples[name][r]` is a call's seconds in round r."""
+
+    samples: dict[str, list[float]]
+
+    @property
+    def repeats(self) -> int:
+        return len(next(iter(self.samples.values())))
+
+    def ms(self, name: str) -> float:
+        """Median milliseconds per call."""
+        return median(self.samples[name]) * 1e3
+
+    def speedup(self, name: str, reference: str = "dense") -> float:
+        """Median over rounds of reference time / `name`'s time in the same round: a burst of
+        load from other processes slows both sides of a pair alike."""
+        return median(a / b for a, b in zip(self.samples[reference], self.samples[name], strict=True))
+
+
+def interleaved_timings(
     calls: Mapping[str, Callable[[], object]], device: torch.device, repeats: int, budget_s: float,
     min_repeats: int = 3,
-) -> tuple[dict[str, float], int]:
-    """Median seconds per call of each of `calls`, timed interleaved; and the repeats used.
+) -> Timings:
+    """Time each of `calls` interleaved, `repeats` rounds.
 
     Each call is warmed up twice; a sample loops it until it lasts `SAMPLE_S` and is bracketed
     by device synchronization. Repeats shrink (to no fewer than `min_repeats`) to stay within
-    `budget_s`; the order rotates every repeat.
+    `budget_s`; the order rotates every round.
     """
-    inner, per_sample = {}, 0.0
+    inner, per_round = {}, 0.0
     for name, call in calls.items():
         call()
         metrics.synchronize(device)
@@ -307,8 +329,8 @@ def interleaved_medians(
         metrics.synchronize(device)
         once = max(time.perf_counter() - t0, 1e-7)
         inner[name] = max(1, math.ceil(SAMPLE_S / once))
-        per_sample += once * inner[name]
-    repeats = max(min_repeats, min(repeats, int(budget_s / max(per_sample, 1e-9))))
+        per_round += once * inner[name]
+    repeats = max(min_repeats, min(repeats, int(budget_s / max(per_round, 1e-9))))
     names = list(calls)
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
@@ -320,7 +342,7 @@ def interleaved_medians(
                 call()
             metrics.synchronize(device)
             samples[name].append((time.perf_counter() - t0) / k)
-    return {n: median(s) for n, s in samples.items()}, repeats
+    return Timings(samples)
 
 
 def unpruned_reference(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module | None:
@@ -430,15 +452,15 @@ def measure_speedup(
         for batch, suffix in (("b1", "_b1"), ("batch", "")):
             x = inputs[batch]
             calls = {name: (lambda m=m, x=x: m(x)) for name, m in runnable.items()}
-            secs, r = interleaved_medians(calls, device, repeats, budget_s)
-            used = min(used, r)
+            t = interleaved_timings(calls, device, repeats, budget_s)
+            used = min(used, t.repeats)
+            ratios = {name: t.speedup(name) for name in runnable}
             for name in backends:
                 key = backend_key(name)
-                ms = secs[name] * 1e3 if name in secs else None
-                fields[f"speedup_{key}_ms{suffix}"] = ms
-                fields[f"speedup_{key}{suffix}"] = secs["dense"] / secs[name] if name in secs else None
-            best = max(secs, key=lambda nm: secs["dense"] / secs[nm])
-            fields[f"speedup_best{suffix}"] = secs["dense"] / secs[best]
+                fields[f"speedup_{key}_ms{suffix}"] = t.ms(name) if name in runnable else None
+                fields[f"speedup_{key}{suffix}"] = ratios.get(name)
+            best = max(ratios, key=ratios.__getitem__)
+            fields[f"speedup_best{suffix}"] = ratios[best]
             fields[f"speedup_best_backend{suffix}"] = best
     fields["speedup_repeats"] = used
     fields["speedup_time_s"] = time.perf_counter() - started

@@ -11,9 +11,10 @@ from 50% to 99% sparsity:
 - `2:4` (CUDA only; row at 50%): the weight 2:4 sparse in torch's semi-structured form, float16,
   against dense float16.
 
-Times are interleaved medians (`bench.inference.interleaved_medians`); a speed-up is dense time
-over sparse time. The crossover of a shape and batch is the lowest sparsity from which on every
-higher one the sparse format beats dense. `bench perf --kernels` prints the table.
+Times are interleaved medians (`bench.inference.interleaved_timings`); a speed-up is dense time
+over sparse time (median of the ratios within a round). The crossover of a shape and batch is
+the lowest sparsity from which on every higher one the sparse format beats dense. `bench perf
+--kernels` prints the table (`cmd_kernels`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.inference import interleaved_medians
+from bench.inference import interleaved_timings
 from bench.train import resolve_device
 
 
@@ -98,12 +99,12 @@ def kernel_table(
                     if blocks is not None:
                         bsr = blocks.to(device).to_sparse_bsr((BLOCK, BLOCK))
                         calls["bsr"] = lambda s=bsr, x=x: torch.mm(s, x)
-                    secs, _ = interleaved_medians(calls, device, repeats, budget_s)
+                    t = interleaved_timings(calls, device, repeats, budget_s)
                 row: dict[str, Any] = {"shape": shape.name, "batch": batch, "sparsity": sparsity,
-                                       "dense_ms": secs["dense"] * 1e3}
+                                       "dense_ms": t.ms("dense")}
                 for fmt in FORMATS:
-                    row[f"{fmt}_ms"] = secs[fmt] * 1e3 if fmt in secs else None
-                    row[f"{fmt}_x"] = secs["dense"] / secs[fmt] if fmt in secs else None
+                    row[f"{fmt}_ms"] = t.ms(fmt) if fmt in calls else None
+                    row[f"{fmt}_x"] = t.speedup(fmt) if fmt in calls else None
                 if sparsity == 0.5 and device.type == "cuda":
                     row.update(_two_four_row(shape, x, g, device, repeats, budget_s))
                 rows.append(row)
@@ -118,11 +119,10 @@ def _two_four_row(shape: Shape, x: torch.Tensor, g: torch.Generator, device: tor
         xt = x.t().contiguous().to(torch.float16)  # (columns, inner)
         semi = torch.sparse.to_sparse_semi_structured(w)
         calls = {"dense": lambda: F.linear(xt, w), "2:4": lambda: F.linear(xt, semi)}
-        secs, _ = interleaved_medians(calls, device, repeats, budget_s)
+        t = interleaved_timings(calls, device, repeats, budget_s)
     except Exception as e:  # unsupported shape or GPU: the table says so rather than failing
         return {"2:4_ms": None, "2:4_x": None, "2:4_error": f"{type(e).__name__}: {e}"[:200]}
-    return {"2:4_ms": secs["2:4"] * 1e3, "2:4_x": secs["dense"] / secs["2:4"],
-            "2:4_dense_fp16_ms": secs["dense"] * 1e3}
+    return {"2:4_ms": t.ms("2:4"), "2:4_x": t.speedup("2:4"), "2:4_dense_fp16_ms": t.ms("dense")}
 
 
 def crossovers(rows: list[dict[str, Any]], fmt: str = "csr") -> dict[tuple[str, int], float | None]:

@@ -95,6 +95,13 @@ def test_same_logits_but_a_different_top1_is_refused():
     assert f["speedup_flip_status"] == "refused" and "top-1" in f["speedup_flip_reason"]
 
 
+def test_speedups_are_medians_of_ratios_within_a_round():
+    """A burst of load slowing one whole round (round 2) slows both sides of its pair alike."""
+    t = inference.Timings({"dense": [1.0, 10.0, 1.0], "x": [0.5, 5.0, 2.0]})
+    assert t.speedup("x") == 2.0 and t.speedup("dense") == 1.0
+    assert t.ms("dense") == 1000.0 and t.ms("x") == 2000.0 and t.repeats == 3
+
+
 def test_dense_must_come_first():
     with pytest.raises(ValueError, match="first backend must be 'dense'"):
         measure_speedup(mlp(), data((1, 8, 8)), CPU, backends={"sparse": BACKENDS["sparse"]}, **FAST)
@@ -283,7 +290,7 @@ def test_kernel_table_rows_and_markdown():
     assert [(r["shape"], r["batch"], r["sparsity"]) for r in rows] == [
         (s.name, b, p) for s in kernels.QUICK_SHAPES for b in (1, s.large_batch) for p in (0.5, 0.9)]
     for r in rows:
-        assert r["dense_ms"] > 0 and r["csr_x"] == pytest.approx(r["dense_ms"] / r["csr_ms"])
+        assert r["dense_ms"] > 0 and r["csr_ms"] > 0 and r["csr_x"] > 0
         assert r["2:4_ms"] is None  # CPU
         assert (r["bsr_ms"] is None) == (r["shape"].startswith("tiny conv"))  # 72 inputs: no 16x16 blocks
     md = kernels.format_table(rows)
