@@ -104,6 +104,7 @@ def plot_speedup(df: pd.DataFrame, path: str | Path, batch: str = "", title: str
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.ticker import FuncFormatter
 
     from bench.plots import DPI, _save  # here: the CLI must not pay for importing matplotlib
 
@@ -123,6 +124,7 @@ def plot_speedup(df: pd.DataFrame, path: str | Path, batch: str = "", title: str
                         s=40, legend=panel == "best", ax=ax)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel("speed-up over dense (x)")
         ax.set_title(f"{panel} backend" if panel != "best" else "best backend")
