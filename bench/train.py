@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from bench import metrics
 from bench.config import RunConfig
 from bench.data import Data
+from bench.inference import measure_trained
 from bench.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
 from bench.pruner import RunContext
 from bench.record import FINISHED, RunRecord
@@ -377,6 +378,11 @@ class Trainer:
         top1, top5 = self.evaluate(final) if status == "ok" else (None, None)
         sparsity = metrics.sparsity_stats(final, self.dense_counts)
         _, flops_sparse = metrics.flops(final, self.data.input_shape, self.device)
+        speedup: dict[str, Any] = {}
+        if status == "ok" and self.rank == 0:  # measured inference speed-up per backend (bench.inference)
+            build = MODELS.get(self.config.model).build
+            speedup = measure_trained(final, self.data, self.device, lambda: build(self.data.num_classes),
+                                      (self.flops_dense, flops_sparse))
         record = RunRecord(
             **self.config.identity(),
             status=status,
@@ -399,6 +405,7 @@ class Trainer:
                 min(self.budget.epochs * self.data.num_train, self.budget_steps * self.budget.batch_size),
             ),
             budget_multiplier=self.total_steps / self.budget_steps,
+            **speedup,
             **metrics.provenance(self.device),
             started_at=started,
             finished_at=_now(),
