@@ -38,6 +38,7 @@ from bench import metrics
 from bench.config import RunConfig
 from bench.data import Data
 from bench.errors import ConfigError
+from bench.inference import measure_trained
 from bench.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
 from bench.pruner import RunContext
 from bench.record import FINISHED, RunRecord
@@ -210,6 +211,7 @@ class Trainer:
         model = model_info.build(self.data.num_classes).to(self.device)
         self.flops_dense, _ = metrics.flops(model, self.data.input_shape, self.device)
         self.dense_counts = metrics.param_counts(model)  # sparsity counts removed weights as zeros
+        self.layer_macs = metrics.layer_macs(model, self.data.input_shape, self.device)
 
         self.steps_per_epoch = math.ceil(self.data.num_train / b.batch_size)
         self.total_steps = b.epochs * self.steps_per_epoch
@@ -226,6 +228,7 @@ class Trainer:
         pruner_cls = PRUNERS.get(config.pruner)
         self.pruner = pruner_cls(pruner_cls.Hparams(**config.hparams), b, self.context)
         self.model = self.pruner.prepare(model)
+        self.budget_steps, self.total_steps = self.total_steps, self.pruner.train_steps()
         # NHWC: what cuDNN's fastest convolution kernels (tensor cores) read without transposing
         self.channels_last = self.device.type == "cuda" and any(
             isinstance(m, nn.Conv2d) for m in self.model.modules()
@@ -235,7 +238,7 @@ class Trainer:
         self.optimizer = self.pruner.make_optimizer(self.model)
         self.net = self.wrap(self.model)  # what the training step calls: DDP over ranks, or the model
 
-        self.epoch, self.step, self.samples, self.train_time = 0, 0, 0, 0.0
+        self.epoch, self.step, self.samples, self.train_time, self.train_macs = 0, 0, 0, 0.0, 0.0
         self.peak_before = 0  # the peak memory of the segments before a resume (bytes)
         self.history: list[dict[str, Any]] = []
         self.step_times: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
@@ -262,6 +265,7 @@ class Trainer:
                 "step": self.step,
                 "samples": self.samples,
                 "train_time": self.train_time,
+                "train_macs": self.train_macs,
                 "step_times": list(self.step_times),
                 "history": self.history,
                 "model": self.model.state_dict(),
@@ -310,6 +314,7 @@ class Trainer:
         self.peak_before = ckpt.get("peak_memory_bytes") or 0
         self.epoch, self.step, self.samples = ckpt["epoch"], ckpt["step"], ckpt["samples"]
         self.train_time, self.history = ckpt["train_time"], ckpt["history"]
+        self.train_macs = ckpt.get("train_macs", 0.0)
         self.step_times.extend(ckpt["step_times"])
         return True
 
@@ -407,6 +412,8 @@ class Trainer:
         self.update()
         self.step += 1
         self.samples += n_batch
+        self.train_macs += n_batch * metrics.step_macs(
+            self.flops_dense, self.layer_macs, self.pruner.compute_densities())
         return loss.detach()
 
     def update(self) -> None:
@@ -447,7 +454,7 @@ class Trainer:
         resumed = self.resume()
         metrics.reset_peak_memory(self.device)
         status, diverged_epoch = "ok", None
-        epochs = self.budget.epochs
+        epochs = max(self.budget.epochs, math.ceil(self.total_steps / self.steps_per_epoch))
         bar = tqdm(
             total=epochs,
             initial=self.epoch,
@@ -507,6 +514,12 @@ class Trainer:
         top1, top5 = self.evaluate(final) if status == "ok" else (None, None)
         sparsity = metrics.sparsity_stats(final, self.dense_counts)
         _, flops_sparse = metrics.flops(final, self.data.input_shape, self.device)
+        peak = self.peak_memory()  # the last collective: the other ranks do not wait for what follows
+        speedup: dict[str, Any] = {}
+        if status == "ok" and self.rank == 0:  # measured inference speed-up per backend (bench.inference)
+            build = MODELS.get(self.config.model).build
+            speedup = measure_trained(final, self.data, self.device, lambda: build(self.data.num_classes),
+                                      (self.flops_dense, flops_sparse))
         record = RunRecord(
             **self.config.identity(),
             status=status,
@@ -521,9 +534,15 @@ class Trainer:
             samples_seen=self.samples,
             train_time_s=self.train_time,
             step_time_ms=median(self.step_times) if self.step_times else None,
-            peak_memory_bytes=self.peak_memory(),
+            peak_memory_bytes=peak,
             state_bytes=metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
             resumed=resumed,
+            **metrics.training_compute(
+                self.train_macs + self.pruner.extra_macs, self.flops_dense,
+                min(self.budget.epochs * self.data.num_train, self.budget_steps * self.budget.batch_size),
+            ),
+            budget_multiplier=self.total_steps / self.budget_steps,
+            **speedup,
             **metrics.provenance(self.device),
             gpu_type=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             gpus=self.world,
