@@ -135,8 +135,8 @@ class RunJob(submitit.helpers.Checkpointable):
             env = submitit.helpers.TorchDistributedEnvironment().export(
                 set_cuda_visible_devices=False, overwrite=True
             )
-            if torch.cuda.is_available():
-                torch.cuda.set_device(env.local_rank)
+            if torch.cuda.is_available():  # a site that shows each task only its own GPU: device 0
+                torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         try:
             results, errors = [], []
