@@ -1,5 +1,6 @@
 """The shape of the code: imports point one way (no circle, counting imports inside functions
-too), and `bench --help` / `bench list --help` answer without importing torch."""
+too; `if TYPE_CHECKING:` imports, which never run, aside), and `bench --help` / `bench list --help`
+answer without importing torch."""
 
 from __future__ import annotations
 
@@ -23,7 +24,13 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                       for n in ast.walk(block)}  # annotations only: never executed
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
