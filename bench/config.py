@@ -26,6 +26,7 @@ from bench.errors import ConfigError
 from bench.schedules import SCHEDULES
 
 RECIPES = ("shared", "paper")  # optimizer recipe tracks (see Budget.recipe)
+PRECISIONS = ("fp32", "bf16")
 
 
 def hp(default: Any, help: str, **kw: Any) -> Any:
@@ -63,6 +64,11 @@ class Budget:
         "optimizer recipe: shared (every pruner the budget's momentum and weight decay) | paper (each "
         "pruner its paper's optimizer; epochs, batches, lr schedule, data and evaluation stay shared)",
     )
+    precision: str = hp(
+        "fp32",
+        "fp32 (TF32 matrix products on CUDA) | bf16 (autocast: bfloat16 forward, fp32 weights and "
+        "optimizer state)",
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "budget.epochs", self.epochs, "must be > 0")
@@ -86,6 +92,8 @@ class Budget:
         _check(self.weight_decay >= 0, "budget.weight_decay", self.weight_decay, "must be >= 0")
         _check(0 <= self.val_fraction < 1, "budget.val_fraction", self.val_fraction, "must be in [0, 1)")
         _check(self.recipe in RECIPES, "budget.recipe", self.recipe, f"valid choices: {', '.join(RECIPES)}")
+        _check(self.precision in PRECISIONS, "budget.precision", self.precision,
+               f"valid choices: {', '.join(PRECISIONS)}")
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,10 @@ class RunConfig:
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     data_dir: str = ""  # where on-disk datasets live; not part of the run's identity
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (cuda:N: one process only)
+    # deterministic algorithms (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): a
+    # resumed CUDA run then ends exactly as an uninterrupted one; slower
+    deterministic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,6 +138,8 @@ class RunConfig:
         }
         if self.device != "auto":
             identity["device"] = self.device
+        if self.deterministic:
+            identity["deterministic"] = True
         return f"{self.pruner}-{self.model}-{self.dataset}-s{self.seed}-{stable_hash(identity)[:10]}"
 
     def identity(self, run_id: str | None = None) -> dict[str, Any]:
@@ -307,4 +320,6 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic algorithms: bit-exact resumes on CUDA, slower")
     add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)

@@ -198,12 +198,12 @@ def test_published_rows_load_and_show_for_matching_sections() -> None:
     grda = pub[(pub["dataset"] == "imagenet") & (pub["pruner"] == "grda")].set_index("setting")
     assert grda.loc["c=0.005, mu=0.55", "top1"] == pytest.approx(0.7324)
     assert grda.loc["c=0.005, mu=0.55", "sparsity"] == pytest.approx(0.9159)
-    assert set(pub["pruner"]) == {"dense", "grda", "str", "gmp", "vd", "random"}
+    assert set(pub["pruner"]) == {"dense", "grda", "str", "gmp", "vd", "random_gradual"}
 
     md = leaderboard.render(leaderboard.prepare(golden_runs()), pub)
     imagenet = md[md.index("## imagenet / resnet50"):]
     assert "### Published" in imagenet and "| grda | c=0.005, mu=0.55 | 91.59 | 73.24 |" in imagenet
-    assert "| random | sparsity=0.98 | 98.00 | 43.99 |" in imagenet
+    assert "| random_gradual | sparsity=0.98 | 98.00 | 43.99 |" in imagenet
     digits = md[md.index("## digits / mlp"):md.index("## imagenet")]
     assert "### Published" not in digits
 
@@ -446,9 +446,10 @@ def test_board_rejects_bad_executor_and_profile_before_running(tmp_path: Path, m
     assert cli.main(["board", "leaderboards/tiny", "--executor", "slurm", "--profile", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--profile nope: no such profile (slurm/profiles/nope.toml)" in err
-    assert "available: example-gpu, local-test" in err
+    assert "available: example-gpu, example-gpu-x4, local-test" in err
     assert cli.main(["board", "leaderboards/tiny", "--executor", "slurm"]) == 2
-    assert "needs --profile NAME; available: example-gpu, local-test" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "needs --profile NAME; available: example-gpu, example-gpu-x4, local-test" in err
     mnist = '[grid]\nmodels = ["lenet300_100"]\ndatasets = ["mnist"]\n[pruners.dense]\n'
     tiny_board(tmp_path, monkeypatch, f'data_dir = "nowhere"\n{mnist}')
     assert cli.main(["board", "leaderboards/tiny"]) == 2

@@ -36,7 +36,7 @@ def make_run_folders(root: Path, n: int, epochs: int = 60) -> None:
         top1, sparsity = rng.uniform(0.8, 0.98), 0.0 if pruner == "dense" else rng.uniform(0.5, 0.99)
         record = {**template, "run_id": run_id, "config_hash": f"{i:064x}", "pruner": pruner, "seed": seed,
                   "hparams": hparams, "top1": top1, "top5": min(1.0, top1 + 0.01), "sparsity": sparsity,
-                  "sparsity_all": sparsity * 0.99, "flops_sparse": template["flops_dense"] * (1 - sparsity),
+                  "sparsity_all": sparsity * 0.99, "macs_sparse": template["macs_dense"] * (1 - sparsity),
                   "train_time_s": rng.uniform(3, 8), "step_time_ms": rng.uniform(0.5, 2)}
         rows = [",".join(header)] + [
             ",".join(str(v) for v in (e, (e + 1) * 45, rng.uniform(0.1, 2), top1, sparsity * e / epochs, 0.1,
