@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import bench
 from bench import registry
+from bench.callbacks import summary_line
 from bench.config import Budget, add_run_flags
 from bench.errors import ConfigError
-from bench.record import METRICS
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.validate import check_data, config_from_args
 
@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "board": ("bench.board", "run DIR/sweep.toml, gather it, write the leaderboard into DIR"),
     "calibrate": ("bench.calibrate", "search a pruner's sparsity knob (gRDA c, STR s_weight_decay, VD "
                   "kl_weight) for a target sparsity; the answer is a full-budget run"),
+    "compare": ("bench.compare", "two pruners, settings or run sets, paired by seed: differences in top-1 "
+                "(95% interval, p-value), sparsity, time and memory"),
+    "export": ("bench.export", "write a finished run's pruned model as safetensors (+ ONNX), checked by "
+               "loading it back"),
     "perf": ("bench.perf", "wall time and memory of every pruner vs dense SGD-momentum, and the harness's "
              "speed"),
 }
@@ -51,11 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_data(config)  # missing dataset files: exit 2 before the run folder is created
-    result = run(config, args.out, progress=not args.quiet)
-    hidden = ("layer_sparsity", "diverged_epoch", "error")
-    keys = ("run_id", "status", *(m for m in METRICS if m not in hidden))
-    print(json.dumps({k: result.get(k) for k in keys}, indent=2))
-    print(f"run folder: {args.out.rstrip('/')}/{result['run_id']}", file=sys.stderr)
+    result = run(config, args.out, progress=not args.quiet and not args.json)
+    folder = f"{args.out.rstrip('/')}/{result['run_id']}"
+    print(json.dumps(result, indent=2) if args.json else summary_line(result, folder))
     return 0 if result["status"] == "ok" else 1
 
 
@@ -89,7 +91,10 @@ def _first_line(text: str | None) -> str:
 def configure_run(p: argparse.ArgumentParser) -> None:
     add_run_flags(p)
     p.add_argument("--out", default="runs", help="parent folder of run folders")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar: one line per epoch on stderr instead (as in a job's log)")
+    p.add_argument("--json", action="store_true",
+                   help="print the full result record as JSON, not the summary line")
     p.set_defaults(func=cmd_run)
 
 

@@ -82,6 +82,7 @@ class RunConfig:
     seed: int = 0
     data_dir: str = ""  # where on-disk datasets live; not part of the run's identity
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    loggers: tuple[str, ...] = ()  # experiment trackers (bench.loggers); not part of the run's identity
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,7 +92,7 @@ class RunConfig:
         budget = dict(d.get("budget", {}))
         if "lr_milestones" in budget:
             budget["lr_milestones"] = tuple(budget["lr_milestones"])
-        return cls(**{**d, "budget": Budget(**budget)})
+        return cls(**{**d, "budget": Budget(**budget), "loggers": tuple(d.get("loggers", ()))})
 
     @property
     def run_id(self) -> str:
@@ -127,9 +128,10 @@ class RunConfig:
 
     @property
     def config_hash(self) -> str:
-        """Hash of the whole resolved config (except data_dir), defaults included."""
+        """Hash of the whole resolved config (except data_dir and loggers), defaults included."""
         d = self.to_dict()
         d.pop("data_dir")
+        d.pop("loggers")
         return stable_hash(d)
 
 
@@ -283,4 +285,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--logger", dest="loggers", action="append", default=[], metavar="NAME",
+                        help="also log to an experiment tracker, repeatable: tensorboard | wandb | mlflow "
+                        "(off by default; not part of the run's identity)")
     add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)

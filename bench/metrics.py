@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -144,10 +145,19 @@ def provenance(device: torch.device) -> dict[str, Any]:
     return {
         "device": device_name(device),
         "torch_version": torch.__version__,
+        **{f"{n.replace('-', '_')}_version": _version(n) for n in ("torchvision", "torch-pruning", "numpy")},
         "git_sha": git_sha(),
         "slurm_job_id": slurm_job_id(),
         "hostname": platform.node(),
     }
+
+
+def _version(distribution: str) -> str | None:
+    """The installed version of a package that shapes a result, None if it is not installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def slurm_job_id() -> str | None:

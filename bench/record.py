@@ -65,6 +65,9 @@ class RunRecord:
     # -- provenance: where and with what ------------------------------------------------------
     device: str | None = _f("provenance", "the device trained on")
     torch_version: str | None = _f("provenance", "torch version")
+    torchvision_version: str | None = _f("provenance", "torchvision version")
+    torch_pruning_version: str | None = _f("provenance", "torch-pruning version (MACs, channel pruning)")
+    numpy_version: str | None = _f("provenance", "numpy version")
     git_sha: str | None = _f("provenance", "the harness's git commit")
     slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
     hostname: str | None = _f("provenance", "machine")

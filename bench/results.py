@@ -283,19 +283,52 @@ def _warn(g: Gathered) -> None:
         warnings.warn(g.report(), stacklevel=3)
 
 
+def _tables(dirs: tuple[str | Path, ...], history: bool) -> pd.DataFrame:
+    """Gathered run folders, plus the saved tables of the `dirs` that are a results parquet file or
+    a folder holding one (a board folder) and no run folders."""
+    saved, folders = [], []
+    for d in dirs:
+        p = Path(d)
+        if p.is_dir() and (p / "results.parquet").is_file() and gather(p, history=False).runs.empty:
+            p = p / "results.parquet"
+        if p.is_file() and p.suffix == ".parquet":
+            runs, hist = read(p)
+            if history and hist is None:
+                raise ConfigError(f"{p}: no history table beside it ({history_path(p).name})")
+            saved.append(hist if history else runs)
+        else:
+            folders.append(d)
+    frames = saved
+    if folders or not saved:
+        g = gather(*folders, history=history)
+        _warn(g)
+        frames = [g.history if history else g.runs, *saved]
+    frames = [f for f in frames if len(f)] or frames[:1]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def load(*dirs: str | Path) -> pd.DataFrame:
-    """The runs table of every run folder under `dirs` (warns about skipped folders/duplicates)."""
-    g = gather(*dirs, history=False)
-    _warn(g)
-    return g.runs
+    """The runs table (one row per run, `bench.record.RunRecord` fields flattened) of every run
+    folder under `dirs`; a results parquet file, or a board folder holding one, is read as it is.
+    Warns about skipped folders and duplicates.
+
+    >>> from bench.results import load
+    >>> runs = load("runs/digits-mlp")                    # run folders, searched recursively
+    >>> board = load("leaderboards/digits-mlp")           # a board: its results.parquet
+    >>> board.groupby("pruner")["top1"].mean()            # doctest: +SKIP
+    """
+    return _tables(dirs, history=False)
 
 
 def load_history(*dirs: str | Path) -> pd.DataFrame:
     """The per-epoch history of every run under `dirs`: run_id, pruner, model, dataset (categorical
-    columns), seed, then the history.csv columns (epoch, step, loss, top1, sparsity, lr, elapsed_s)."""
-    g = gather(*dirs)
-    _warn(g)
-    return g.history
+    columns), seed, then the history.csv columns (epoch, step, loss, top1, sparsity, lr, elapsed_s);
+    a board folder or results parquet gives the history table saved beside it.
+
+    >>> hist = load_history("leaderboards/digits-mlp")
+    >>> hist.pivot_table(index="epoch", columns="pruner", values="sparsity")   # doctest: +SKIP
+    """
+    return _tables(dirs, history=True)
 
 
 def history_path(results: str | Path) -> Path:

@@ -4,6 +4,7 @@
     name = "digits-demo"         # default out folder: runs/<name>
     data_dir = "data"            # optional, where on-disk datasets live
     device = "auto"              # optional: auto | cpu | cuda | cuda:N
+    loggers = ["tensorboard"]    # optional experiment trackers (bench.loggers); not run identity
     [budget]                     # bench.config.Budget fields, shared by every cell
     epochs = 30
     [grid]
@@ -18,10 +19,17 @@
 cells = models x datasets x seeds x (for each pruner table, the product of its list-valued keys);
 `[[pruners.grda]]` (an array of tables) adds several such tables for one pruner. Identical cells
 (same run_id) run once. Every error in a file is reported at once, each naming file, table and key.
+
+Overrides change a parsed file before it is validated, with TOML value syntax, so a paper-scale
+sweep can be smoke-tested without editing it (`bench sweep` and `bench board` take `--set`):
+
+    load_sweep("leaderboards/cifar10-vgg16/sweep.toml",
+               ["budget.epochs=1", "pruners.grda.c=0.01", "grid.seeds=[0]"])
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import re
@@ -35,9 +43,9 @@ from typing import Any
 from bench.config import Budget, RunConfig, coerce
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
-from bench.validate import check_config, check_data
+from bench.validate import check_config, check_data, check_loggers
 
-TOP_KEYS = ("name", "data_dir", "device", "budget", "grid", "pruners")
+TOP_KEYS = ("name", "data_dir", "device", "loggers", "budget", "grid", "pruners")
 GRID_KEYS = ("models", "datasets", "seeds")
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -52,6 +60,7 @@ class SweepSpec:
     cells: list[RunConfig]
     path: Path
     source: str = ""  # the TOML text, kept in the out folder's manifest
+    overrides: tuple[str, ...] = ()  # the `--set KEY=VALUE` applied to it, in order
 
     def per_pruner(self) -> Counter[str]:
         return Counter(c.pruner for c in self.cells)
@@ -60,8 +69,9 @@ class SweepSpec:
 # ------------------------------------------------------------------------------------- parsing
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Parse and validate a sweep file; raises ConfigError listing every problem in it."""
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Parse and validate a sweep file, with `overrides` (`KEY.PATH=TOML value`, see
+    `apply_overrides`) applied first; raises ConfigError listing every problem in it."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -69,15 +79,54 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(f"{path}: no such sweep file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the sweep file: {e}") from None
-    return sweep_from_toml(text, path)
+    return sweep_from_toml(text, path, overrides)
 
 
-def sweep_from_toml(text: str, path: str | Path = "sweep.toml") -> SweepSpec:
+def sweep_from_toml(text: str, path: str | Path = "sweep.toml",
+                    overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     try:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return sweep_from_dict(data, path, text)
+    spec = sweep_from_dict(apply_overrides(data, overrides), path, text)
+    return dataclasses.replace(spec, overrides=tuple(overrides))
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (`1`, `0.01`, `[0, 1]`, `"x"`, `true`); anything else is a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of a parsed sweep document with each `KEY.PATH=VALUE` set (VALUE in TOML syntax:
+    `budget.epochs=1`, `pruners.grda.c=0.01`, `grid.seeds=[0]`, `grid.models=["mlp"]`). A key under
+    an array of tables (`[[pruners.grda]]`) is set in each of its tables. Unknown keys are left
+    to the validation that follows, which names the valid ones."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = [p.strip() for p in key.strip().split(".")]
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE (e.g. --set budget.epochs=1)")
+        tables: list[Any] = [data]
+        for depth, part in enumerate(parts[:-1]):
+            nxt = []
+            for t in tables:
+                child = t.setdefault(part, {})
+                if isinstance(child, list) and child and all(isinstance(c, dict) for c in child):
+                    nxt += child
+                elif isinstance(child, dict):
+                    nxt.append(child)
+                else:
+                    where = ".".join(parts[: depth + 1])
+                    raise ConfigError(f"--set {item!r}: {where} = {child!r} is not a table")
+            tables = nxt
+        for t in tables:
+            t[parts[-1]] = parse_value(value.strip())
+    return data
 
 
 def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", source: str = "") -> SweepSpec:
@@ -97,6 +146,14 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
     device = data.get("device", "auto")
     if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
         errors.append(f"device = {device!r}: valid choices: auto, cpu, cuda, cuda:N")
+    loggers = data.get("loggers", [])
+    if not isinstance(loggers, list) or not all(isinstance(x, str) for x in loggers):
+        errors.append(f"loggers = {loggers!r}: expected a list of names, e.g. [\"tensorboard\"]")
+        loggers = []
+    try:
+        check_loggers(tuple(loggers))
+    except ConfigError as e:
+        errors.append(str(e))
     budget = _parse_budget(data.get("budget", {}), errors)
     grid = _parse_grid(data.get("grid"), errors)
     settings = _parse_pruners(data.get("pruners"), errors)
@@ -118,6 +175,7 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
             seed=seed,
             data_dir=data_dir,
             device=device,
+            loggers=tuple(loggers),
         )
         try:
             config = check_config(config)

@@ -7,6 +7,7 @@ node failure, out of memory, time limit) is reported failed instead of waited on
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bench import executors, registry
+from bench.callbacks import read_progress
 from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
@@ -144,8 +146,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.verbose or s.state == "failed":
             job = f" job {s.job_id} ({s.job_state})" if s.job_id else ""
             print(f"  {s.state:<8} {s.config.run_id}{job}{': ' + s.reason if s.reason else ''}")
+            line = read_progress(out / s.config.run_id) if args.verbose and s.state != "done" else None
+            if line:
+                print(f"           {line}")
     if counts["failed"]:
-        print(f"resubmit the failed ones with: bench sweep {manifest.get('path')} --out {out} --retry-failed")
+        sets = "".join(f" --set {shlex.quote(o)}" for o in manifest.get("overrides", []))
+        print(f"resubmit the failed ones with: bench sweep {manifest.get('path')}{sets} --out {out} "
+              "--retry-failed")
     return 1 if counts["failed"] else 0
 
 
@@ -155,5 +162,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="wait (with a progress bar) until nothing is left to run"
     )
     p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
-    p.add_argument("--verbose", "-v", action="store_true", help="one line per cell")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="one line per cell, and the last epoch line (epoch k/N, loss, top-1, sparsity, ETA) "
+                   "of each cell not done")
     p.set_defaults(func=cmd_status)

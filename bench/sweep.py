@@ -47,6 +47,7 @@ def write_manifest(out: Path, spec: SweepSpec) -> None:
             "name": spec.name,
             "path": str(spec.path),
             "source": spec.source,
+            "overrides": list(spec.overrides),
             "imports": registry.loaded_plugins(),
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "cells": [{**c.to_dict(), "run_id": c.run_id} for c in spec.cells],
@@ -110,7 +111,7 @@ def _hours(seconds: float) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    spec = load_sweep(args.file)
+    spec = load_sweep(args.file, args.sets)
     out = Path(args.out or Path("runs") / spec.name)
     executor = executors.from_args(args)
     if args.dry_run:
@@ -164,6 +165,12 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
     return 0
 
 
+def add_override_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of the sweep file, TOML value syntax, repeatable: "
+                   "--set budget.epochs=1 --set pruners.grda.c=0.01 --set 'grid.seeds=[0]'")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="sweep file (TOML)")
     p.add_argument(
@@ -171,6 +178,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate every cell, count them and estimate the compute; run nothing",
     )
+    add_override_flag(p)
     p.add_argument("--out", help="out folder (default: runs/<name>)")
     p.add_argument("--no-wait", action="store_true", help="return once the jobs are started")
     p.add_argument("--retry-failed", action="store_true", help="resubmit failed cells too (they resume)")

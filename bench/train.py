@@ -1,7 +1,8 @@
 """One run under the shared budget: build, train, checkpoint every epoch, measure, record.
 
 `run(config, out)` is a plain, picklable function (a submitit job calls it). Its folder
-`out/<run_id>/` holds config.json, history.csv, checkpoint.pt and, when done, result.json.
+`out/<run_id>/` holds config.json, history.csv, checkpoint.pt, train.log, progress.json and, when
+done, result.json.
 Calling it again on the same folder resumes from the last checkpoint, or returns the finished
 result; a resumed run ends with exactly the result of an uninterrupted one, because the
 batches are a function of (seed, epoch) and the RNG state is checkpointed.
@@ -28,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench import metrics
+from bench import loggers, metrics
+from bench.callbacks import Callback, Progress, TrainLog
 from bench.config import RunConfig
 from bench.data import Data
 from bench.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
@@ -57,6 +59,10 @@ def dist_info() -> tuple[int, int]:
 def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) one run; returns the result record.
 
+    `progress`: a progress bar; without it, one line per epoch on stderr (a job's log). Either
+    way the run writes `train.log` and `progress.json`, and calls the loggers `config.loggers`
+    names (bench.loggers).
+
     Holds an exclusive lock on the run folder, so two sweeps sharing a folder never train the
     same run twice at once: the second waits, then returns the first one's result.
     """
@@ -82,7 +88,9 @@ def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str,
             )
         started = _now()
         try:
-            return Trainer(config, run_dir, progress).fit(started)
+            callbacks = [TrainLog(run_dir), Progress(run_dir, echo=not progress),
+                         *loggers.create(config.loggers, run_dir)] if rank == 0 else []
+            return Trainer(config, run_dir, progress, callbacks=callbacks).fit(started)
         except Exception as e:
             if rank == 0:
                 write_text(run_dir / "traceback.txt", traceback.format_exc())
@@ -108,6 +116,8 @@ def record_failure(config: RunConfig, run_dir: Path, error: BaseException, start
         started_at=started or _now(), finished_at=_now(), **metrics.provenance(device),
     )
     write_json(run_dir / "result.json", failure.to_dict())
+    with contextlib.suppress(OSError):
+        TrainLog(run_dir).write(f"failed: {failure.error}")
     error._bench_recorded = True  # type: ignore[attr-defined]
 
 
@@ -127,9 +137,12 @@ def _now() -> str:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: Path, progress: bool, data: Data | None = None) -> None:
-        """`data`: already loaded data to train on instead of `config.dataset` (the estimate's probe)."""
+    def __init__(self, config: RunConfig, run_dir: Path, progress: bool, data: Data | None = None,
+                 callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
+        """`data`: already loaded data to train on instead of `config.dataset` (the estimate's probe);
+        `callbacks`: see bench.callbacks (called by `fit`)."""
         self.config, self.run_dir, self.progress = config, run_dir, progress
+        self.callbacks = list(callbacks)
         self.budget = b = config.budget
         self.device = resolve_device(config.device)
         model_info = MODELS.get(config.model)
@@ -308,8 +321,21 @@ class Trainer:
         self.model.train()
         return correct1 / total, correct5 / total
 
+    def eta_s(self) -> float | None:
+        """Seconds left, from this process's wall time per epoch so far (None before an epoch)."""
+        done = self.epoch - self._fit_start_epoch
+        if done <= 0:
+            return None
+        return (time.perf_counter() - self._fit_start_time) / done * (self.budget.epochs - self.epoch)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
     def fit(self, started: str) -> dict[str, Any]:
         resumed = self.resume()
+        self._fit_start_epoch, self._fit_start_time = self.epoch, time.perf_counter()
+        self._call("on_fit_start")
         metrics.reset_peak_memory(self.device)
         status, diverged_epoch = "ok", None
         epochs = self.budget.epochs
@@ -328,6 +354,7 @@ class Trainer:
                 status, diverged_epoch = "diverged", self.epoch
                 self.history.append(self._epoch_row(loss, None, None))
                 self.epoch += 1
+                self._call("on_epoch_end", self.history[-1])
                 break
             evaluated = self.pruner.finalize(self.model)
             top1, _ = self.evaluate(evaluated)
@@ -337,6 +364,7 @@ class Trainer:
             if self.rank == 0:
                 self.save()
                 self._write_history()
+            self._call("on_epoch_end", self.history[-1])
             bar.update(1)
             bar.set_postfix(
                 loss=f"{loss:.3f}", top1=f"{top1:.3f}", sparsity=f"{self.history[-1]['sparsity']:.3f}"
@@ -344,7 +372,9 @@ class Trainer:
         bar.close()
         if self.rank == 0:
             self._write_history()
-        return self._record(status, diverged_epoch, started, resumed)
+        record = self._record(status, diverged_epoch, started, resumed)
+        self._call("on_fit_end", record)
+        return record
 
     def _epoch_row(self, loss: float, top1: float | None, sparsity: float | None) -> dict[str, Any]:
         return {

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 
 from bench.config import Budget, RunConfig, build_dataclass, dataclass_from_args, parse_sets
+from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
 
 
@@ -24,11 +26,25 @@ def check_config(config: RunConfig) -> RunConfig:
     """Everything that can be checked without loading data or training: names, hyperparameters,
     model/dataset fit. Returns the config with resolved hyperparameters."""
     config = resolve_hparams(config)
+    check_loggers(config.loggers)
     model = MODELS.get(config.model, "model")
     dataset = DATASETS.get(config.dataset, "dataset")
     if dataset.input_shape is not None:
         model.check_fits(config.dataset, dataset.input_shape, dataset.num_classes)
     return config
+
+
+def check_loggers(names: tuple[str, ...]) -> None:
+    """Raise ConfigError for a logger that does not exist or whose package is not installed."""
+    from bench.loggers import LOGGERS  # a table of names; imports no tracker
+
+    for name in names:
+        info = LOGGERS.get(name)
+        if info is None:
+            raise ConfigError(f"loggers = {name!r}: unknown logger; valid choices: {', '.join(LOGGERS)}")
+        if importlib.util.find_spec(info.package) is None:
+            raise ConfigError(f"loggers = {name!r}: the {info.package!r} package is not installed; "
+                              f"pip install 'prunebench[{info.extra}]'")
 
 
 def check_data(config: RunConfig) -> None:
@@ -51,5 +67,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         data_dir=args.data_dir,
         device=args.device,
+        loggers=tuple(args.loggers),
     )
     return check_config(config)
