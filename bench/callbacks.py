@@ -57,7 +57,9 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 
 def duration(seconds: float) -> str:
-    """`3725` -> `1h02m`, `75` -> `1m15s`, `4.2` -> `4s`."""
+    """`3725` -> `1h02m`, `75` -> `1m15s`, `14.2` -> `14s`, `2.34` -> `2.3s`."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
