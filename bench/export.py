@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,12 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
     if onnx:
         onnx_path = out / "model.onnx"
         example = torch.zeros(1, *trainer.data.input_shape, device=trainer.device)
-        try:
-            torch.onnx.export(final, (example,), str(onnx_path), input_names=["input"],
-                              output_names=["logits"], dynamo=False,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        try:  # the TorchScript exporter: the torch.export one needs the onnxscript package
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(final, (example,), str(onnx_path), input_names=["input"],
+                                  output_names=["logits"], dynamo=False,
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
             written["onnx"] = str(onnx_path)
         except Exception as e:  # a model torch.onnx cannot trace: the safetensors file still stands
             onnx_path.unlink(missing_ok=True)

@@ -112,7 +112,8 @@ def test_status_verbose_shows_the_epoch_line_of_a_running_cell(tmp_path, capsys)
     cell = spec.cells[0]
     (tmp_path / cell.run_id).mkdir()
     (tmp_path / cell.run_id / "progress.json").write_text(json.dumps({"line": "epoch 7/60  loss 0.1000"}))
-    (tmp_path / MANIFEST).write_text(json.dumps({"name": "x", "cells": [{**cell.to_dict(), "run_id": cell.run_id}]}))
+    cells = [{**cell.to_dict(), "run_id": cell.run_id}]
+    (tmp_path / MANIFEST).write_text(json.dumps({"name": "x", "cells": cells}))
     cli.main(["status", str(tmp_path), "-v"])
     out = capsys.readouterr().out
     assert "missing  " + cell.run_id in out and "epoch 7/60  loss 0.1000" in out
@@ -122,8 +123,8 @@ def test_run_summary_line_and_json(tmp_path, capsys):
     argv = ["run", "--epochs", "2", "--out", str(tmp_path), "--quiet"]
     assert cli.main(argv) == 0
     line = capsys.readouterr().out.strip()
-    assert re.fullmatch(r"ok  top1 0\.\d{4}  sparsity 0\.\d{4}  MACs \S+ fewer  train \S+  " + re.escape(str(tmp_path))
-                        + r"/dense-mlp-digits-s0-\w+", line), line
+    pattern = r"ok  top1 0\.\d{4}  sparsity 0\.\d{4}  MACs \S+ fewer  train \S+  "
+    assert re.fullmatch(pattern + re.escape(str(tmp_path)) + r"/dense-mlp-digits-s0-\w+", line), line
     assert cli.main([*argv, "--json"]) == 0  # the finished run, read back: the whole record
     record = json.loads(capsys.readouterr().out)
     assert record["status"] == "ok" and "layer_sparsity" in record and "numpy_version" in record
@@ -132,7 +133,8 @@ def test_run_summary_line_and_json(tmp_path, capsys):
 
 def test_summary_line_reads_macs_under_either_name():
     base = {"status": "ok", "top1": 0.9, "sparsity": 0.5, "train_time_s": 75.0}
-    assert "MACs 4x fewer  train 1m15s" in summary_line({**base, "flops_dense": 8.0, "flops_sparse": 2.0}, "d")
+    flops = {"flops_dense": 8.0, "flops_sparse": 2.0}
+    assert "MACs 4x fewer  train 1m15s" in summary_line({**base, **flops}, "d")
     assert "MACs 2x fewer" in summary_line({**base, "macs_dense": 8.0, "macs_sparse": 4.0}, "d")
     assert summary_line({"status": "failed", "error": "boom"}, "d") == "failed: boom  d"
     assert duration(3725) == "1h02m" and duration(2.34) == "2.3s"
@@ -154,7 +156,8 @@ def test_sweep_file_selects_loggers():
                            "[pruners.dense]\n")
     assert spec.cells[0].loggers == ("tensorboard",)
     with pytest.raises(ConfigError, match="loggers = 'tb': unknown logger"):
-        sweep_from_toml('loggers = ["tb"]\n[grid]\nmodels = ["mlp"]\ndatasets = ["digits"]\n[pruners.dense]\n')
+        sweep_from_toml('loggers = ["tb"]\n[grid]\nmodels = ["mlp"]\ndatasets = ["digits"]\n'
+                        "[pruners.dense]\n")
 
 
 def test_wandb_offline(tmp_path, monkeypatch):
