@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "(95% interval, p-value), sparsity, time and memory"),
     "export": ("bench.export", "write a finished run's pruned model as safetensors (+ ONNX), checked by "
                "loading it back"),
+    "speedup": ("bench.speedup", "measure the inference speed-up per backend of finished runs (no "
+                "retraining)"),
     "perf": ("bench.perf", "wall time and memory of every pruner vs dense SGD-momentum, and the harness's "
              "speed"),
 }

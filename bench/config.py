@@ -22,6 +22,8 @@ from typing import Any, Literal
 from bench.errors import ConfigError
 from bench.schedules import SCHEDULES
 
+PRECISIONS = ("fp32", "bf16")
+
 
 def hp(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with a default and help text (shown by `bench list` and `--help`)."""
@@ -47,6 +49,11 @@ class Budget:
     weight_decay: float = hp(0.0, "SGD weight decay for SGD-based pruners")
     augment: bool = hp(True, "the dataset's standard augmentation (CIFAR: pad 4 + crop, flip)")
     prune_first_last: bool = hp(True, "whether the first and last layers are prunable")
+    precision: str = hp(
+        "fp32",
+        "fp32 (TF32 matrix products on CUDA) | bf16 (autocast: bfloat16 forward, fp32 weights and "
+        "optimizer state)",
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "budget.epochs", self.epochs, "must be > 0")
@@ -68,6 +75,8 @@ class Budget:
         _check(0 < self.lr_gamma <= 1, "budget.lr_gamma", self.lr_gamma, "must be in (0, 1]")
         _check(0 <= self.momentum < 1, "budget.momentum", self.momentum, "must be in [0, 1)")
         _check(self.weight_decay >= 0, "budget.weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.precision in PRECISIONS, "budget.precision", self.precision,
+               f"valid choices: {', '.join(PRECISIONS)}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,10 @@ class RunConfig:
     data_dir: str = ""  # where on-disk datasets live; not part of the run's identity
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     loggers: tuple[str, ...] = ()  # experiment trackers (bench.loggers); not part of the run's identity
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (cuda:N: one process only)
+    # deterministic algorithms (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): a
+    # resumed CUDA run then ends exactly as an uninterrupted one; slower
+    deterministic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -110,6 +123,8 @@ class RunConfig:
         }
         if self.device != "auto":
             identity["device"] = self.device
+        if self.deterministic:
+            identity["deterministic"] = True
         return f"{self.pruner}-{self.model}-{self.dataset}-s{self.seed}-{stable_hash(identity)[:10]}"
 
     def identity(self, run_id: str | None = None) -> dict[str, Any]:
@@ -288,4 +303,6 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logger", dest="loggers", action="append", default=[], metavar="NAME",
                         help="also log to an experiment tracker, repeatable: tensorboard | wandb | mlflow "
                         "(off by default; not part of the run's identity)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic algorithms: bit-exact resumes on CUDA, slower")
     add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)

@@ -3,7 +3,8 @@
 
     name = "digits-demo"         # default out folder: runs/<name>
     data_dir = "data"            # optional, where on-disk datasets live
-    device = "auto"              # optional: auto | cpu | cuda | cuda:N
+    device = "auto"              # optional: auto | cpu | cuda | cuda:N (not cuda:N with --gpus > 1)
+    deterministic = false        # optional: deterministic algorithms (bit-exact CUDA resumes)
     loggers = ["tensorboard"]    # optional experiment trackers (bench.loggers); not run identity
     [budget]                     # bench.config.Budget fields, shared by every cell
     epochs = 30
@@ -45,7 +46,7 @@ from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.validate import check_config, check_data, check_loggers
 
-TOP_KEYS = ("name", "data_dir", "device", "loggers", "budget", "grid", "pruners")
+TOP_KEYS = ("name", "data_dir", "device", "deterministic", "loggers", "budget", "grid", "pruners")
 GRID_KEYS = ("models", "datasets", "seeds")
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -146,6 +147,9 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
     device = data.get("device", "auto")
     if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
         errors.append(f"device = {device!r}: valid choices: auto, cpu, cuda, cuda:N")
+    deterministic = data.get("deterministic", False)
+    if not isinstance(deterministic, bool):
+        errors.append(f"deterministic = {deterministic!r}: expected true or false")
     loggers = data.get("loggers", [])
     if not isinstance(loggers, list) or not all(isinstance(x, str) for x in loggers):
         errors.append(f"loggers = {loggers!r}: expected a list of names, e.g. [\"tensorboard\"]")
@@ -175,6 +179,7 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
             seed=seed,
             data_dir=data_dir,
             device=device,
+            deterministic=deterministic,
             loggers=tuple(loggers),
         )
         try:
