@@ -126,7 +126,7 @@ def test_gather_keeps_the_newest_duplicate_and_reports_it(tmp_path: Path, worker
 
 def test_failed_and_diverged_runs_are_rows(tmp_path: Path) -> None:
     base = fake_result("x")
-    failed = {k: base[k] for k in (*results.IDENTITY, *results.PROVENANCE)}
+    failed = {k: base.get(k) for k in (*results.IDENTITY, *results.PROVENANCE)}
     make_run(tmp_path, {**failed, "run_id": "failed", "status": "failed", "error": "RuntimeError: boom",
                         "top1": None, "sparsity": 0.0})
     make_run(tmp_path, fake_result("diverged", status="diverged", top1=None, diverged_epoch=1))
