@@ -15,20 +15,22 @@ from bench import executors, results
 from bench.errors import ConfigError
 from bench.executors import Executor
 from bench.leaderboard import load_published, write_leaderboard
-from bench.spec import check_local_data, load_sweep
-from bench.sweep import run_sweep
+from bench.spec import load_sweep
+from bench.sweep import check_here, run_sweep
+from bench.validate import check_out
 
 
 def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = True,
-          executor: Executor | None = None) -> Path:
-    """Run, gather and write the leaderboard of `directory` (holding sweep.toml); returns its README."""
+          executor: Executor | None = None, force: bool = False) -> Path:
+    """Run, gather and write the leaderboard of `directory` (holding sweep.toml); returns its README.
+    `force`: retrain every cell from scratch (see `bench sweep --force`)."""
     directory = Path(directory)
     spec = load_sweep(directory / "sweep.toml")
-    runs_dir = Path(runs_root) / spec.name
+    runs_dir = check_out(Path(runs_root) / spec.name, "--runs")
+    check_out(directory, "DIR")
     executor = executor or executors.create()
-    if executor.name == "local":
-        check_local_data(spec)
-    run_sweep(spec, runs_dir, executor, wait=True)  # on a cluster too: the board needs every cell
+    check_here(spec, executor)
+    run_sweep(spec, runs_dir, executor, wait=True, force=force)  # on a cluster too: it needs every cell
     g = results.gather(runs_dir)
     cells = {c.run_id for c in spec.cells}
     extra = ~g.runs["run_id"].isin(cells) if len(g.runs) else pd.Series(dtype=bool)
@@ -53,7 +55,7 @@ def _board_note(directory: Path, runs_dir: Path, cells: int) -> str:
 
 
 def cmd_board(args: argparse.Namespace) -> int:
-    readme = board(args.dir, args.runs, not args.no_plots, executors.from_args(args))
+    readme = board(args.dir, args.runs, not args.no_plots, executors.from_args(args), args.force)
     print(f"wrote {readme}", file=sys.stderr)
     return 0
 
@@ -62,5 +64,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="leaderboard folder holding sweep.toml (e.g. leaderboards/digits-mlp)")
     p.add_argument("--runs", default="runs", help="parent of the sweep's run folder (default: runs)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--force", action="store_true", help="retrain every cell from scratch (old results are "
+                   "kept as result.replaced.json)")
     executors.add_flags(p)
     p.set_defaults(func=cmd_board)

@@ -25,7 +25,7 @@ from bench.config import Budget, add_run_flags
 from bench.errors import ConfigError
 from bench.record import METRICS
 from bench.registry import DATASETS, MODELS, PRUNERS
-from bench.validate import check_data, config_from_args
+from bench.validate import check_data, check_device_here, check_out, config_from_args
 
 # name -> ("module:function" that adds the command's flags to its parser, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -51,7 +51,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_data(config)  # missing dataset files: exit 2 before the run folder is created
-    result = run(config, args.out, progress=not args.quiet)
+    check_device_here(config.device)
+    check_out(args.out, "--out")
+    result = run(config, args.out, progress=not args.quiet, force=args.force)
     hidden = ("layer_sparsity", "diverged_epoch", "error")
     keys = ("run_id", "status", *(m for m in METRICS if m not in hidden))
     print(json.dumps({k: result.get(k) for k in keys}, indent=2))
@@ -90,6 +92,8 @@ def configure_run(p: argparse.ArgumentParser) -> None:
     add_run_flags(p)
     p.add_argument("--out", default="runs", help="parent folder of run folders")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="train again from scratch even if the run finished "
+                   "(the old result is kept as result.replaced.json)")
     p.set_defaults(func=cmd_run)
 
 

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -21,6 +22,9 @@ from typing import Any, Literal
 
 from bench.errors import ConfigError
 from bench.schedules import SCHEDULES
+
+MAX_SEED = 2**32 - 1  # seeds are in [0, MAX_SEED]: the data-order generator of every epoch fits 64 bits
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def hp(default: Any, help: str, **kw: Any) -> Any:
@@ -82,6 +86,14 @@ class RunConfig:
     seed: int = 0
     data_dir: str = ""  # where on-disk datasets live; not part of the run's identity
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
+            "seed", self.seed, f"expected an integer in [0, {MAX_SEED}]",
+        )
+        _check(isinstance(self.device, str) and DEVICE_RE.fullmatch(self.device) is not None,
+               "device", self.device, "valid choices: auto, cpu, cuda, cuda:N")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,9 +202,12 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{name} = {value!r}: expected a number")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
             raise ConfigError(f"{name} = {value!r}: expected a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name} = {value!r}: expected a finite number (not inf or nan)")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name} = {value!r}: expected a string")

@@ -174,7 +174,7 @@ def test_every_error_is_reported_at_once_naming_file_table_and_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_sweep(path)
     msg = str(e.value)
-    valid_top = "valid keys: name, data_dir, device, budget, grid, pruners"
+    valid_top = "valid keys: name, max_cells, data_dir, device, budget, grid, pruners"
     expected = [
         f"bad.toml: unknown key(s) 'colour'; {valid_top}",
         "bad.toml: [budget] epochs = 0: must be > 0",
@@ -501,9 +501,7 @@ def _spec(tmp_path: Path):
 
 
 def _result(out: Path, config: RunConfig, status: str) -> None:
-    write_json(
-        out / config.run_id / "result.json", {"run_id": config.run_id, "status": status, "error": "boom"}
-    )
+    write_json(out / config.run_id / "result.json", {**config.identity(), "status": status, "error": "boom"})
 
 
 def _job(out: Path, config: RunConfig, record: dict) -> None:
@@ -543,13 +541,13 @@ def test_statuses_and_what_is_resubmitted(tmp_path):
         "running",
         "pending",
         "running",
-        "failed",
-        "failed",
+        "stopped",
+        "stopped",
         "missing",
     ]
-    statuses = cell_statuses(out, c)
+    statuses = cell_statuses(out, c)  # the live job is gone now: its cells are stopped, or failed
     assert "ended (EXITED) without a result" in statuses[7].reason
-    assert to_submit(statuses) == [c[8]]
+    assert to_submit(statuses) == [c[3], c[4], c[6], c[7], c[8]]  # stopped cells resume by default
     assert to_submit(statuses, retry_failed=True) == [c[2], c[3], c[4], c[5], c[6], c[7], c[8]]
 
 
@@ -564,10 +562,10 @@ def test_run_sweep_never_resubmits_done_running_or_pending_cells(tmp_path, monke
     _result(out, c[0], "ok")
     _job(out, c[1], {"executor": "slurm", "job_id": "7_1"})
     _job(out, c[2], {"executor": "slurm", "job_id": "7_2"})
-    _job(out, c[3], {"executor": "slurm", "job_id": "7_3"})  # cancelled without a result: failed
+    _job(out, c[3], {"executor": "slurm", "job_id": "7_3"})  # cancelled without a result: stopped
     records = run_sweep(spec, out, _slurm_test(), wait=False, progress=False)
-    assert calls == [c[4:]]
-    assert [r["status"] for r in records[:5]] == ["ok", "running", "pending", "failed", "missing"]
+    assert calls == [c[3:]]
+    assert [r["status"] for r in records[:5]] == ["ok", "running", "pending", "stopped", "missing"]
     assert "job 7_3 ended (CANCELLED) without a result" in records[3]["error"]
     run_sweep(spec, out, _slurm_test(), wait=False, progress=False, retry_failed=True)
     assert calls[1] == [c[3], *c[4:]]
