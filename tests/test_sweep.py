@@ -181,7 +181,7 @@ def test_every_error_is_reported_at_once_naming_file_table_and_key(tmp_path):
         "bad.toml: [budget] lr = 'fast': expected a number",
         "bad.toml: [budget] batch_size = [16, 32]: the budget is shared by every cell",
         "bad.toml: [grid] models = 'transformer': unknown model; valid choices: ",
-        "bad.toml: [grid] seeds = -1: expected an integer >= 0",
+        "bad.toml: [grid] seeds = -1: expected an integer in [0, 4294967295]",
         "bad.toml: [pruners.grda] c = -0.02: must be >= 0",
         "bad.toml: [pruners.grda] mu = 2.0: must be in (0, 1)",
         "bad.toml: [pruners.grda] epochs: per-pruner budget overrides are not allowed",
