@@ -153,7 +153,8 @@ def test_cancelled_job_is_reported_stopped_and_resubmitted_by_a_rerun(cluster, t
     first = job_of(out, cell.run_id)
     assert arrays_submitted(spec.name) == {first}
     run_sweep(spec, out, _slurm_test(), wait=False, progress=False)  # a stopped cell is resubmitted
-    assert arrays_submitted(spec.name) == {first, job_of(out, cell.run_id)} and job_of(out, cell.run_id) != first
+    second = job_of(out, cell.run_id)
+    assert second != first and arrays_submitted(spec.name) == {first, second}
 
 
 def test_invalid_sweep_submits_nothing(cluster, tmp_path, capsys):
