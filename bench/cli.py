@@ -53,7 +53,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_data(config)  # missing dataset files: exit 2 before the run folder is created
     check_device_here(config.device)
     check_out(args.out, "--out")
-    result = run(config, args.out, progress=not args.quiet, force=args.force)
+    try:
+        result = run(config, args.out, progress=not args.quiet, force=args.force)
+    except Exception as e:  # recorded as failed in the run folder, with its traceback
+        folder = f"{args.out.rstrip('/')}/{config.run_id}"
+        print(f"bench run: the run failed: {type(e).__name__}: {e}\n(recorded in {folder}/result.json, "
+              f"traceback in {folder}/traceback.txt)", file=sys.stderr)
+        return 1
     hidden = ("layer_sparsity", "diverged_epoch", "error")
     keys = ("run_id", "status", *(m for m in METRICS if m not in hidden))
     print(json.dumps({k: result.get(k) for k in keys}, indent=2))

@@ -25,6 +25,7 @@ from bench.schedules import SCHEDULES
 
 MAX_SEED = 2**32 - 1  # seeds are in [0, MAX_SEED]: the data-order generator of every epoch fits 64 bits
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+FLOAT32_MAX = 3.4028234663852886e38  # user numbers become float32 tensor arithmetic: larger ones overflow
 
 
 def hp(default: Any, help: str, **kw: Any) -> Any:
@@ -205,8 +206,9 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
             number = float(value)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
             raise ConfigError(f"{name} = {value!r}: expected a number") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"{name} = {value!r}: expected a finite number (not inf or nan)")
+        if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+            raise ConfigError(f"{name} = {value!r}: expected a finite number (not inf or nan) of "
+                              f"magnitude at most {FLOAT32_MAX:.4g}")
         return number
     if tp is str:
         if not isinstance(value, str):
