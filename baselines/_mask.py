@@ -1,4 +1,4 @@
-"""Shared machinery of the unstructured mask pruners (`magnitude`, `gmp`, `random`).
+"""Shared machinery of the unstructured mask pruners (`magnitude`, `gmp`, `random`, `rigl`, ...).
 
 A pruner of this kind keeps one boolean mask per prunable weight. Installing masks zeroes the
 masked weights and their momentum buffers; from then on their gradients are masked after every
@@ -8,13 +8,16 @@ without a second pass over the weights after each step.
 
 Masks keep the highest-scoring weights (|w| for magnitude pruning, uniform noise for random
 pruning), per layer or globally over all prunable weights, removing round(sparsity * n) like
-`torch.nn.utils.prune`'s unstructured methods.
+`torch.nn.utils.prune`'s unstructured methods. A masked layer computes at its mask's density
+(`compute_densities`, for the training-compute count): sparse kernels skip the masked weights.
+`erk_densities` gives the Erdos-Renyi(-Kernel) layer densities of the sparse-from-start methods.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -56,13 +59,41 @@ def keep_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: Scope) -
     return {n: m.view_as(s) for (n, s), m in zip(scores.items(), parts, strict=True)}
 
 
+def erk_densities(shapes: dict[str, torch.Size], density: float, kernel: bool = True) -> dict[str, float]:
+    """Per-layer densities averaging `density` over all weights: layer l gets eps * (sum of its
+    dims) / (product of its dims) (Erdos-Renyi; with `kernel`, the kernel dims count too: ERK,
+    Evci et al. 2020), eps chosen to hit `density`; layers that would exceed 1 are dense and
+    the rest rescaled (RigL's `get_sparsities`)."""
+    total = sum(math.prod(s) for s in shapes.values())
+    raw = {n: sum(s if kernel else s[:2]) / math.prod(s if kernel else s[:2]) for n, s in shapes.items()}
+    dense: set[str] = set()
+    while True:
+        budget = density * total - sum(math.prod(shapes[n]) for n in dense)
+        eps = budget / sum(raw[n] * math.prod(shapes[n]) for n in shapes if n not in dense)
+        over = {n for n in shapes if n not in dense and eps * raw[n] > 1}
+        if not over:
+            return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+        dense |= over
+
+
+def random_masks(
+    densities: dict[str, float], shapes: dict[str, torch.Size], device: Any
+) -> dict[str, torch.Tensor]:
+    """Uniformly random masks keeping round(density * n) entries of each layer (global RNG)."""
+    scores = {n: torch.rand(shapes[n], device=device) for n in shapes}
+    return {n: _keep_top(s, 1 - densities[n]) for n, s in scores.items()}
+
+
 class MaskPruner(Pruner):
     """Base of the mask pruners: SGD with the budget's settings, plus fixed-shape binary masks."""
+
+    regrows: ClassVar[bool] = False  # whether a pruned connection may return (RigL, SET)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model
         self.layers: dict[str, nn.Module] = dict(self.prunable(model))
         self.masks: dict[str, torch.Tensor] = {}
+        self.densities: dict[str, float] = {}
         self.optimizer: torch.optim.Optimizer | None = None
         return model
 
@@ -77,6 +108,7 @@ class MaskPruner(Pruner):
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Install masks: zero the masked weights and their momentum buffers."""
         self.masks = masks
+        self.densities = {n: float(m.sum()) / m.numel() for n, m in masks.items()}
         state = self.optimizer.state if self.optimizer is not None else {}
         for name, mask in masks.items():
             w = self.layers[name].weight
@@ -91,11 +123,16 @@ class MaskPruner(Pruner):
             grads = [self.layers[n].weight.grad for n in self.masks]
             torch._foreach_mul_(grads, list(self.masks.values()))
 
+    def compute_densities(self) -> dict[str, float]:
+        return self.densities
+
     def state_dict(self) -> dict[str, Any]:
-        return {"masks": dict(self.masks)}
+        return {"masks": dict(self.masks), "extra_macs": self.extra_macs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masks = {n: m.to(self.layers[n].weight.device) for n, m in state["masks"].items()}
+        self.densities = {n: float(m.sum()) / m.numel() for n, m in self.masks.items()}
+        self.extra_macs = state.get("extra_macs", 0.0)
 
     def state_tensors(self) -> Iterator[torch.Tensor]:
         return iter(self.masks.values())

@@ -7,6 +7,8 @@ weight magnitudes at sparsity s_t. Pruned weights are exactly zero and have the 
 magnitude, so they stay pruned as s_t grows. `start`, `end` and `every` are fractions of the
 budget's steps; the defaults are Gale et al.'s ResNet-50 schedule (start 40k, end 76k, every 2k
 of 128k steps) scaled to the budget. After the last update the mask is fixed (fine-tuning).
+Subclasses on the same schedule (`random_gradual`, `nm`) replace `masks_at`, the masks of a
+given sparsity.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
 from baselines._mask import SCOPES, MaskPruner, check_choice, check_sparsity, keep_masks
@@ -67,8 +70,12 @@ class GMPPruner(MaskPruner):
     def is_update(self, t: int) -> bool:
         return self.t0 <= t <= self.t0 + self.n * self.dt and (t - self.t0) % self.dt == 0
 
+    def masks_at(self, sparsity: float) -> dict[str, torch.Tensor]:
+        """The masks of an update to `sparsity`: the largest |w| kept."""
+        scores = {n: w.detach().abs() for n, w in self.weights().items()}
+        return keep_masks(scores, sparsity, self.hp.scope)
+
     def after_step(self, step: int) -> None:
         t = step + 1
         if self.is_update(t):
-            scores = {n: w.detach().abs() for n, w in self.weights().items()}
-            self.set_masks(keep_masks(scores, self.target_sparsity(t), self.hp.scope))
+            self.set_masks(self.masks_at(self.target_sparsity(t)))

@@ -1,8 +1,9 @@
-"""`random`: random unstructured pruning at initialization, mask fixed: the sanity floor.
+"""`random`: a static random mask drawn at initialization, fixed throughout: the sanity floor.
 
-Every prunable layer loses exactly `sparsity` of its weights, chosen uniformly at random with
-the global RNG, which the trainer seeds with the run's seed before building the model: the
-same seed gives the same mask.
+Not Gale et al.'s random pruning (that is `random_gradual`, on GMP's schedule). Every prunable
+layer loses exactly `sparsity` of its weights, chosen uniformly at random with the global RNG,
+which the trainer seeds with the run's seed before building the model: the same seed gives the
+same mask. Sparse from the first step, so it trains at its density.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class RandomHparams:
 
 @register_pruner("random")
 class RandomPruner(MaskPruner):
-    """Random unstructured pruning before training (seeded by the run), mask fixed throughout."""
+    """Static random mask drawn at initialization (seeded by the run), fixed throughout training."""
 
     Hparams = RandomHparams
 

@@ -7,30 +7,40 @@ the local reparameterization trick: the pre-activation is sampled as N(x theta, 
 (the additive-noise parameterization of the authors' code, sigma^2 unclipped). In evaluation
 weights with log alpha >= `threshold` are zeroed.
 
-The loss is the negative ELBO per training example: task loss (a per-example mean) plus
-beta_t * KL / N, with N the number of training examples, the KL summed over weights with the
-paper's approximation
+The loss is the negative ELBO divided by N (the number of training examples): task loss (a
+per-example mean) plus beta_t * KL / N, the KL summed over weights with the paper's
+approximation
 
     -KL ~= k1 * sigmoid(k2 + k3 * log alpha) - 0.5 * log1p(exp(-log alpha)) - k1,
 
 and beta_t ramped linearly from 0 to `kl_weight` over the first `warmup` of the budget.
+
+Training recipe (`optimizer`): "adam" (default, the authors' code): Adam at `adam_lr` following
+the budget's lr schedule shape, no weight decay. Adam is invariant to the scale of the loss, so
+this is exactly the authors' N * mean loss + KL (the ELBO): the KL is not shrunk relative to the
+data term and log sigma^2 is learnt. "sgd": the shared budget's SGD (lr, momentum, weight
+decay), where the 1/N-scaled KL barely moves log sigma^2 (REFERENCE.md). Neither recipe decays
+log sigma^2. The forward pass computes two products per layer (mean and variance): compute is
+counted at twice the layers' dense MACs.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines._mask import check_choice
 from bench.config import hp
 from bench.pruner import Pruner, SparsityKnob, register_pruner
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 LOG_ALPHA_RANGE = (-8.0, 8.0)
+OPTIMIZERS = ("adam", "sgd")
 
 
 def kl_approx(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -104,6 +114,10 @@ class VDHparams:
     warmup: float = hp(0.5, "fraction of the budget over which beta ramps linearly from 0")
     threshold: float = hp(3.0, "weights with log alpha >= threshold are zeroed at evaluation")
     log_sigma2_init: float = hp(-10.0, "initial log sigma^2 of every weight (authors' code: -10)")
+    optimizer: Literal["adam", "sgd"] = hp(
+        "adam", "adam: the authors' recipe (Adam at adam_lr, no weight decay); sgd: the shared budget's SGD"
+    )
+    adam_lr: float = hp(1e-3, "Adam's base lr (authors: 1e-3), scaled by the budget's lr schedule")
 
     def __post_init__(self) -> None:
         if not self.kl_weight >= 0:
@@ -113,6 +127,9 @@ class VDHparams:
         lo, hi = LOG_ALPHA_RANGE
         if not lo < self.threshold <= hi:
             raise ValueError(f"threshold = {self.threshold!r}: must be in ({lo:g}, {hi:g}]")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if not self.adam_lr > 0:
+            raise ValueError(f"adam_lr = {self.adam_lr!r}: must be > 0")
 
 
 @register_pruner("vd")
@@ -133,8 +150,31 @@ class VDPruner(Pruner):
                     vd.bias.copy_(m.bias)
                 vd.log_sigma2.fill_(self.hp.log_sigma2_init)
             _swap(model, name, vd)
+        self.lrt_densities = {name: 2.0 for name, _ in self.prunable(model)}  # mean and variance
         self.model = model
         return model
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """Adam (authors) or the budget's SGD; log sigma^2 is never decayed."""
+        sigmas = [m.log_sigma2 for m in model.modules() if isinstance(m, SVDOMixin)]
+        ids = {id(p) for p in sigmas}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in ids]},
+                  {"params": sigmas, "weight_decay": 0.0}]
+        b = self.budget
+        if self.hp.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(groups, lr=self.hp.adam_lr, weight_decay=0.0, foreach=True)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=b.lr, momentum=b.momentum,
+                                             weight_decay=b.weight_decay, foreach=True)
+        return self.optimizer
+
+    def after_backward(self, step: int) -> None:
+        if self.hp.optimizer == "adam":  # the trainer set the budget's lr: keep its schedule, at Adam's scale
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.hp.adam_lr / self.budget.lr
+
+    def compute_densities(self) -> dict[str, float]:
+        return self.lrt_densities
 
     def kl_scale(self) -> float:
         """beta_t / N, the factor of the summed KL in the loss at the current step."""

@@ -185,6 +185,7 @@ def calibrate(
                 trials.append({
                     "phase": phase, "value": value, "sparsity": r["sparsity"], "top1": r["top1"],
                     "status": r["status"], "epochs": cfg.budget.epochs, "run_id": r["run_id"],
+                    "steps": r.get("steps", 0), "train_macs": r.get("train_macs", 0.0),
                 })
                 log(f"calibrate {config.pruner} [{phase}, {cfg.budget.epochs} epochs] {knob.name}={value:g}: "
                     f"{r['status']}, sparsity {r['sparsity']:.4f}, top1 {r['top1']}")
@@ -219,11 +220,22 @@ def calibrate(
         "trials": trials, "value": best["value"], "hparams": final.hparams,
         "sparsity": best["sparsity"], "top1": best["top1"], "run_id": best["run_id"],
         "run_dir": str(run_dir), "within_tolerance": abs(best["sparsity"] - target) <= tolerance,
+        "cost": search_cost(trials),
     }
     record["record"] = str(out / f"calibration-{config.pruner}-{config.model}-{config.dataset}"
                                  f"-s{config.seed}-{target:g}.json")
     write_json(record["record"], record)
     return record
+
+
+def search_cost(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """What landing on the target cost: runs, optimizer steps and training MACs over all trials
+    (a method that takes its sparsity directly costs one run)."""
+    return {
+        "runs": len(trials),
+        "steps": sum(t.get("steps", 0) for t in trials),
+        "train_macs": sum(t.get("train_macs", 0.0) for t in trials),
+    }
 
 
 def _publish(src: Path, out: Path, config: RunConfig) -> Path:
@@ -267,7 +279,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         args.full_runs, args.search_dir,
     )
     keys = ("pruner", "target", "value", "hparams", "sparsity", "top1", "within_tolerance", "run_id")
-    summary = {"knob": knob.name, **{k: record[k] for k in keys}, "runs": len(record["trials"])}
+    summary = {"knob": knob.name, **{k: record[k] for k in keys}, **record["cost"]}
     print(json.dumps({**summary, "record": record["record"]}, indent=2))
     print(f"run folder: {record['run_dir']}", file=sys.stderr)
     return 0 if record["within_tolerance"] else 1

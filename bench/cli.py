@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "board": ("bench.board", "run DIR/sweep.toml, gather it, write the leaderboard into DIR"),
     "calibrate": ("bench.calibrate", "search a pruner's sparsity knob (gRDA c, STR s_weight_decay, VD "
                   "kl_weight) for a target sparsity; the answer is a full-budget run"),
+    "speedup": ("bench.speedup", "measure the inference speed-up per backend of finished runs (no "
+                "retraining)"),
     "perf": ("bench.perf", "wall time and memory of every pruner vs dense SGD-momentum, and the harness's "
              "speed"),
 }

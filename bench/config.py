@@ -23,7 +23,8 @@ from typing import Any, Literal
 from bench.errors import ConfigError
 from bench.schedules import SCHEDULES
 
-MAX_SEED = 2**32 - 1  # seeds are in [0, MAX_SEED]: the data-order generator of every epoch fits 64 bits
+PRECISIONS = ("fp32", "bf16")
+MAX_SEED = 2**30 - 1  # seeds in [0, MAX_SEED]: every generator seeded from (seed, epoch, rank) fits 64 bits
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 FLOAT32_MAX = 3.4028234663852886e38  # user numbers become float32 tensor arithmetic: larger ones overflow
 
@@ -52,6 +53,11 @@ class Budget:
     weight_decay: float = hp(0.0, "SGD weight decay for SGD-based pruners")
     augment: bool = hp(True, "the dataset's standard augmentation (CIFAR: pad 4 + crop, flip)")
     prune_first_last: bool = hp(True, "whether the first and last layers are prunable")
+    precision: str = hp(
+        "fp32",
+        "fp32 (TF32 matrix products on CUDA) | bf16 (autocast: bfloat16 forward, fp32 weights and "
+        "optimizer state)",
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "budget.epochs", self.epochs, "must be > 0")
@@ -73,6 +79,8 @@ class Budget:
         _check(0 < self.lr_gamma <= 1, "budget.lr_gamma", self.lr_gamma, "must be in (0, 1]")
         _check(0 <= self.momentum < 1, "budget.momentum", self.momentum, "must be in [0, 1)")
         _check(self.weight_decay >= 0, "budget.weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.precision in PRECISIONS, "budget.precision", self.precision,
+               f"valid choices: {', '.join(PRECISIONS)}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,10 @@ class RunConfig:
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     data_dir: str = ""  # where on-disk datasets live; not part of the run's identity
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (cuda:N: one process only)
+    # deterministic algorithms (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): a
+    # resumed CUDA run then ends exactly as an uninterrupted one; slower
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _check(
@@ -122,6 +133,8 @@ class RunConfig:
         }
         if self.device != "auto":
             identity["device"] = self.device
+        if self.deterministic:
+            identity["deterministic"] = True
         return f"{self.pruner}-{self.model}-{self.dataset}-s{self.seed}-{stable_hash(identity)[:10]}"
 
     def identity(self, run_id: str | None = None) -> dict[str, Any]:
@@ -300,4 +313,6 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic algorithms: bit-exact resumes on CUDA, slower")
     add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)

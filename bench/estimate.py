@@ -1,6 +1,6 @@
 """The compute a sweep needs (`bench sweep FILE --dry-run`): each cell's budget extrapolated from
 the finished runs of the same (pruner, model, dataset) in the out folder, else from a short timed
-probe of a few training steps on this machine."""
+probe of a few training steps on this machine: wall time per step, data loading included."""
 
 from __future__ import annotations
 
@@ -21,6 +21,22 @@ from bench.status import finished_result
 
 
 @dataclass(frozen=True)
+class CellTime:
+    """One cell's time, as a scheduler's time limit sees it: setup, then `epochs` epochs (a run
+    checkpoints at epoch ends, so a requeued one redoes the epoch it was in)."""
+
+    setup_s: float
+    epoch_s: float
+    epochs: int
+    steps_per_epoch: int
+    timed_on: str  # "cpu", "cuda", or "finished runs" (measured where the cells run)
+
+    @property
+    def total_s(self) -> float:
+        return self.setup_s + self.epochs * self.epoch_s
+
+
+@dataclass(frozen=True)
 class Estimate:
     """Compute seconds for the whole sweep and for the cells still to run, on one device."""
 
@@ -30,6 +46,7 @@ class Estimate:
     device: str
     rates: dict[str, str]  # "pruner/model/dataset" -> how its time was obtained
     unavailable: list[str]  # groups without an estimate, and why
+    cells: dict[str, CellTime]  # "pruner/model/dataset" -> one cell's time (the groups with one)
 
 
 def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> Estimate:
@@ -49,13 +66,19 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
     total = todo = longest = 0.0
     rates: dict[str, str] = {}
     unavailable: list[str] = []
+    cell_times: dict[str, CellTime] = {}
     for key, cells in groups.items():
         label = "/".join(key)
         finished = [done[c.run_id] for c in cells if done.get(c.run_id)]
-        times = [r["train_time_s"] for r in finished if r.get("train_time_s")]
-        if times:
-            cell_s = median(times)
-            rates[label] = f"{cell_s:.3g} s of training per run (median of {len(times)} finished here)"
+        runs = [r for r in finished if r.get("train_time_s") and r.get("epochs_completed")]
+        b = cells[0].budget
+        if runs:
+            cell_s = median(r["train_time_s"] for r in runs)
+            epoch_s = median(r["train_time_s"] / r["epochs_completed"] for r in runs)
+            first = runs[0]
+            per_epoch = math.ceil(first["steps"] / first["epochs_completed"]) if first.get("steps") else 0
+            cell_times[label] = CellTime(0.0, epoch_s, b.epochs, per_epoch, "finished runs")
+            rates[label] = f"{cell_s:.3g} s of training per run (median of {len(runs)} finished here)"
         elif missing:
             unavailable.append(f"{label}: {missing}")
             continue
@@ -71,12 +94,15 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
                 )
                 continue
             cell_s = setup_s + steps * step_s
+            per_epoch = math.ceil(steps / b.epochs)
+            kind = resolve_device(cells[0].device).type
+            cell_times[label] = CellTime(setup_s, per_epoch * step_s, b.epochs, per_epoch, kind)
             rates[label] = f"{step_s * 1e3:.3g} ms/step x {steps} steps + {setup_s:.2g} s to load ({how})"
         longest = max(longest, cell_s)
         total += cell_s * len(cells)
         todo += cell_s * sum(1 for c in cells if not done.get(c.run_id))
     name = "cpu" if device.type != "cuda" else str(device) if missing else torch.cuda.get_device_name(device)
-    return Estimate(total, todo, longest, name, rates, unavailable)
+    return Estimate(total, todo, longest, name, rates, unavailable, cell_times)
 
 
 def _missing_device(device: Any) -> str:
@@ -98,10 +124,13 @@ def _probe(
 ) -> tuple[float, float, int | None, str]:
     """(load s, s per training step, total steps or None, how) of one cell, timed here over up to
     `steps` steps (at least 1, no more once `max_s` seconds have passed) after one warm-up step.
+    A step's time is wall time from asking the data for its batch to the step's end (device
+    synchronized): data loading and augmentation count, as they do in a run.
     On a CPU the steps take `cpu_batch` examples and their time is scaled linearly to the budget's
     batch size: a full ResNet-50 batch takes minutes there. A dataset that is not on disk is
     replaced by random data of its shape; the step count then comes from its standard size."""
-    from bench.data.synthetic import load_synthetic  # torch: imported when a probe runs
+    from bench import metrics  # torch: imported when a probe runs
+    from bench.data.synthetic import load_synthetic
     from bench.train import Trainer, resolve_device
 
     b, info, model = config.budget, DATASETS.get(config.dataset), MODELS.get(config.model)
@@ -126,10 +155,20 @@ def _probe(
         small = dataclasses.replace(config, budget=dataclasses.replace(b, batch_size=batch))
         trainer = Trainer(small, Path(tmp), progress=False, data=data)
         setup_s = time.perf_counter() - t0
+        times: list[float] = []
         t0 = time.perf_counter()
-        while len(trainer.step_times) < 2 or (
-            len(trainer.step_times) < 1 + steps and time.perf_counter() - t0 < max_s
-        ):
-            trainer.train_epoch(max_steps=1)
-        times = list(trainer.step_times)[1:]
-    return setup_s, median(times) / 1e3 * b.batch_size / batch, total_steps, ", ".join(how)
+        epoch = 0
+        while len(times) < 2 or (len(times) < 1 + steps and time.perf_counter() - t0 < max_s):
+            batches = iter(data.train_batches(batch, epoch, config.seed))
+            epoch += 1
+            while len(times) < 1 + steps:
+                t_step = time.perf_counter()
+                batch_xy = next(batches, None)
+                if batch_xy is None:
+                    break
+                trainer.train_step(*batch_xy)
+                metrics.synchronize(device)
+                times.append(time.perf_counter() - t_step)
+                if len(times) >= 2 and time.perf_counter() - t0 >= max_s:
+                    break
+    return setup_s, median(times[1:]) * b.batch_size / batch, total_steps, ", ".join(how)

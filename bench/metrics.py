@@ -71,6 +71,36 @@ def flops(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) 
     return float(dense), sparse
 
 
+# ---------------------------------------------------------------------------- training compute
+
+TRAIN_PASSES = 3  # forward + backward (input and weight gradients) ~ 3x the forward MACs
+
+
+@torch.no_grad()
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> dict[str, float]:
+    """Forward multiply-accumulates of one example in each conv/linear layer, by module name."""
+    was_training = model.training
+    model.eval()
+    example = torch.zeros((1, *input_shape), device=device)
+    _, _, per_module, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
+    model.train(was_training)
+    return {n: float(per_module.get(m, 0)) for n, m in weight_layers(model)}
+
+
+def step_macs(dense: float, layers: dict[str, float], densities: dict[str, float]) -> float:
+    """Training MACs of one example in one step: 3x the forward MACs, each layer named in
+    `densities` counted at that density of its dense MACs (`layers`), the rest dense."""
+    forward = dense + sum(layers[n] * (d - 1.0) for n, d in densities.items())
+    return TRAIN_PASSES * forward
+
+
+def training_compute(train_macs: float, dense: float, budget_examples: int) -> dict[str, float]:
+    """`train_macs` and its multiplier over one dense training run of the budget's examples."""
+    dense_run = TRAIN_PASSES * dense * budget_examples
+    multiplier = train_macs / dense_run if dense_run else 0.0
+    return {"train_macs": train_macs, "train_compute_multiplier": multiplier}
+
+
 # -------------------------------------------------------------------------------------- memory
 
 

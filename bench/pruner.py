@@ -22,6 +22,13 @@ frozen dataclass `Hparams` whose fields carry help text; a pruner registers with
 `@register_pruner("name")` in a module of `baselines/` (or of a plugin). A pruner whose sparsity
 follows from a hyperparameter declares it as `sparsity_knob`, which `bench calibrate` searches
 for a target sparsity.
+
+Training compute (`bench.metrics.step_macs`): after every step the trainer asks
+`compute_densities()` for the density each prunable layer computed with (default: none given,
+all dense; a sparse-from-start method returns its mask densities), and adds `extra_macs` (MACs
+spent outside the training steps: scoring passes, dense gradients) at the end. `train_steps()`
+is how many optimizer steps the method runs for the budget's `ctx.total_steps` (default: those;
+IMP with a full budget per round: more).
 """
 
 from __future__ import annotations
@@ -97,6 +104,7 @@ class Pruner:
         self.budget = budget
         self.ctx = ctx
         self.model_changed = False  # see the module docstring; reset by the trainer
+        self.extra_macs = 0.0  # MACs spent outside the training steps (checkpoint it if it grows)
 
     # -- hooks -------------------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -126,6 +134,16 @@ class Pruner:
 
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
+
+    # -- training compute ---------------------------------------------------------------------
+    def compute_densities(self) -> dict[str, float]:
+        """Per prunable layer (by name), the fraction of its dense MACs the last step computed
+        with (forward and backward); a layer left out computes dense. Default: all dense."""
+        return {}
+
+    def train_steps(self) -> int:
+        """Optimizer steps this method runs for a budget of `ctx.total_steps` (default: those)."""
+        return self.ctx.total_steps
 
     # -- state (checkpointed with the run) ----------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -59,12 +59,34 @@ class RunRecord:
     step_time_ms: float | None = _f("metric", "median time of one training step, milliseconds")
     peak_memory_bytes: int | None = _f("metric", "CUDA: allocator peak; CPU: process peak resident memory")
     state_bytes: int | None = _f("metric", "bytes of parameters, gradients, optimizer and pruner state")
+    train_macs: float | None = _f("metric", "multiply-accumulates spent training (3x forward per example, at "
+                                  "the density each layer computes with; scoring passes included)")
+    train_compute_multiplier: float | None = _f("metric", "train_macs / those of one dense run of the budget")
+    budget_multiplier: float | None = _f("metric", "optimizer steps run / the budget's (IMP, full budget "
+                                         "per round: > 1)")
     resumed: bool | None = _f("metric", "whether the run resumed from a checkpoint")
+    # measured inference speed-up of the final model (bench.inference); per backend: below
+    speedup_theoretical: float | None = _f("metric", "dense MACs / remaining MACs of one forward pass")
+    speedup_best: float | None = _f("metric", "best measured speed-up over dense, throughput batch (>= 1)")
+    speedup_best_backend: str | None = _f("metric", "the backend giving speedup_best")
+    speedup_best_b1: float | None = _f("metric", "best measured speed-up over dense at batch 1")
+    speedup_best_backend_b1: str | None = _f("metric", "the backend giving speedup_best_b1")
+    speedup_device: str | None = _f("metric", "device the forward passes were timed on")
+    speedup_threads: int | None = _f("metric", "torch threads while timing")
+    speedup_batch: int | None = _f("metric", "the throughput batch size (batch 1 is measured too)")
+    speedup_repeats: int | None = _f("metric", "timing rounds per backend and batch (medians over them)")
+    speedup_reference: str | None = _f("metric", "what `dense` timed: the 'trained' model, or the 'unpruned' "
+                                       "architecture when the pruner removed channels in training")
+    speedup_check_examples: int | None = _f("metric", "test examples whose logits were compared")
+    speedup_time_s: float | None = _f("metric", "wall time of the whole speed-up measurement")
     diverged_epoch: int | None = _f("metric", "the epoch whose loss was NaN or inf (status diverged)")
     error: str | None = _f("metric", "why the run failed (status failed)")
 
     # -- provenance: where and with what ------------------------------------------------------
     device: str | None = _f("provenance", "the device trained on")
+    gpu_type: str | None = _f("provenance", "CUDA device name (None on CPU): compare costs per type")
+    gpus: int | None = _f("provenance", "ranks (torch.distributed world size; GPUs on CUDA)")
+    precision: str | None = _f("provenance", "fp32 (TF32 on CUDA) | bf16 autocast: the budget's precision")
     torch_version: str | None = _f("provenance", "torch version")
     git_sha: str | None = _f("provenance", "the harness's git commit")
     git_dirty: bool | None = _f("provenance", "whether the harness's git tree had uncommitted changes")
@@ -82,6 +104,25 @@ class RunRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+
+# Per inference backend (`bench.inference.BACKENDS`, `2:4` written `2to4`), the same fields.
+SPEEDUP_BACKENDS = ("dense", "compact", "sparse", "2to4")
+_PER_BACKEND = (
+    ("status", str, "ok | refused (outputs differ from the trained model's) | not_applicable | failed"),
+    ("reason", str, "why not ok; for sparse, the formats used (csr:3,bsr16:1)"),
+    ("max_abs_diff", float, "max |logit - trained model's logit| on the checked examples"),
+    ("ms_b1", float, "median forward latency at batch 1, ms (when ok)"),
+    ("ms", float, "median forward time of a throughput batch, ms (when ok)"),
+    ("b1", float, "dense time / this backend's at batch 1 (median of per-round ratios)"),
+    ("", float, "dense time / this backend's at the throughput batch (median of per-round ratios)"),
+)
+RunRecord = dataclasses.make_dataclass(  # type: ignore[misc]
+    "RunRecord",
+    [(f"speedup_{b}" + (f"_{s}" if s else ""), tp | None, _f("metric", f"{b}: {help}"))
+     for b in SPEEDUP_BACKENDS for s, tp, help in _PER_BACKEND],
+    bases=(RunRecord,),
+)
+RunRecord.__doc__ = "One run's result (`runs/<run_id>/result.json`)."
 
 FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(RunRecord)
 

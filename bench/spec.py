@@ -4,7 +4,8 @@
     name = "digits-demo"         # default out folder: runs/<name>
     max_cells = 10000            # optional: the most cells the grid may ask for (default 10000)
     data_dir = "data"            # optional, where on-disk datasets live
-    device = "auto"              # optional: auto | cpu | cuda | cuda:N
+    device = "auto"              # optional: auto | cpu | cuda | cuda:N (not cuda:N with --gpus > 1)
+    deterministic = false        # optional: deterministic algorithms (bit-exact CUDA resumes)
     [budget]                     # bench.config.Budget fields, shared by every cell
     epochs = 30
     [grid]
@@ -40,7 +41,7 @@ from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.validate import check_config, check_data
 
-TOP_KEYS = ("name", "max_cells", "data_dir", "device", "budget", "grid", "pruners")
+TOP_KEYS = ("name", "max_cells", "data_dir", "device", "deterministic", "budget", "grid", "pruners")
 GRID_KEYS = ("models", "datasets", "seeds")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 100  # characters: the name is a folder name (255 bytes at most) and a SLURM job name
@@ -105,6 +106,9 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
     device = data.get("device", "auto")
     if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
         errors.append(f"device = {device!r}: valid choices: auto, cpu, cuda, cuda:N")
+    deterministic = data.get("deterministic", False)
+    if not isinstance(deterministic, bool):
+        errors.append(f"deterministic = {deterministic!r}: expected true or false")
     budget = _parse_budget(data.get("budget", {}), errors)
     grid = _parse_grid(data.get("grid"), errors)
     settings = _parse_pruners(data.get("pruners"), grid, max_cells, errors)
@@ -126,6 +130,7 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
             seed=seed,
             data_dir=data_dir,
             device=device,
+            deterministic=deterministic,
         )
         try:
             config = check_config(config)

@@ -27,7 +27,7 @@ from bench.estimate import estimate
 from bench.executors import Executor
 from bench.io import write_json
 from bench.spec import SweepSpec, check_local_data, load_sweep
-from bench.validate import check_device_here, check_out
+from bench.validate import check_device_here, check_devices, check_out
 
 
 @contextlib.contextmanager
@@ -87,6 +87,7 @@ def run_sweep(
     """
     out = Path(out)
     executor = executor or executors.create()
+    check_devices(spec.cells, executor.tasks)  # before anything is written
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
 
     try:
@@ -153,6 +154,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_sweep(args.file)
     out = check_out(args.out or Path("runs") / spec.name, "--out")
     executor = executors.from_args(args)
+    check_devices(spec.cells, executor.tasks)
     if args.dry_run:
         return _dry_run(spec, out, executor)
     check_here(spec, executor)
@@ -193,12 +195,12 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
     lanes = executor.lanes(len(cells))
     print(f"  {executor.name}: about {_hours(est.todo_s / lanes)} of wall time with {lanes} cell(s) at a "
           "time, if its devices are as fast as this one's, plus a few seconds of start-up per job")
-    for line in executor.dry_run_notes(est.max_cell_s):
-        print(f"  {line}")
     for label, how in est.rates.items():
         print(f"  {label}: {how}")
     for line in est.unavailable:
         print(f"  no estimate for {line}")
+    for line in executor.dry_run_check(est):  # raises (exit 2) if a cell cannot finish
+        print(f"  {line}")
     print("dry run: nothing was submitted or written")
     return 0
 

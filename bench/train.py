@@ -3,8 +3,13 @@
 `run(config, out)` is a plain, picklable function (a submitit job calls it). Its folder
 `out/<run_id>/` holds config.json, history.csv, checkpoint.pt and, when done, result.json.
 Calling it again on the same folder resumes from the last checkpoint, or returns the finished
-result; a resumed run ends with exactly the result of an uninterrupted one, because the
-batches are a function of (seed, epoch) and the RNG state is checkpointed.
+result. A resumed run ends with exactly the result of an uninterrupted one on a CPU, and on CUDA
+with `deterministic` (otherwise cuDNN/cuBLAS may pick non-deterministic kernels and the results
+differ in the last bits, then drift): the batches are a function of (seed, epoch), and the
+model's own randomness (dropout, VD's noise) of (seed, epoch, rank), reseeded at each epoch.
+
+Under torch.distributed (several ranks, one device each) every rank loads and evaluates only its
+share of each batch and of the test set; rank 0 holds the run-folder lock and writes the files.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import csv
 import fcntl
 import io
 import math
+import os
 import sys
 import time
 import traceback
@@ -32,6 +38,8 @@ from tqdm.auto import tqdm
 from bench import metrics
 from bench.config import RunConfig
 from bench.data import Data
+from bench.errors import ConfigError
+from bench.inference import measure_trained
 from bench.io import load_checkpoint, read_json, remove_temporaries, save_checkpoint, write_json, write_text
 from bench.pruner import RunContext
 from bench.record import RunRecord, finished
@@ -40,12 +48,33 @@ from bench.schedules import lr_factor
 from bench.validate import check_config
 
 STEP_TIME_WINDOW = 2000  # step times kept for the median (the most recent ones)
+LOCK_POLL_S = 1.0  # how often the ranks of a run waiting for its folder's lock try again
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto`: CUDA if present, else CPU. `auto` and `cuda` mean this process's current CUDA
+    device, which a multi-rank job sets to its local rank's (bench.executors.base.RunJob)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
+
+
+def rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of rank `rank`'s own randomness (dropout, noise) in `epoch`: distinct per rank."""
+    return (seed * 1_000_003 + epoch) * 10_007 + rank + 1
+
+
+def configure_backends(config: RunConfig, device: torch.device) -> None:
+    """Process-wide numerics for this run: deterministic algorithms or not; TF32 matrix products
+    for fp32 on CUDA (bf16 autocast needs none)."""
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(config.deterministic)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not config.deterministic
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 def dist_info() -> tuple[int, int]:
@@ -62,17 +91,22 @@ def run(config: RunConfig, out: str | Path, progress: bool = False, force: bool 
     """Train (or resume, or return the finished result of) one run; returns the result record.
 
     Holds an exclusive lock on the run folder, so two sweeps sharing a folder never train the
-    same run twice at once: the second waits, then returns the first one's result. `force`:
-    train again from scratch even if finished (the old result is kept, see `retire`).
+    same run twice at once: the second waits, then returns the first one's result. With several
+    ranks, rank 0 takes the lock and tells the others, trying again every `LOCK_POLL_S` seconds:
+    no rank waits in a collective for longer than that, whatever the first run's length. `force`: train again
+    from scratch even if finished (the old result is kept, see `retire`).
     """
     config = check_config(config)
     run_dir = Path(out) / config.run_id
     rank, world = dist_info()  # several ranks (DistributedDataParallel): only rank 0 writes
+    if world > 1 and config.device.startswith("cuda:"):
+        raise ConfigError(f"device = {config.device!r} with {world} ranks: each rank uses its own GPU; "
+                          "valid choices with several ranks: auto, cuda, cpu")
     done = read_json(run_dir / "result.json")
     if world == 1 and not force and finished(done):
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir) if rank == 0 else contextlib.nullcontext():
+    with run_lock(run_dir) if world == 1 else _ranks_lock(run_dir, rank):
         if rank == 0:
             remove_temporaries(run_dir)  # of writes killed midway; under the lock, no writer is left
             if force:
@@ -164,6 +198,36 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _ranks_lock(run_dir: Path, rank: int) -> Iterator[None]:
+    """The run-folder lock for a group of ranks: rank 0 tries it without blocking and broadcasts
+    whether it got it; all ranks wait `LOCK_POLL_S` and try again together until it has."""
+    with open(run_dir / ".lock", "a") if rank == 0 else contextlib.nullcontext() as f:
+        while True:
+            got = torch.zeros(1, dtype=torch.int64, device=_collective_device())
+            if rank == 0:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    got += 1
+                except BlockingIOError:
+                    pass
+            torch.distributed.broadcast(got, src=0)
+            if got.item():
+                break
+            time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            if rank == 0:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _collective_device() -> torch.device:
+    """Where tensors of a collective live: NCCL needs them on the rank's GPU."""
+    nccl = torch.distributed.get_backend() == "nccl"
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -173,7 +237,9 @@ class Trainer:
         """`data`: already loaded data to train on instead of `config.dataset` (the estimate's probe)."""
         self.config, self.run_dir, self.progress = config, run_dir, progress
         self.budget = b = config.budget
+        self.rank, self.world = dist_info()
         self.device = resolve_device(config.device)
+        configure_backends(config, self.device)
         model_info = MODELS.get(config.model)
         self.data: Data = data if data is not None else DATASETS.get(config.dataset).load(
             config.data_dir or "data",
@@ -187,6 +253,7 @@ class Trainer:
         model = model_info.build(self.data.num_classes).to(self.device)
         self.flops_dense, _ = metrics.flops(model, self.data.input_shape, self.device)
         self.dense_counts = metrics.param_counts(model)  # sparsity counts removed weights as zeros
+        self.layer_macs = metrics.layer_macs(model, self.data.input_shape, self.device)
 
         self.steps_per_epoch = math.ceil(self.data.num_train / b.batch_size)
         self.total_steps = b.epochs * self.steps_per_epoch
@@ -203,11 +270,18 @@ class Trainer:
         pruner_cls = PRUNERS.get(config.pruner)
         self.pruner = pruner_cls(pruner_cls.Hparams(**config.hparams), b, self.context)
         self.model = self.pruner.prepare(model)
+        self.budget_steps, self.total_steps = self.total_steps, self.pruner.train_steps()
+        # NHWC: what cuDNN's fastest convolution kernels (tensor cores) read without transposing
+        self.channels_last = self.device.type == "cuda" and any(
+            isinstance(m, nn.Conv2d) for m in self.model.modules()
+        )
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.optimizer = self.pruner.make_optimizer(self.model)
-        self.rank, self.world = dist_info()
         self.net = self.wrap(self.model)  # what the training step calls: DDP over ranks, or the model
 
-        self.epoch, self.step, self.samples, self.train_time = 0, 0, 0, 0.0
+        self.epoch, self.step, self.samples, self.train_time, self.train_macs = 0, 0, 0, 0.0, 0.0
+        self.peak_before = 0  # the peak memory of the segments before a resume (bytes)
         self.history: list[dict[str, Any]] = []
         self.step_times: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
 
@@ -217,6 +291,14 @@ class Trainer:
         return self.run_dir / "checkpoint.pt"
 
     def save(self) -> None:
+        """Every rank calls it (it gathers each rank's RNG state and the peak memory); rank 0 writes."""
+        rng = [self._rng_state()]
+        if self.world > 1:
+            rng = [None] * self.world
+            torch.distributed.all_gather_object(rng, self._rng_state())
+        peak = self.peak_memory()
+        if self.rank != 0:
+            return
         save_checkpoint(
             self.checkpoint_path,
             {
@@ -225,18 +307,37 @@ class Trainer:
                 "step": self.step,
                 "samples": self.samples,
                 "train_time": self.train_time,
+                "train_macs": self.train_macs,
                 "step_times": list(self.step_times),
                 "history": self.history,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "pruner": self.pruner.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "rng": rng,  # one {"cpu", "cuda"} per rank, by rank
+                "peak_memory_bytes": peak,
             },
         )
 
+    def _rng_state(self) -> dict[str, torch.Tensor | None]:
+        cuda = self.device.type == "cuda"
+        return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if cuda else None}
+
+    def peak_memory(self) -> int:
+        """The run's peak memory so far (bytes): over the segments before a resume and, with several
+        ranks, the largest rank's. Every rank calls it."""
+        peak = max(self.peak_before, metrics.peak_memory(self.device))
+        if self.world > 1:
+            t = torch.tensor([peak], dtype=torch.int64, device=_collective_device())
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            peak = int(t.item())
+        return peak
+
+    def seed_epoch(self) -> None:
+        """Seed this rank's own randomness for the current epoch from (seed, epoch, rank)."""
+        torch.manual_seed(rank_seed(self.config.seed, self.epoch, self.rank))
+
     CHECKPOINT_KEYS = ("config_hash", "epoch", "step", "samples", "train_time", "step_times", "history",
-                       "model", "optimizer", "pruner", "rng_cpu", "rng_cuda")
+                       "model", "optimizer", "pruner")  # required; the others have defaults
 
     def resume(self) -> bool:
         """Restore the last checkpoint, if it is this config's; False if there is none. Raises
@@ -260,11 +361,18 @@ class Trainer:
             self.rebuild_optimizer()
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if self.device.type == "cuda" and ckpt["rng_cuda"]:
-            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        # Each rank restores its own state if the writer had that rank. A rank the writer did not
+        # have keeps a fresh state, and states of ranks gone are dropped: every epoch reseeds from
+        # (seed, epoch, rank), so the epochs that follow are those of a run with this many ranks.
+        states = ckpt.get("rng") or []
+        if self.rank < len(states):
+            torch.set_rng_state(states[self.rank]["cpu"])
+            if self.device.type == "cuda" and states[self.rank]["cuda"] is not None:
+                torch.cuda.set_rng_state(states[self.rank]["cuda"], self.device)
+        self.peak_before = ckpt.get("peak_memory_bytes") or 0
         self.epoch, self.step, self.samples = ckpt["epoch"], ckpt["step"], ckpt["samples"]
         self.train_time, self.history = ckpt["train_time"], ckpt["history"]
+        self.train_macs = ckpt.get("train_macs", 0.0)
         self.step_times.extend(ckpt["step_times"])
 
     # -- loop -------------------------------------------------------------------------------
@@ -279,6 +387,15 @@ class Trainer:
     def wrap(self, model: nn.Module) -> nn.Module:
         """DistributedDataParallel when several ranks train together: it averages gradients."""
         return nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+
+    def autocast(self) -> torch.autocast:
+        """The budget's precision for forward passes: bf16 autocast, or fp32 (a no-op)."""
+        bf16 = self.budget.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def _shard(self) -> dict[str, Any]:
+        """Keyword for the data's batches: this rank's share under torch.distributed."""
+        return {"shard": (self.rank, self.world)} if self.world > 1 else {}
 
     def set_lr(self) -> float:
         lr = self.budget.lr * lr_factor(self.budget, self.step / self.total_steps)
@@ -300,15 +417,20 @@ class Trainer:
         events: list[tuple[Any, Any]] = []
         metrics.synchronize(dev)
         t_epoch = time.perf_counter()
-        for x, y in self.data.train_batches(self.budget.batch_size, self.epoch, self.config.seed):
+        b = self.budget
+        batches = self.data.train_batches(b.batch_size, self.epoch, self.config.seed, **self._shard())
+        for i, (x, y) in enumerate(batches):
             if self.step >= stop:
                 break
+            # with several ranks, x is this rank's slice of a global batch of this many examples
+            n_left = self.data.num_train - i * b.batch_size
+            global_batch = min(b.batch_size, n_left) if self.world > 1 else None
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
             else:
                 t0 = time.perf_counter()
-            loss_sum += self.train_step(x, y)
+            loss_sum += self.train_step(x, y, global_batch)
             if cuda:
                 end.record()
                 events.append((start, end))
@@ -323,24 +445,32 @@ class Trainer:
         self.step_times.extend(s.elapsed_time(e) for s, e in events)
         return (loss_sum / max(n, 1)).item()
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int | None = None) -> torch.Tensor:
         """One optimizer step on a global batch, every pruner hook in the protocol's order; returns
-        the detached task loss. The step API perf and the dry-run estimate time."""
+        the detached task loss. The step API perf and the dry-run estimate time. `x, y`: the whole
+        global batch, or (`global_batch` given, several ranks) this rank's slice of one that size."""
         self.set_lr()
-        n_batch = len(y)
-        if self.world > 1:
-            # each rank takes a disjoint slice of the global batch; DDP averages gradients over
-            # ranks, so a slice's summed loss is scaled to make that average the global mean
+        if self.world > 1 and global_batch is None:
+            global_batch = len(y)
             x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
-            loss = F.cross_entropy(self.net(x), y, reduction="sum") * (self.world / n_batch)
-        else:
-            loss = F.cross_entropy(self.model(x), y)
+        n_batch = global_batch or len(y)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            if self.world > 1:
+                # each rank has a disjoint slice of the global batch; DDP averages gradients over
+                # ranks, so a slice's summed loss is scaled to make that average the global mean
+                loss = F.cross_entropy(self.net(x), y, reduction="sum") * (self.world / n_batch)
+            else:
+                loss = F.cross_entropy(self.model(x), y)
         reg = self.pruner.regularizer(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         (loss if reg is None else loss + reg).backward()
         self.update()
         self.step += 1
         self.samples += n_batch
+        self.train_macs += n_batch * metrics.step_macs(
+            self.flops_dense, self.layer_macs, self.pruner.compute_densities())
         return loss.detach()
 
     def update(self) -> None:
@@ -354,14 +484,26 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[float, float]:
+        """(top-1, top-5) on the test set. With several ranks each evaluates its share, with rank
+        0's buffers (BatchNorm statistics), and the counts are summed: one process's result."""
         model.eval()
+        if self.world > 1:
+            for buf in model.buffers():
+                torch.distributed.broadcast(buf, src=0)
         correct1 = correct5 = total = 0
         k = min(5, self.data.num_classes)
-        for x, y in self.data.test_batches(max(self.budget.batch_size, 256)):
-            top = model(x).topk(k, dim=1).indices
+        for x, y in self.data.test_batches(max(self.budget.batch_size, 256), **self._shard()):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                top = model(x).topk(k, dim=1).indices
             correct1 += int((top[:, 0] == y).sum())
             correct5 += int((top == y[:, None]).any(dim=1).sum())
             total += len(y)
+        if self.world > 1:
+            counts = torch.tensor([correct1, correct5, total], dtype=torch.int64, device=_collective_device())
+            torch.distributed.all_reduce(counts)
+            correct1, correct5, total = counts.tolist()
         self.model.train()
         return correct1 / total, correct5 / total
 
@@ -369,7 +511,7 @@ class Trainer:
         resumed = self.resume()
         metrics.reset_peak_memory(self.device)
         status, diverged_epoch = "ok", None
-        epochs = self.budget.epochs
+        epochs = max(self.budget.epochs, math.ceil(self.total_steps / self.steps_per_epoch))
         bar = tqdm(
             total=epochs,
             initial=self.epoch,
@@ -379,6 +521,7 @@ class Trainer:
             leave=True,
         )
         while self.epoch < epochs and self.step < self.total_steps:
+            self.seed_epoch()
             loss = self.train_epoch()
             self.pruner.end_epoch(self.epoch)
             if not math.isfinite(loss):
@@ -391,8 +534,8 @@ class Trainer:
             sparsity = metrics.sparsity_stats(evaluated, self.dense_counts)["sparsity"]
             self.history.append(self._epoch_row(loss, top1, sparsity))
             self.epoch += 1
+            self.save()
             if self.rank == 0:
-                self.save()
                 self._write_history()
             bar.update(1)
             bar.set_postfix(
@@ -428,6 +571,12 @@ class Trainer:
         top1, top5 = self.evaluate(final) if status == "ok" else (None, None)
         sparsity = metrics.sparsity_stats(final, self.dense_counts)
         _, flops_sparse = metrics.flops(final, self.data.input_shape, self.device)
+        peak = self.peak_memory()  # the last collective: the other ranks do not wait for what follows
+        speedup: dict[str, Any] = {}
+        if status == "ok" and self.rank == 0:  # measured inference speed-up per backend (bench.inference)
+            build = MODELS.get(self.config.model).build
+            speedup = measure_trained(final, self.data, self.device, lambda: build(self.data.num_classes),
+                                      (self.flops_dense, flops_sparse))
         record = RunRecord(
             **self.config.identity(),
             status=status,
@@ -442,10 +591,19 @@ class Trainer:
             samples_seen=self.samples,
             train_time_s=self.train_time,
             step_time_ms=median(self.step_times) if self.step_times else None,
-            peak_memory_bytes=metrics.peak_memory(self.device),
+            peak_memory_bytes=peak,
             state_bytes=metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),
             resumed=resumed,
+            **metrics.training_compute(
+                self.train_macs + self.pruner.extra_macs, self.flops_dense,
+                min(self.budget.epochs * self.data.num_train, self.budget_steps * self.budget.batch_size),
+            ),
+            budget_multiplier=self.total_steps / self.budget_steps,
+            **speedup,
             **metrics.provenance(self.device),
+            gpu_type=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            gpus=self.world,
+            precision=self.budget.precision,
             started_at=started,
             finished_at=_now(),
         ).to_dict()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.config import Budget, RunConfig, build_dataclass, dataclass_from_args, parse_sets
@@ -44,6 +45,17 @@ def check_data(config: RunConfig) -> None:
         info.check(config.data_dir or "data")
 
 
+def check_devices(configs: Sequence[RunConfig], tasks: int) -> None:
+    """`--gpus N` > 1 puts each rank on its own device (the job's local rank): a config naming one
+    device (`cuda:N`) would put every rank on it. Raises ConfigError naming the device field."""
+    pinned = sorted({c.device for c in configs if c.device.startswith("cuda:")})
+    if tasks > 1 and pinned:
+        raise ConfigError(
+            f"device = {pinned[0]!r} with --gpus {tasks}: each rank uses its own GPU; valid choices "
+            "with --gpus > 1: auto, cuda, cpu"
+        )
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """A validated RunConfig (hyperparameters resolved) from `add_run_flags` flags."""
     config = RunConfig(
@@ -55,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         data_dir=args.data_dir,
         device=args.device,
+        deterministic=getattr(args, "deterministic", False),
     )
     return check_config(config)
 

@@ -168,3 +168,60 @@ def test_bad_value_in_a_group_is_refused():
     ps = params()
     with pytest.raises(ValueError, match="mu"):
         GRDA([{"params": ps, "mu": 2.0}], lr=0.1)
+
+
+def _grda_run(foreach: bool, n_tensors: int = 3, steps: int = 6) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(8, 4, 3, 3), (8,), (10, 32)] * (n_tensors // 3)
+    ps = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.1) for s in shapes]
+    groups = [{"params": ps[:-1]}, {"params": ps[-1:], "c": 0.0}]  # a c=0 group: never shrunk
+    opt = GRDA(groups, lr=0.1, c=0.05, mu=0.7, foreach=foreach)
+    for lr in [0.1, 0.1, 0.05, 0.05, 0.01, 0.01][:steps]:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=gen) * 0.05
+        opt.step()
+    return [p.detach() for p in ps]
+
+
+def test_foreach_shrink_gives_the_per_tensor_weights_to_the_bit() -> None:
+    """softshrink(a, L) and a - clamp(a, -L, L) in foreach ops: the same floats, zeros included."""
+    per_tensor, foreach = _grda_run(False), _grda_run(True)
+    for a, b in zip(per_tensor, foreach, strict=True):
+        assert torch.equal(a, b)
+    assert int((foreach[0] == 0).sum()) > 0 and int((foreach[-1] == 0).sum()) == 0
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the aten ops dispatched (each is one kernel launch on CUDA)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append(str(func.overloadpacket.__name__))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_foreach_step_launches_do_not_grow_with_the_number_of_tensors(foreach: bool) -> None:
+    """The ops a step dispatches, for 3 and for 30 parameter tensors: the same count with
+    foreach (multi-tensor kernels), ten times as many per-tensor shrinks without."""
+    counts = {}
+    for n in (3, 30):
+        gen = torch.Generator().manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(4, 4, generator=gen)) for _ in range(n)]
+        opt = GRDA(ps, lr=0.1, c=0.05, mu=0.7, foreach=foreach)
+        for p in ps:
+            p.grad = torch.randn(4, 4, generator=gen)
+        opt.step()  # first step: creates the accumulators (clones, one per tensor)
+        with _CountOps() as mode:
+            opt.step()
+        counts[n] = mode.calls
+    if foreach:
+        kernels = [c for c in counts[30] if not c.startswith("_record_function")]  # profiler marks
+        assert len(counts[30]) == len(counts[3]) and all(c.startswith("_foreach") for c in kernels)
+    else:
+        assert counts[30].count("softshrink") == 30 and counts[3].count("softshrink") == 3

@@ -174,14 +174,14 @@ def test_every_error_is_reported_at_once_naming_file_table_and_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_sweep(path)
     msg = str(e.value)
-    valid_top = "valid keys: name, max_cells, data_dir, device, budget, grid, pruners"
+    valid_top = "valid keys: name, max_cells, data_dir, device, deterministic, budget, grid, pruners"
     expected = [
         f"bad.toml: unknown key(s) 'colour'; {valid_top}",
         "bad.toml: [budget] epochs = 0: must be > 0",
         "bad.toml: [budget] lr = 'fast': expected a number",
         "bad.toml: [budget] batch_size = [16, 32]: the budget is shared by every cell",
         "bad.toml: [grid] models = 'transformer': unknown model; valid choices: ",
-        "bad.toml: [grid] seeds = -1: expected an integer in [0, 4294967295]",
+        "bad.toml: [grid] seeds = -1: expected an integer in [0, 1073741823]",
         "bad.toml: [pruners.grda] c = -0.02: must be >= 0",
         "bad.toml: [pruners.grda] mu = 2.0: must be in (0, 1)",
         "bad.toml: [pruners.grda] epochs: per-pruner budget overrides are not allowed",
@@ -663,7 +663,8 @@ def test_local_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     jobs_before = sorted(p.name for p in (out / ".submitit").iterdir() if p.name.isdigit())
     assert len(jobs_before) == 2  # one job per core
     assert cli.main(["status", str(out), "--wait", "--poll", "0.5"]) == 0
-    assert "done 3   running 0   pending 0   failed 0   diverged 0   missing 0" in capsys.readouterr().out
+    line = "done 3   running 0   pending 0   failed 0   stopped 0   diverged 0   missing 0"
+    assert line in capsys.readouterr().out
 
     spec = load_sweep("sweep.toml")
     records = run_sweep(spec, out, progress=False)
@@ -717,7 +718,8 @@ def test_a_job_goes_on_after_a_failed_run_which_is_resubmitted_only_with_retry_f
         _job(out, cell, {"executor": "local", "job_id": "999999999", "start_ticks": 1})
     assert cli.main(["status", str(out)]) == 1
     printed = capsys.readouterr().out
-    assert "done 1   running 0   pending 0   failed 1   diverged 1" in printed and "'mnist'" in printed
+    assert "done 1   running 0   pending 0   failed 1   stopped 0   diverged 1" in printed
+    assert "'mnist'" in printed
     assert "--retry-failed" in printed
     table = results.gather(out).runs.set_index("run_id")
     assert table.loc[no_data.run_id, "status"] == "failed" and "'mnist'" in table.loc[no_data.run_id, "error"]

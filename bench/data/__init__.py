@@ -4,6 +4,10 @@ every module of this package).
 Small data sets live as tensors on the training device (`TensorData`) and are augmented in
 batches there: no per-image PIL DataLoader. Batches are a deterministic function of
 (seed, epoch), so a run resumed at an epoch boundary sees exactly the batches it would have.
+
+Under torch.distributed each rank asks for its `shard = (rank, world)`: of every global batch it
+gets the slice `tensor_split(world)[rank]`, and of the test set a contiguous share (the counts
+are summed over ranks). The global batches, and so the training, are those of one process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from bench.registry import DATASETS
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Shard = tuple[int, int]  # (rank, world size)
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -28,9 +33,13 @@ class Data(Protocol):
     num_classes: int
     num_train: int
 
-    def train_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[Batch]: ...
+    def train_batches(self, batch_size: int, epoch: int, seed: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
+        """This rank's slice of each global batch of `batch_size` (all of it when world is 1)."""
+        ...
 
-    def test_batches(self, batch_size: int) -> Iterator[Batch]: ...
+    def test_batches(self, batch_size: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
+        """This rank's share of the test set, in batches of at most `batch_size`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,14 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     g = torch.Generator(device=device)
     g.manual_seed(seed * 100_003 + epoch)
     return g
+
+
+def batch_slice(n: int, shard: Shard) -> slice:
+    """The positions of rank `shard[0]`'s part of `n` items: `tensor_split(world)[rank]`'s."""
+    rank, world = shard
+    q, r = divmod(n, world)
+    start = rank * q + min(rank, r)
+    return slice(start, start + q + (rank < r))
 
 
 class TensorData:
@@ -114,19 +131,22 @@ class TensorData:
             x = (x - self._mean) / self._std
         return x
 
-    def train_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[Batch]:
+    def train_batches(self, batch_size: int, epoch: int, seed: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
         g = epoch_generator(seed, epoch, self.x_train.device)
         order = torch.randperm(self.num_train, device=self.x_train.device, generator=g)
         for i in range(math.ceil(self.num_train / batch_size)):
             idx = order[i * batch_size : (i + 1) * batch_size]
             x = self.x_train[idx]
-            if self.augment is not None:
+            if self.augment is not None:  # drawn for the global batch: every rank's draws agree
                 x = self.augment(x, g)
-            yield self._prepare(x), self.y_train[idx]
+            part = batch_slice(len(idx), shard)
+            yield self._prepare(x[part]), self.y_train[idx[part]]
 
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
-        for i in range(0, len(self.x_test), batch_size):
-            yield self._prepare(self.x_test[i : i + batch_size]), self.y_test[i : i + batch_size]
+    def test_batches(self, batch_size: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
+        part = batch_slice(len(self.x_test), shard)
+        x_test, y_test = self.x_test[part], self.y_test[part]
+        for i in range(0, len(x_test), batch_size):
+            yield self._prepare(x_test[i : i + batch_size]), y_test[i : i + batch_size]
 
 
 def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:

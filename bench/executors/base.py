@@ -19,12 +19,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import submitit
 
 from bench.config import RunConfig
 from bench.io import read_json, write_json
+
+if TYPE_CHECKING:
+    from bench.estimate import Estimate
 
 MAX_TIMEOUTS = 10  # requeues after a time limit before submitit gives up (preemptions do not count)
 
@@ -59,8 +62,9 @@ class Executor(ABC):
     def lanes(self, n_cells: int) -> int:
         """How many cells run at once (for the dry run's wall-time estimate)."""
 
-    def dry_run_notes(self, longest_cell_s: float) -> list[str]:
-        """Lines the dry run adds for this executor (limits the cells may hit)."""
+    def dry_run_check(self, est: Estimate) -> list[str]:
+        """Lines the dry run adds for this executor (limits the cells may hit); raises ConfigError
+        for a sweep whose cells cannot finish under this executor's limits."""
         return []
 
     # -- job states: class methods, since `bench status` has only the job records ------------
@@ -137,8 +141,8 @@ class RunJob(submitit.helpers.Checkpointable):
             env = submitit.helpers.TorchDistributedEnvironment().export(
                 set_cuda_visible_devices=False, overwrite=True
             )
-            if torch.cuda.is_available():
-                torch.cuda.set_device(env.local_rank)
+            if torch.cuda.is_available():  # a site that shows each task only its own GPU: device 0
+                torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         try:
             results, errors = [], []

@@ -16,7 +16,7 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 from submitit.slurm.slurm import SlurmInfoWatcher
@@ -25,7 +25,11 @@ from bench.config import RunConfig, _check, build_dataclass, hp
 from bench.errors import ConfigError
 from bench.executors.base import ALIVE, MAX_TIMEOUTS, Executor, RunJob, record_jobs
 
+if TYPE_CHECKING:
+    from bench.estimate import CellTime, Estimate
+
 PROFILE_DIR = Path("slurm") / "profiles"
+USR2_LEAD_S = 90  # submitit asks SLURM for USR2 this long before the time limit, then requeues
 MAX_MEM_GB = 2**20  # 1 PiB: more is a typo (and overflows SLURM's megabyte count)
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED", "STOPPED"})
 
@@ -61,12 +65,37 @@ class Slurm(Executor):
         record_jobs(out, self.name, jobs, groups)
         return jobs
 
-    def dry_run_notes(self, longest_cell_s: float) -> list[str]:
-        limit = self.profile.timeout_min
-        if longest_cell_s <= 60 * limit:
-            return []
-        return [f"note: the longest cell outlasts the profile's {limit} min limit: it is requeued (and "
-                f"resumes) at each limit, at most {MAX_TIMEOUTS} times"]
+    def dry_run_check(self, est: Estimate) -> list[str]:
+        """Refuse (ConfigError) a sweep whose longest cell cannot finish within the profile's time
+        limit x (1 + MAX_TIMEOUTS) runs; a probe timed on another kind of device than the
+        profile's is not checked: the note says the step time that would fit."""
+        p, runs, notes = self.profile, 1 + MAX_TIMEOUTS, []
+        where = (f"profile {self.options.profile} (time limit {p.timeout_min} min x {runs} runs: the "
+                 f"first and {MAX_TIMEOUTS} requeues)")
+        for label, cell in sorted(est.cells.items(), key=lambda kv: -kv[1].total_s):
+            gpu = p.gpus_per_node > 0
+            allowed = max_step_s(cell.epochs, cell.steps_per_epoch, p.timeout_min, cell.setup_s)
+            fits_if = f"it fits if a step takes at most {allowed:.3g} s"
+            if cell.timed_on != "finished runs" and (cell.timed_on == "cuda") != gpu:
+                notes.append(f"{label}: timed on {cell.timed_on}, not on the profile's "
+                             f"{'GPUs' if gpu else 'CPUs'}, so not checked against {where}: {fits_if} "
+                             "there (a dry run on such a node checks it)")
+                continue
+            # a probe times one device; with --gpus N assume N times as fast: refuse only what cannot fit
+            speedup = self.tasks if cell.timed_on != "finished runs" else 1
+            n = segments(cell, p.timeout_min, speedup)
+            if n is None or n > runs:
+                need = "an epoch does not fit in one run" if n is None else f"it needs {n} runs"
+                raise ConfigError(
+                    f"{label}: a cell needs about {cell.total_s / speedup / 3600:.3g} h ({cell.epochs} "
+                    f"epochs of {cell.epoch_s / speedup:.3g} s, timed on {cell.timed_on}), more than "
+                    f"{where} allows: {need}. {fits_if[0].upper()}{fits_if[1:]}; use a profile with a "
+                    "longer time limit, more GPUs (--gpus N), bf16, or a smaller budget"
+                )
+            if n > 1:
+                notes.append(f"{label}: about {n} runs of {p.timeout_min} min (requeued {n - 1} time(s), "
+                             "resuming)")
+        return notes
 
     @classmethod
     def job_states(cls, records: list[dict[str, Any]]) -> dict[str, str]:
@@ -76,6 +105,22 @@ class Slurm(Executor):
     @classmethod
     def activity(cls, run_dir: Path, record: dict[str, Any], state: str) -> str:
         return "pending" if state in WAITING else "running"
+
+
+def segments(cell: CellTime, timeout_min: int, speedup: float = 1.0) -> int | None:
+    """Runs of `timeout_min` a cell needs (None: not one epoch fits in a run). A run checkpoints at
+    epoch ends, so each run does the whole epochs that fit after setup and before the signal."""
+    epoch_s = cell.epoch_s / speedup
+    usable = timeout_min * 60 - USR2_LEAD_S - cell.setup_s
+    per_run = math.floor(usable / epoch_s) if epoch_s > 0 else cell.epochs
+    return math.ceil(cell.epochs / per_run) if per_run >= 1 else None
+
+
+def max_step_s(epochs: int, steps_per_epoch: int, timeout_min: int, setup_s: float = 0.0) -> float:
+    """The longest step (seconds, one global batch) with which `epochs` epochs finish within
+    `timeout_min` x (1 + MAX_TIMEOUTS) runs."""
+    per_run = math.ceil(epochs / (1 + MAX_TIMEOUTS))
+    return (timeout_min * 60 - USR2_LEAD_S - setup_s) / per_run / max(steps_per_epoch, 1)
 
 
 # ------------------------------------------------------------------------------------ profiles

@@ -126,6 +126,10 @@ def options_from_args(args: argparse.Namespace) -> PerfOptions:
 def cmd_perf(args: argparse.Namespace) -> int:
     import torch
 
+    if args.kernels:
+        from bench.perf.kernels import cmd_kernels
+
+        return cmd_kernels(args)
     opts = options_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,6 +143,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = "Timings are interleaved medians, printed as ratios with the targets (PASS/MISS)."
+    p.add_argument("--kernels", action="store_true",
+                   help="instead: the kernel table, dense vs CSR/BSR (and 2:4 on CUDA) matrix products on "
+                   "standard layer shapes from 50%% to 99%% sparsity, and the crossover sparsity")
     p.add_argument("--model", default="resnet20", help="model name (see `bench list`)")
     p.add_argument("--dataset", default="synthetic", help="dataset name (synthetic takes the model's shape)")
     p.add_argument("--pruners", default=None, help="comma-separated pruners (default: all registered); "

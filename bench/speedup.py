@@ -1,0 +1,179 @@
+"""Measured inference speed-up of finished runs: `bench speedup RUN_DIR...`.
+
+    bench speedup runs/digits-mlp          # every finished run under the folder
+    bench speedup runs/x/grda-mlp-... --device cpu --force
+
+A run's final model is rebuilt from its folder (config.json + checkpoint.pt, the pruner's
+`finalize`: exactly the model its result was evaluated on) and measured by
+`bench.inference.measure_speedup` (backends, checks, timing: see there); the `speedup_*` fields
+(`bench.record.RunRecord`) are added to its result.json, nothing retrained and no other field
+changed. The trainer records the same fields at the end of every run, so this command is for runs
+that finished before it did, or for timing on another device.
+
+`plot_speedup` draws measured against theoretical speed-up over sparsity, per pruner and backend,
+from a gathered runs table (`bench gather`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from bench.config import RunConfig
+from bench.errors import ConfigError
+from bench.inference import BACKENDS, backend_key, measure_speedup, measure_trained
+from bench.io import load_checkpoint, read_json, write_json
+from bench.registry import MODELS
+from bench.train import Trainer, resolve_device
+
+__all__ = ["add_speedup", "measure_speedup", "plot_speedup", "speedup_for_run"]
+
+CONFIG_KEYS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def load_final_model(run_dir: str | Path, device: str | None = None) -> tuple[Trainer, torch.nn.Module]:
+    """The trainer of a finished run (its data loaded) and the run's final evaluated model.
+
+    `device` (default: the run's own) may differ from the one the run trained on; the
+    checkpoint must still belong to the run's config (its hash).
+    """
+    run_dir = Path(run_dir)
+    stored = read_json(run_dir / "config.json")
+    if stored is None:
+        raise ConfigError(f"{run_dir}: no readable config.json (not a run folder?)")
+    config = RunConfig.from_dict({k: v for k, v in stored.items() if k in CONFIG_KEYS})
+    trainer = Trainer(dataclasses.replace(config, device=device or config.device), run_dir, progress=False)
+    ckpt = load_checkpoint(trainer.checkpoint_path)
+    if ckpt is None or ckpt.get("config_hash") != config.config_hash:
+        raise ConfigError(f"{run_dir}: no checkpoint.pt of this run's config to rebuild its final model from")
+    trainer.pruner.load_state_dict(ckpt["pruner"])  # first (as Trainer.resume): may rebuild the architecture
+    trainer.model.load_state_dict(ckpt["model"])
+    return trainer, trainer.pruner.finalize(trainer.model)
+
+
+def speedup_for_run(run_dir: str | Path, device: str | None = None, **options: Any) -> dict[str, Any]:
+    """The `speedup_*` fields of a finished run (status ok), measured on `device` (default: the
+    run's); `options` go to `measure_speedup` (batch_size, repeats, budget_s, ...)."""
+    run_dir = Path(run_dir)
+    result = read_json(run_dir / "result.json")
+    if result is None or result.get("status") != "ok":
+        status = None if result is None else result.get("status")
+        raise ConfigError(f"{run_dir}: not a finished run (result.json status {status!r}; needs 'ok')")
+    trainer, final = load_final_model(run_dir, device)
+    flops = (result["flops_dense"], result["flops_sparse"]) if result.get("flops_sparse") else None
+    model_info = MODELS.get(trainer.config.model)
+    return measure_trained(final, trainer.data, trainer.device,
+                           lambda: model_info.build(trainer.data.num_classes), flops, **options)
+
+
+def add_speedup(run_dir: str | Path, device: str | None = None, **options: Any) -> dict[str, Any]:
+    """Measure a finished run and write its result.json with the `speedup_*` fields added (or
+    replaced); every other field is kept as it was. Returns the new record."""
+    fields = speedup_for_run(run_dir, device, **options)
+    path = Path(run_dir) / "result.json"
+    result = read_json(path)  # read again: the file is the source of truth, not an earlier copy
+    return write_json(path, {**result, **fields})
+
+
+def run_folders(paths: list[str]) -> list[Path]:
+    """Run folders (holding result.json) among `paths` and under them, in order."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ConfigError(f"speedup: {p} is not a folder")
+        found += [p] if (p / "result.json").exists() else sorted(r.parent for r in p.rglob("result.json"))
+    return found
+
+
+# ------------------------------------------------------------------------------------- figure
+
+
+def plot_speedup(df: pd.DataFrame, path: str | Path, batch: str = "", title: str = "") -> Path:
+    """Measured speed-up (dots) against theoretical (dense MACs / remaining MACs, crosses) over
+    sparsity, one panel per backend, one colour per pruner; log scale, 1x marked.
+
+    `df`: one row per run (a `bench gather` table) with `pruner`, `sparsity` and the speedup
+    fields; `batch`: "" for the throughput batch, "_b1" for batch 1. Backends never measured
+    (all not applicable) get no panel.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import FuncFormatter
+
+    from bench.plots import DPI, _save  # here: the CLI must not pay for importing matplotlib
+
+    backends = [b for b in BACKENDS if b != "dense" and f"speedup_{backend_key(b)}{batch}" in df
+                and df[f"speedup_{backend_key(b)}{batch}"].notna().any()]
+    panels = [*backends, "best"]
+    pruners = sorted(df["pruner"].unique())
+    palette = dict(zip(pruners, sns.color_palette("tab10", len(pruners)), strict=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), sharey=True, squeeze=False,
+                             dpi=DPI)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        col = f"speedup_best{batch}" if panel == "best" else f"speedup_{backend_key(panel)}{batch}"
+        d = df.assign(sparsity_pct=100 * df["sparsity"])
+        sns.scatterplot(data=d, x="sparsity_pct", y="speedup_theoretical", hue="pruner", palette=palette,
+                        marker="X", s=40, alpha=0.5, legend=False, ax=ax)
+        sns.scatterplot(data=d.dropna(subset=[col]), x="sparsity_pct", y=col, hue="pruner", palette=palette,
+                        s=40, legend=panel == "best", ax=ax)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel("speed-up over dense (x)")
+        ax.set_title(f"{panel} backend" if panel != "best" else "best backend")
+    axes[0][-1].legend(title="pruner (dot: measured, x: theoretical)", fontsize=7, title_fontsize=7,
+                       loc="upper left")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def cmd_speedup(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device:
+        resolve_device(args.device)  # fail early on a malformed name
+    options = {"batch_size": args.batch, "repeats": args.repeats, "budget_s": args.budget_s}
+    failed = 0
+    for folder in run_folders(args.dirs):
+        result = read_json(folder / "result.json") or {}
+        if result.get("status") != "ok":
+            print(f"{folder}: skipped (status {result.get('status')!r})", file=sys.stderr)
+            continue
+        if "speedup_best" in result and not args.force:
+            print(f"{folder}: skipped (already measured; --force to measure again)", file=sys.stderr)
+            continue
+        try:
+            r = add_speedup(folder, args.device, **options)
+        except ConfigError as e:
+            print(f"{folder}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        theo = "n/a" if r["speedup_theoretical"] is None else f"{r['speedup_theoretical']:.2f}x"
+        print(f"{r['run_id']}: theoretical {theo}; best: {r['speedup_best_backend']} "
+              f"{r['speedup_best']:.2f}x at batch {r['speedup_batch']}, "
+              f"{r['speedup_best_backend_b1']} {r['speedup_best_b1']:.2f}x at batch 1")
+    return 1 if failed else 0
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__.split("\n\n")[0]
+    p.add_argument("dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders holding them")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: each run's own)")
+    p.add_argument("--batch", type=int, default=256, help="throughput batch size (default: 256)")
+    p.add_argument("--repeats", type=int, default=9, help="timing samples per backend and batch (default: 9)")
+    p.add_argument("--budget-s", type=float, default=2.0,
+                   help="timing seconds per batch size; fewer repeats (3 at least) beyond it (default: 2)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--force", action="store_true", help="measure runs that already have speed-ups again")
+    p.set_defaults(func=cmd_speedup)
