@@ -19,28 +19,29 @@ from bench import executors, results
 from bench.errors import ConfigError
 from bench.executors import Executor
 from bench.leaderboard import load_published, write_leaderboard
-from bench.spec import check_local_data, load_sweep
-from bench.sweep import add_override_flag, run_sweep
+from bench.spec import load_sweep
+from bench.sweep import add_override_flag, check_here, run_sweep
+from bench.validate import check_out
 
 
 def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = True,
           executor: Executor | None = None, overrides: list[str] | tuple[str, ...] = (),
-          run: bool = True, out: str | Path | None = None) -> Path:
+          run: bool = True, out: str | Path | None = None, force: bool = False) -> Path:
     """Run, gather and write the leaderboard of `directory` (holding sweep.toml); returns its README.
 
     `overrides`: `KEY.PATH=VALUE` changes to the sweep file (bench.spec.apply_overrides); `run`
     False: no cell is run, the tables come from the finished runs there are (or, with none, from
-    the board's own results.parquet); `out`: where the board is written (default `directory`).
+    the board's own results.parquet); `out`: where the board is written (default `directory`);
+    `force`: retrain every cell from scratch (see `bench sweep --force`).
     """
     directory = Path(directory)
-    out = Path(out) if out is not None else directory
+    out = check_out(Path(out) if out is not None else directory, "--out")
     spec = load_sweep(directory / "sweep.toml", overrides)
-    runs_dir = Path(runs_root) / spec.name
+    runs_dir = check_out(Path(runs_root) / spec.name, "--runs")
     if run:
         executor = executor or executors.create()
-        if executor.name == "local":
-            check_local_data(spec)
-        run_sweep(spec, runs_dir, executor, wait=True)  # on a cluster too: the board needs every cell
+        check_here(spec, executor)
+        run_sweep(spec, runs_dir, executor, wait=True, force=force)  # on a cluster too: it needs every cell
     g = results.gather(runs_dir) if runs_dir.is_dir() else None
     if g is None or g.runs.empty:
         if run or not (directory / "results.parquet").is_file():
@@ -76,7 +77,7 @@ def _board_note(directory: Path, runs_dir: Path, cells: int, overrides: tuple[st
 
 def cmd_board(args: argparse.Namespace) -> int:
     readme = board(args.dir, args.runs, not args.no_plots, None if args.no_run else executors.from_args(args),
-                   args.sets, not args.no_run, args.out)
+                   args.sets, not args.no_run, args.out, args.force)
     print(f"wrote {readme}", file=sys.stderr)
     return 0
 
@@ -89,5 +90,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="run nothing: tables from the finished runs there are (or DIR/results.parquet)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     add_override_flag(p)
+    p.add_argument("--force", action="store_true", help="retrain every cell from scratch (old results are "
+                   "kept as result.replaced.json)")
     executors.add_flags(p)
     p.set_defaults(func=cmd_board)

@@ -25,7 +25,7 @@ from bench.callbacks import summary_line
 from bench.config import Budget, add_run_flags
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
-from bench.validate import check_data, config_from_args
+from bench.validate import check_data, check_device_here, check_out, config_from_args
 
 # name -> ("module:function" that adds the command's flags to its parser, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -57,7 +57,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_data(config)  # missing dataset files: exit 2 before the run folder is created
-    result = run(config, args.out, progress=not args.quiet and not args.json)
+    check_device_here(config.device)
+    check_out(args.out, "--out")
+    try:
+        result = run(config, args.out, progress=not args.quiet and not args.json, force=args.force)
+    except Exception as e:  # recorded as failed in the run folder, with its traceback
+        folder = f"{args.out.rstrip('/')}/{config.run_id}"
+        print(f"bench run: the run failed: {type(e).__name__}: {e}\n(recorded in {folder}/result.json, "
+              f"traceback in {folder}/traceback.txt)", file=sys.stderr)
+        return 1
     folder = f"{args.out.rstrip('/')}/{result['run_id']}"
     print(json.dumps(result, indent=2) if args.json else summary_line(result, folder))
     return 0 if result["status"] == "ok" else 1
@@ -97,6 +105,8 @@ def configure_run(p: argparse.ArgumentParser) -> None:
                    help="no progress bar: one line per epoch on stderr instead (as in a job's log)")
     p.add_argument("--json", action="store_true",
                    help="print the full result record as JSON, not the summary line")
+    p.add_argument("--force", action="store_true", help="train again from scratch even if the run finished "
+                   "(the old result is kept as result.replaced.json)")
     p.set_defaults(func=cmd_run)
 
 
@@ -113,7 +123,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prunebench {bench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (target, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_.replace("%", "%%"), description=help_.replace("%", "%%"))
         if name == command:
             p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                            help="import a module (or .py file) of your own pruners, models or data sets "

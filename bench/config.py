@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -23,6 +24,9 @@ from bench.errors import ConfigError
 from bench.schedules import SCHEDULES
 
 PRECISIONS = ("fp32", "bf16")
+MAX_SEED = 2**30 - 1  # seeds in [0, MAX_SEED]: every generator seeded from (seed, epoch, rank) fits 64 bits
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+FLOAT32_MAX = 3.4028234663852886e38  # user numbers become float32 tensor arithmetic: larger ones overflow
 
 
 def hp(default: Any, help: str, **kw: Any) -> Any:
@@ -96,6 +100,14 @@ class RunConfig:
     # deterministic algorithms (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): a
     # resumed CUDA run then ends exactly as an uninterrupted one; slower
     deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
+            "seed", self.seed, f"expected an integer in [0, {MAX_SEED}]",
+        )
+        _check(isinstance(self.device, str) and DEVICE_RE.fullmatch(self.device) is not None,
+               "device", self.device, "valid choices: auto, cpu, cuda, cuda:N")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -207,9 +219,13 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{name} = {value!r}: expected a number")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
             raise ConfigError(f"{name} = {value!r}: expected a number") from None
+        if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+            raise ConfigError(f"{name} = {value!r}: expected a finite number (not inf or nan) of "
+                              f"magnitude at most {FLOAT32_MAX:.4g}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name} = {value!r}: expected a string")

@@ -165,6 +165,18 @@ def git_sha() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether the harness's tracked files differ from its commit (None outside a git checkout):
+    a result from a dirty tree may not be reproducible from `git_sha` alone."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                             capture_output=True, text=True, timeout=10, check=True)
+        return bool(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -177,6 +189,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "torch_version": torch.__version__,
         **{f"{n.replace('-', '_')}_version": _version(n) for n in ("torchvision", "torch-pruning", "numpy")},
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
         "slurm_job_id": slurm_job_id(),
         "hostname": platform.node(),
     }

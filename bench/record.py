@@ -12,6 +12,7 @@ A new metric is one new field below (with its default and help), nothing else.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -91,6 +92,7 @@ class RunRecord:
     torch_pruning_version: str | None = _f("provenance", "torch-pruning version (MACs, channel pruning)")
     numpy_version: str | None = _f("provenance", "numpy version")
     git_sha: str | None = _f("provenance", "the harness's git commit")
+    git_dirty: bool | None = _f("provenance", "whether the harness's git tree had uncommitted changes")
     slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
     hostname: str | None = _f("provenance", "machine")
     started_at: str | None = _f("provenance", "start, ISO 8601 UTC")
@@ -140,8 +142,39 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 NESTED = ("hparams", "budget")  # objects, flattened into `hparams.<key>` / `budget.<key>` columns
 
 
+def _json_types(annotation: Any) -> tuple[type, ...]:
+    """The JSON value types a field of this annotation may hold (None aside)."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, _UnionType) else ()
+    kinds = [a for a in args if a is not type(None)] or [annotation]
+    out: list[type] = []
+    for k in kinds:
+        k = typing.get_origin(k) or k
+        out += {float: [int, float], int: [int], bool: [bool], str: [str], dict: [dict]}.get(k, [object])
+    return tuple(out)
+
+
+_UnionType = type(int | None)
+TYPES: dict[str, tuple[type, ...]] = {
+    name: _json_types(hint) for name, hint in typing.get_type_hints(RunRecord).items()
+}
+
+
+_EXPECTED = {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "an object"}
+
+
+def _type_problem(key: str, value: Any) -> str | None:
+    kinds = TYPES[key]
+    if value is None and DEFAULTS[key] is None and key not in NESTED:
+        return None
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):  # true is no number
+        return None
+    expected = next(_EXPECTED[k] for k in (float, *kinds) if k in kinds and k in _EXPECTED)
+    return f"{key} = {value!r:.60}: expected {expected}"
+
+
 def problems(record: Any) -> str | None:
-    """Why `record` (a parsed result.json) cannot make a row, or None if it can."""
+    """Why `record` (a parsed result.json) cannot make a row, or None if it can: not an object, a
+    status that is not one of STATUSES, a required field missing, or a field of the wrong type."""
     if not isinstance(record, dict):
         return "result.json is not a JSON object"
     status = record.get("status")
@@ -150,10 +183,16 @@ def problems(record: Any) -> str | None:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         return f"result.json lacks field(s) {', '.join(missing)}"
-    bad = [k for k in NESTED if not isinstance(record[k], dict)]
+    bad = [p for k in TYPES if k in record and (p := _type_problem(k, record[k]))]
     if bad:
-        return f"result.json field(s) {', '.join(bad)} are not objects"
+        return "result.json field(s) of the wrong type: " + "; ".join(bad)
     return None
+
+
+def finished(record: Any) -> bool:
+    """Whether `record` (a parsed result.json, or None) is a valid, final result: re-running
+    returns it instead of training. Anything else (missing, truncated, foreign) is recomputed."""
+    return problems(record) is None and record["status"] in FINISHED
 
 
 def with_defaults(record: dict[str, Any]) -> dict[str, Any]:

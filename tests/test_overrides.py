@@ -68,7 +68,7 @@ def test_cli_dry_run_of_the_paper_sweep_with_overrides(tmp_path, capsys, monkeyp
         (["budget.epoch=1"], "[budget] unknown key(s) 'epoch'; valid keys: epochs"),
         (["pruners.grda.cc=1"], "[pruners.grda] unknown key(s) 'cc'; valid keys: c, mu"),
         (["budget.epochs=0"], "[budget] epochs = 0: must be > 0"),
-        (["grid.seeds=[-1]"], "[grid] seeds = -1: expected an integer >= 0"),
+        (["grid.seeds=[-1]"], "[grid] seeds = -1: expected an integer in [0, 1073741823]"),
         (["budget"], "expected KEY.PATH=VALUE"),
     ],
 )
