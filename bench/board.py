@@ -1,6 +1,10 @@
 """`bench board DIR`: regenerate a committed leaderboard in one command: run DIR/sweep.toml into
 runs/<name> (done cells are skipped; on any executor, waiting for every cell), gather its cells
-into DIR/results.parquet (+ history) and write the leaderboard into DIR.
+into results.parquet (+ history) and write the leaderboard, into DIR or `--out`.
+
+    bench board leaderboards/digits-mlp                      # run what is missing, rewrite the board
+    bench board leaderboards/digits-mlp --no-run             # tables from the runs that exist
+    bench board leaderboards/cifar10-vgg16 --set budget.epochs=1 --set 'grid.seeds=[0]' --out /tmp/smoke
 """
 
 from __future__ import annotations
@@ -15,21 +19,39 @@ from bench import executors, results
 from bench.errors import ConfigError
 from bench.executors import Executor
 from bench.leaderboard import load_published, loaded_runs, prepare, write_leaderboard
-from bench.spec import check_local_data, load_sweep
-from bench.sweep import run_sweep
+from bench.spec import load_sweep
+from bench.sweep import add_override_flag, check_here, run_sweep
+from bench.validate import check_out
 
 
 def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = True,
-          executor: Executor | None = None) -> Path:
-    """Run, gather and write the leaderboard of `directory` (holding sweep.toml); returns its README."""
+          executor: Executor | None = None, overrides: list[str] | tuple[str, ...] = (),
+          run: bool = True, out: str | Path | None = None, force: bool = False) -> Path:
+    """Run, gather and write the leaderboard of `directory` (holding sweep.toml); returns its README.
+
+    `overrides`: `KEY.PATH=VALUE` changes to the sweep file (bench.spec.apply_overrides); `run`
+    False: no cell is run, the tables come from the finished runs there are (or, with none, from
+    the board's own results.parquet); `out`: where the board is written (default `directory`);
+    `force`: retrain every cell from scratch (see `bench sweep --force`).
+    """
     directory = Path(directory)
-    spec = load_sweep(directory / "sweep.toml")
-    runs_dir = Path(runs_root) / spec.name
-    executor = executor or executors.create()
-    if executor.name == "local":
-        check_local_data(spec)
-    run_sweep(spec, runs_dir, executor, wait=True)  # on a cluster too: the board needs every cell
-    g = results.gather(runs_dir)
+    out = check_out(Path(out) if out is not None else directory, "--out")
+    spec = load_sweep(directory / "sweep.toml", overrides)
+    runs_dir = check_out(Path(runs_root) / spec.name, "--runs")
+    if run:
+        executor = executor or executors.create()
+        check_here(spec, executor)
+        run_sweep(spec, runs_dir, executor, wait=True, force=force)  # on a cluster too: it needs every cell
+    g = results.gather(runs_dir) if runs_dir.is_dir() else None
+    if g is None or g.runs.empty:
+        if run or not (directory / "results.parquet").is_file():
+            raise ConfigError(f"board {directory}: no finished runs in {runs_dir}"
+                              + ("" if run else f" and no {directory / 'results.parquet'}"))
+        g = results.Gathered(*results.read(directory / "results.parquet"))
+        if g.history is None:
+            g.history = pd.DataFrame(columns=list(results.HISTORY_IDENTITY))
+        print(f"no runs in {runs_dir}: the board is rebuilt from {directory / 'results.parquet'}",
+              file=sys.stderr)
     cells = {c.run_id for c in spec.cells}
     extra = ~g.runs["run_id"].isin(cells) if len(g.runs) else pd.Series(dtype=bool)
     g.runs = g.runs[~extra].reset_index(drop=True)
@@ -37,29 +59,31 @@ def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = T
         g.history = g.history[g.history["run_id"].isin(cells)].reset_index(drop=True)
     print(g.report(), file=sys.stderr)
     if extra.any():
-        print(f"  ignored {int(extra.sum())} runs in {runs_dir} that are not cells of {spec.path}",
-              file=sys.stderr)
+        print(f"  ignored {int(extra.sum())} runs that are not cells of {spec.path}", file=sys.stderr)
     if g.runs.empty:
-        raise ConfigError(f"board {directory}: no finished runs in {runs_dir}")
-    results.write(g, directory / "results.parquet")
+        raise ConfigError(f"board {directory}: no finished runs of its cells in {runs_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    results.write(g, out / "results.parquet")
     loaded = loaded_runs(prepare(g.runs))
     if loaded:
         print(f"warning: {loaded} of {len(g.runs)} runs were timed on a loaded machine (1-minute load "
               "average above the core count at their start or end): their train times are not comparable; "
               "they are marked in the tables. Rerun them on a quiet machine for times to trust.",
               file=sys.stderr)
-    return write_leaderboard(g.runs, directory, g.history, load_published(), f"Leaderboard: {spec.name}",
-                             plots, note=_board_note(directory, runs_dir, len(spec.cells)))
+    return write_leaderboard(g.runs, out, g.history, load_published(), f"Leaderboard: {spec.name}",
+                             plots, note=_board_note(directory, runs_dir, len(spec.cells), spec.overrides))
 
 
-def _board_note(directory: Path, runs_dir: Path, cells: int) -> str:
-    return (f"Produced by `bench board {directory.as_posix()}` from `sweep.toml` ({cells} runs, kept in "
-            f"`{runs_dir.as_posix()}/`); the runs table is `results.parquet` (history: "
+def _board_note(directory: Path, runs_dir: Path, cells: int, overrides: tuple[str, ...] = ()) -> str:
+    sets = "".join(f" --set {o}" for o in overrides)
+    return (f"Produced by `bench board {directory.as_posix()}{sets}` from `sweep.toml` ({cells} runs, "
+            f"kept in `{runs_dir.as_posix()}/`); the runs table is `results.parquet` (history: "
             "`results.history.parquet`), the tables as CSV in `leaderboard.csv` and `matched_sparsity.csv`.")
 
 
 def cmd_board(args: argparse.Namespace) -> int:
-    readme = board(args.dir, args.runs, not args.no_plots, executors.from_args(args))
+    readme = board(args.dir, args.runs, not args.no_plots, None if args.no_run else executors.from_args(args),
+                   args.sets, not args.no_run, args.out, args.force)
     print(f"wrote {readme}", file=sys.stderr)
     return 0
 
@@ -67,6 +91,12 @@ def cmd_board(args: argparse.Namespace) -> int:
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="leaderboard folder holding sweep.toml (e.g. leaderboards/digits-mlp)")
     p.add_argument("--runs", default="runs", help="parent of the sweep's run folder (default: runs)")
+    p.add_argument("--out", help="write the board here instead of into DIR")
+    p.add_argument("--no-run", action="store_true",
+                   help="run nothing: tables from the finished runs there are (or DIR/results.parquet)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    add_override_flag(p)
+    p.add_argument("--force", action="store_true", help="retrain every cell from scratch (old results are "
+                   "kept as result.replaced.json)")
     executors.add_flags(p)
     p.set_defaults(func=cmd_board)

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 
 import bench
 from bench import registry
+from bench.callbacks import summary_line
 from bench.config import Budget, add_run_flags
 from bench.errors import ConfigError
-from bench.record import METRICS
 from bench.registry import DATASETS, MODELS, PRUNERS
-from bench.validate import check_data, config_from_args
+from bench.validate import check_data, check_device_here, check_out, config_from_args
 
 # name -> ("module:function" that adds the command's flags to its parser, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "board": ("bench.board", "run DIR/sweep.toml, gather it, write the leaderboard into DIR"),
     "calibrate": ("bench.calibrate", "search a pruner's sparsity knob (gRDA c, STR s_weight_decay, VD "
                   "kl_weight) for a target sparsity; the answer is a full-budget run"),
+    "compare": ("bench.compare", "two pruners, settings or run sets, paired by seed: differences in top-1 "
+                "(95% interval, p-value), sparsity, time and memory"),
+    "export": ("bench.export", "write a finished run's pruned model as safetensors (+ ONNX), checked by "
+               "loading it back"),
     "speedup": ("bench.speedup", "measure the inference speed-up per backend of finished runs (no "
                 "retraining)"),
     "perf": ("bench.perf", "wall time and memory of every pruner vs dense SGD-momentum, and the harness's "
@@ -53,11 +57,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_data(config)  # missing dataset files: exit 2 before the run folder is created
-    result = run(config, args.out, progress=not args.quiet)
-    hidden = ("layer_sparsity", "diverged_epoch", "error")
-    keys = ("run_id", "status", *(m for m in METRICS if m not in hidden))
-    print(json.dumps({k: result.get(k) for k in keys}, indent=2))
-    print(f"run folder: {args.out.rstrip('/')}/{result['run_id']}", file=sys.stderr)
+    check_device_here(config.device)
+    check_out(args.out, "--out")
+    try:
+        result = run(config, args.out, progress=not args.quiet and not args.json, force=args.force)
+    except Exception as e:  # recorded as failed in the run folder, with its traceback
+        folder = f"{args.out.rstrip('/')}/{config.run_id}"
+        print(f"bench run: the run failed: {type(e).__name__}: {e}\n(recorded in {folder}/result.json, "
+              f"traceback in {folder}/traceback.txt)", file=sys.stderr)
+        return 1
+    folder = f"{args.out.rstrip('/')}/{result['run_id']}"
+    print(json.dumps(result, indent=2) if args.json else summary_line(result, folder))
     return 0 if result["status"] == "ok" else 1
 
 
@@ -91,7 +101,12 @@ def _first_line(text: str | None) -> str:
 def configure_run(p: argparse.ArgumentParser) -> None:
     add_run_flags(p)
     p.add_argument("--out", default="runs", help="parent folder of run folders")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar: one line per epoch on stderr instead (as in a job's log)")
+    p.add_argument("--json", action="store_true",
+                   help="print the full result record as JSON, not the summary line")
+    p.add_argument("--force", action="store_true", help="train again from scratch even if the run finished "
+                   "(the old result is kept as result.replaced.json)")
     p.set_defaults(func=cmd_run)
 
 
@@ -108,7 +123,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prunebench {bench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (target, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_.replace("%", "%%"), description=help_.replace("%", "%%"))
         if name == command:
             p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                            help="import a module (or .py file) of your own pruners, models or data sets "

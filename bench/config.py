@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -27,6 +28,9 @@ from bench.schedules import SCHEDULES
 
 RECIPES = ("shared", "paper")  # optimizer recipe tracks (see Budget.recipe)
 PRECISIONS = ("fp32", "bf16")
+MAX_SEED = 2**30 - 1  # seeds in [0, MAX_SEED]: every generator seeded from (seed, epoch, rank) fits 64 bits
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+FLOAT32_MAX = 3.4028234663852886e38  # user numbers become float32 tensor arithmetic: larger ones overflow
 
 
 def hp(default: Any, help: str, **kw: Any) -> Any:
@@ -107,10 +111,20 @@ class RunConfig:
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     data_dir: str = ""  # where on-disk datasets live; not part of the run's identity
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    loggers: tuple[str, ...] = ()  # experiment trackers (bench.loggers); not part of the run's identity
     device: str = "auto"  # auto | cpu | cuda | cuda:N (cuda:N: one process only)
     # deterministic algorithms (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): a
     # resumed CUDA run then ends exactly as an uninterrupted one; slower
     deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
+            "seed", self.seed, f"expected an integer in [0, {MAX_SEED}]",
+        )
+        _check(isinstance(self.device, str) and DEVICE_RE.fullmatch(self.device) is not None,
+               "device", self.device, "valid choices: auto, cpu, cuda, cuda:N")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,7 +134,7 @@ class RunConfig:
         budget = {**legacy_values(Budget), **d.get("budget", {})}  # an old config: what it trained with
         if "lr_milestones" in budget:
             budget["lr_milestones"] = tuple(budget["lr_milestones"])
-        return cls(**{**d, "budget": Budget(**budget)})
+        return cls(**{**d, "budget": Budget(**budget), "loggers": tuple(d.get("loggers", ()))})
 
     @property
     def run_id(self) -> str:
@@ -158,9 +172,10 @@ class RunConfig:
 
     @property
     def config_hash(self) -> str:
-        """Hash of the whole resolved config (except data_dir), defaults included."""
+        """Hash of the whole resolved config (except data_dir and loggers), defaults included."""
         d = self.to_dict()
         d.pop("data_dir")
+        d.pop("loggers")
         return stable_hash(d)
 
 
@@ -227,9 +242,13 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{name} = {value!r}: expected a number")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
             raise ConfigError(f"{name} = {value!r}: expected a number") from None
+        if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+            raise ConfigError(f"{name} = {value!r}: expected a finite number (not inf or nan) of "
+                              f"magnitude at most {FLOAT32_MAX:.4g}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name} = {value!r}: expected a string")
@@ -320,6 +339,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--logger", dest="loggers", action="append", default=[], metavar="NAME",
+                        help="also log to an experiment tracker, repeatable: tensorboard | wandb | mlflow "
+                        "(off by default; not part of the run's identity)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic algorithms: bit-exact resumes on CUDA, slower")
     add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)

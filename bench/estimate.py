@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from bench.config import RunConfig
 from bench.errors import ConfigError
@@ -57,6 +58,8 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
     from bench.train import resolve_device
 
     done = {c.run_id: finished_result(out, c) for c in spec.cells} if out else {}
+    device = resolve_device(spec.cells[0].device if spec.cells else "auto")
+    missing = _missing_device(device)
     groups: dict[tuple[str, str, str], list[RunConfig]] = {}
     for c in spec.cells:
         groups.setdefault((c.pruner, c.model, c.dataset), []).append(c)
@@ -76,6 +79,9 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
             per_epoch = math.ceil(first["steps"] / first["epochs_completed"]) if first.get("steps") else 0
             cell_times[label] = CellTime(0.0, epoch_s, b.epochs, per_epoch, "finished runs")
             rates[label] = f"{cell_s:.3g} s of training per run (median of {len(runs)} finished here)"
+        elif missing:
+            unavailable.append(f"{label}: {missing}")
+            continue
         else:
             try:
                 setup_s, step_s, steps, how = _probe(cells[0], probe_steps)
@@ -95,9 +101,22 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
         longest = max(longest, cell_s)
         total += cell_s * len(cells)
         todo += cell_s * sum(1 for c in cells if not done.get(c.run_id))
-    device = resolve_device(spec.cells[0].device if spec.cells else "auto")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = "cpu" if device.type != "cuda" else str(device) if missing else torch.cuda.get_device_name(device)
     return Estimate(total, todo, longest, name, rates, unavailable, cell_times)
+
+
+def _missing_device(device: Any) -> str:
+    """Why the sweep's device cannot time a probe here ('' if it can): a CUDA sweep's dry run on
+    a machine without that GPU (a login node) estimates from finished runs only."""
+    import torch
+
+    if device.type != "cuda":
+        return ""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if (device.index or 0) < count:
+        return ""
+    return (f"the sweep's device {device} is not on this machine (run the dry run where it is, or "
+            "after some cells have finished)")
 
 
 def _probe(

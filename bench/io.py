@@ -40,6 +40,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (`.<name>.<random>.tmp`) that writes killed midway left in
+    `folder`; only for a caller that knows no write into it is in progress (it holds its lock)."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def _json_safe(obj: Any) -> Any:
     """JSON has no NaN/inf: write them as null (a diverged run's loss, for instance)."""
     if isinstance(obj, float) and not math.isfinite(obj):

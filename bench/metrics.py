@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -251,6 +252,18 @@ def is_loaded(before: float | None, after: float | None, cores: int | None) -> b
     return max(loads) > cores
 
 
+def git_dirty() -> bool | None:
+    """Whether the harness's tracked files differ from its commit (None outside a git checkout):
+    a result from a dirty tree may not be reproducible from `git_sha` alone."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                             capture_output=True, text=True, timeout=10, check=True)
+        return bool(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -261,13 +274,23 @@ def provenance(device: torch.device) -> dict[str, Any]:
     return {
         "device": device_name(device),
         "torch_version": torch.__version__,
+        **{f"{n.replace('-', '_')}_version": _version(n) for n in ("torchvision", "torch-pruning", "numpy")},
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
         "slurm_job_id": slurm_job_id(),
         "hostname": platform.node(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _version(distribution: str) -> str | None:
+    """The installed version of a package that shapes a result, None if it is not installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def slurm_job_id() -> str | None:

@@ -12,6 +12,7 @@ A new metric is one new field below (with its default and help), nothing else.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -101,7 +102,11 @@ class RunRecord:
     gpus: int | None = _f("provenance", "ranks (torch.distributed world size; GPUs on CUDA)")
     precision: str | None = _f("provenance", "fp32 (TF32 on CUDA) | bf16 autocast: the budget's precision")
     torch_version: str | None = _f("provenance", "torch version")
+    torchvision_version: str | None = _f("provenance", "torchvision version")
+    torch_pruning_version: str | None = _f("provenance", "torch-pruning version (MACs, channel pruning)")
+    numpy_version: str | None = _f("provenance", "numpy version")
     git_sha: str | None = _f("provenance", "the harness's git commit")
+    git_dirty: bool | None = _f("provenance", "whether the harness's git tree had uncommitted changes")
     slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
     hostname: str | None = _f("provenance", "machine")
     optimizer: str | None = _f("provenance", "the optimizer the pruner trained with, and its settings")
@@ -160,8 +165,39 @@ NESTED = ("hparams", "budget")  # objects, flattened into `hparams.<key>` / `bud
 RENAMED = {"flops_dense": "macs_dense", "flops_sparse": "macs_sparse"}
 
 
+def _json_types(annotation: Any) -> tuple[type, ...]:
+    """The JSON value types a field of this annotation may hold (None aside)."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, _UnionType) else ()
+    kinds = [a for a in args if a is not type(None)] or [annotation]
+    out: list[type] = []
+    for k in kinds:
+        k = typing.get_origin(k) or k
+        out += {float: [int, float], int: [int], bool: [bool], str: [str], dict: [dict]}.get(k, [object])
+    return tuple(out)
+
+
+_UnionType = type(int | None)
+TYPES: dict[str, tuple[type, ...]] = {
+    name: _json_types(hint) for name, hint in typing.get_type_hints(RunRecord).items()
+}
+
+
+_EXPECTED = {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "an object"}
+
+
+def _type_problem(key: str, value: Any) -> str | None:
+    kinds = TYPES[key]
+    if value is None and DEFAULTS[key] is None and key not in NESTED:
+        return None
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):  # true is no number
+        return None
+    expected = next(_EXPECTED[k] for k in (float, *kinds) if k in kinds and k in _EXPECTED)
+    return f"{key} = {value!r:.60}: expected {expected}"
+
+
 def problems(record: Any) -> str | None:
-    """Why `record` (a parsed result.json) cannot make a row, or None if it can."""
+    """Why `record` (a parsed result.json) cannot make a row, or None if it can: not an object, a
+    status that is not one of STATUSES, a required field missing, or a field of the wrong type."""
     if not isinstance(record, dict):
         return "result.json is not a JSON object"
     status = record.get("status")
@@ -170,9 +206,9 @@ def problems(record: Any) -> str | None:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         return f"result.json lacks field(s) {', '.join(missing)}"
-    bad = [k for k in NESTED if not isinstance(record[k], dict)]
+    bad = [p for k in TYPES if k in record and (p := _type_problem(k, record[k]))]
     if bad:
-        return f"result.json field(s) {', '.join(bad)} are not objects"
+        return "result.json field(s) of the wrong type: " + "; ".join(bad)
     return None
 
 
@@ -183,6 +219,12 @@ def renamed(record: dict[str, Any]) -> dict[str, Any]:
     out = {RENAMED.get(k, k): v for k, v in record.items() if k not in RENAMED}
     out.update({new: record[old] for old, new in RENAMED.items() if old in record and new not in record})
     return out
+
+
+def finished(record: Any) -> bool:
+    """Whether `record` (a parsed result.json, or None) is a valid, final result: re-running
+    returns it instead of training. Anything else (missing, truncated, foreign) is recomputed."""
+    return problems(record) is None and record["status"] in FINISHED
 
 
 def with_defaults(record: dict[str, Any]) -> dict[str, Any]:

@@ -82,7 +82,23 @@ class Gathered:
         hidden = max(len(self.skipped) - limit, 0) + max(len(self.duplicates) - limit, 0)
         if hidden:
             lines.append(f"  ... and {hidden} more")
+        versions = self.code_versions()
+        if len(versions) > 1:
+            lines.append(
+                f"  warning: these runs come from {len(versions)} code version(s): "
+                + ", ".join(f"{v}: {n} runs" for v, n in versions.items())
+                + "; retrain the stale ones with `bench sweep FILE --force` (or `bench run ... --force`)"
+            )
         return "\n".join(lines)
+
+    def code_versions(self) -> dict[str, int]:
+        """How many runs each code version (git commit, with or without uncommitted changes) made."""
+        if self.runs.empty or "git_sha" not in self.runs:
+            return {}
+        sha = self.runs["git_sha"].fillna("unknown commit").astype(str).str.slice(0, 10)
+        dirty = self.runs.get("git_dirty", pd.Series(None, index=self.runs.index)) == True  # noqa: E712
+        labels = sha + np.where(dirty, " (uncommitted changes)", "")
+        return {str(k): int(v) for k, v in labels.value_counts().items()}
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -137,10 +153,9 @@ def _scan(dirs: Iterable[str | Path], pool: ThreadPoolExecutor | None,
         level.append(str(d))
     rows: list[tuple[dict, bytes | None]] = []
     skipped: list[Skipped] = []
-    seen: set[str] = set()
+    seen: set[tuple[int, int]] = set()
     while level:
-        level = [d for d in dict.fromkeys(level) if os.path.abspath(d) not in seen]  # each folder once
-        seen.update(map(os.path.abspath, level))
+        level = [d for d in dict.fromkeys(level) if _first_visit(d, seen)]  # each folder once
         nxt: list[str] = []
         if pool is None:  # on a local disk threads only add GIL hand-offs (10k folders: 2 s vs 4 s)
             probed: Iterable[tuple[str, Any]] = (_probe(d, history) for d in level)
@@ -156,6 +171,20 @@ def _scan(dirs: Iterable[str | Path], pool: ThreadPoolExecutor | None,
                 nxt.extend(value)
         level = sorted(nxt)
     return rows, skipped
+
+
+def _first_visit(folder: str, seen: set[tuple[int, int]]) -> bool:
+    """True the first time a folder is reached, by its identity on disk (device, inode), not its
+    path: symbolic links to folders, even in cycles, are followed once."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return True  # _probe reports it
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def _probe_all(folders: list[str], history: bool) -> list[tuple[str, Any]]:
@@ -283,19 +312,52 @@ def _warn(g: Gathered) -> None:
         warnings.warn(g.report(), stacklevel=3)
 
 
+def _tables(dirs: tuple[str | Path, ...], history: bool) -> pd.DataFrame:
+    """Gathered run folders, plus the saved tables of the `dirs` that are a results parquet file or
+    a folder holding one (a board folder) and no run folders."""
+    saved, folders = [], []
+    for d in dirs:
+        p = Path(d)
+        if p.is_dir() and (p / "results.parquet").is_file() and gather(p, history=False).runs.empty:
+            p = p / "results.parquet"
+        if p.is_file() and p.suffix == ".parquet":
+            runs, hist = read(p)
+            if history and hist is None:
+                raise ConfigError(f"{p}: no history table beside it ({history_path(p).name})")
+            saved.append(hist if history else runs)
+        else:
+            folders.append(d)
+    frames = saved
+    if folders or not saved:
+        g = gather(*folders, history=history)
+        _warn(g)
+        frames = [g.history if history else g.runs, *saved]
+    frames = [f for f in frames if len(f)] or frames[:1]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def load(*dirs: str | Path) -> pd.DataFrame:
-    """The runs table of every run folder under `dirs` (warns about skipped folders/duplicates)."""
-    g = gather(*dirs, history=False)
-    _warn(g)
-    return g.runs
+    """The runs table (one row per run, `bench.record.RunRecord` fields flattened) of every run
+    folder under `dirs`; a results parquet file, or a board folder holding one, is read as it is.
+    Warns about skipped folders and duplicates.
+
+    >>> from bench.results import load
+    >>> runs = load("runs/digits-mlp")                    # run folders, searched recursively
+    >>> board = load("leaderboards/digits-mlp")           # a board: its results.parquet
+    >>> board.groupby("pruner")["top1"].mean()            # doctest: +SKIP
+    """
+    return _tables(dirs, history=False)
 
 
 def load_history(*dirs: str | Path) -> pd.DataFrame:
     """The per-epoch history of every run under `dirs`: run_id, pruner, model, dataset (categorical
-    columns), seed, then the history.csv columns (epoch, step, loss, top1, sparsity, lr, elapsed_s)."""
-    g = gather(*dirs)
-    _warn(g)
-    return g.history
+    columns), seed, then the history.csv columns (epoch, step, loss, top1, sparsity, lr, elapsed_s);
+    a board folder or results parquet gives the history table saved beside it.
+
+    >>> hist = load_history("leaderboards/digits-mlp")
+    >>> hist.pivot_table(index="epoch", columns="pruner", values="sparsity")   # doctest: +SKIP
+    """
+    return _tables(dirs, history=True)
 
 
 def history_path(results: str | Path) -> Path:
@@ -325,13 +387,34 @@ def read(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     except Exception as e:  # pyarrow raises several types for a file that is not parquet
         raise ConfigError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
     hpath = history_path(path)
-    return runs, pd.read_parquet(hpath) if hpath.is_file() else None
+    if not hpath.is_file():
+        return runs, None
+    try:
+        return runs, pd.read_parquet(hpath)
+    except Exception as e:  # garbage in the history file: say which file, and how to remake it
+        raise ConfigError(f"{hpath}: not a readable parquet file ({type(e).__name__}: {e}); remake it with "
+                          f"`bench gather DIR -o {path}`") from None
 
 
 # ------------------------------------------------------------------------------------ CLI
 
 
+def check_output(path: str | Path) -> Path:
+    """Raise ConfigError unless the table (and its history beside it) can be written at `path`."""
+    path = Path(path)
+    for p in (path, history_path(path)):
+        if p.is_dir():
+            raise ConfigError(f"-o {path}: {p} is a folder; give a file name, e.g. {p / 'results.parquet'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"-o {path}: {parent} is not a writable folder")
+    return path
+
+
 def cmd_gather(args: argparse.Namespace) -> int:
+    check_output(args.output)
     g = gather(*args.dirs, history=not args.no_history, workers=args.workers)
     print(g.report(), file=sys.stderr)
     if g.runs.empty:

@@ -2,9 +2,11 @@
 `SweepSpec` whose cells are `RunConfig`s with resolved hyperparameters. Nothing here runs.
 
     name = "digits-demo"         # default out folder: runs/<name>
+    max_cells = 10000            # optional: the most cells the grid may ask for (default 10000)
     data_dir = "data"            # optional, where on-disk datasets live
     device = "auto"              # optional: auto | cpu | cuda | cuda:N (not cuda:N with --gpus > 1)
     deterministic = false        # optional: deterministic algorithms (bit-exact CUDA resumes)
+    loggers = ["tensorboard"]    # optional experiment trackers (bench.loggers); not run identity
     [budget]                     # bench.config.Budget fields, shared by every cell
     epochs = 30
     [grid]
@@ -19,10 +21,20 @@
 cells = models x datasets x seeds x (for each pruner table, the product of its list-valued keys);
 `[[pruners.grda]]` (an array of tables) adds several such tables for one pruner. Identical cells
 (same run_id) run once. Every error in a file is reported at once, each naming file, table and key.
+
+Overrides change a parsed file before it is validated, with TOML value syntax, so a paper-scale
+sweep can be smoke-tested without editing it (`bench sweep` and `bench board` take `--set`):
+
+    load_sweep("leaderboards/cifar10-vgg16/sweep.toml",
+               ["budget.epochs=1", "pruners.grda.c=0.01", "grid.seeds=[0]"])
+
+The number of cells is counted from the axes before anything is expanded: a few bytes of TOML can
+ask for millions of cells, which `max_cells` refuses before they cost time or memory.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import re
@@ -33,15 +45,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import Budget, RunConfig, coerce
+from bench.config import DEVICE_RE, MAX_SEED, Budget, RunConfig, coerce
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
-from bench.validate import check_config, check_data
+from bench.validate import check_config, check_data, check_loggers
 
-TOP_KEYS = ("name", "data_dir", "device", "deterministic", "budget", "grid", "pruners")
+TOP_KEYS = (
+    "name", "max_cells", "data_dir", "device", "deterministic", "loggers", "budget", "grid", "pruners",
+)
 GRID_KEYS = ("models", "datasets", "seeds")
-DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME = 100  # characters: the name is a folder name (255 bytes at most) and a SLURM job name
+MAX_CELLS = 10_000  # the default of `max_cells`
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class SweepSpec:
     cells: list[RunConfig]
     path: Path
     source: str = ""  # the TOML text, kept in the out folder's manifest
+    overrides: tuple[str, ...] = ()  # the `--set KEY=VALUE` applied to it, in order
 
     def per_pruner(self) -> Counter[str]:
         return Counter(c.pruner for c in self.cells)
@@ -61,8 +77,9 @@ class SweepSpec:
 # ------------------------------------------------------------------------------------- parsing
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Parse and validate a sweep file; raises ConfigError listing every problem in it."""
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Parse and validate a sweep file, with `overrides` (`KEY.PATH=TOML value`, see
+    `apply_overrides`) applied first; raises ConfigError listing every problem in it."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -70,15 +87,54 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(f"{path}: no such sweep file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the sweep file: {e}") from None
-    return sweep_from_toml(text, path)
+    return sweep_from_toml(text, path, overrides)
 
 
-def sweep_from_toml(text: str, path: str | Path = "sweep.toml") -> SweepSpec:
+def sweep_from_toml(text: str, path: str | Path = "sweep.toml",
+                    overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     try:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return sweep_from_dict(data, path, text)
+    spec = sweep_from_dict(apply_overrides(data, overrides), path, text)
+    return dataclasses.replace(spec, overrides=tuple(overrides))
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (`1`, `0.01`, `[0, 1]`, `"x"`, `true`); anything else is a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of a parsed sweep document with each `KEY.PATH=VALUE` set (VALUE in TOML syntax:
+    `budget.epochs=1`, `pruners.grda.c=0.01`, `grid.seeds=[0]`, `grid.models=["mlp"]`). A key under
+    an array of tables (`[[pruners.grda]]`) is set in each of its tables. Unknown keys are left
+    to the validation that follows, which names the valid ones."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = [p.strip() for p in key.strip().split(".")]
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE (e.g. --set budget.epochs=1)")
+        tables: list[Any] = [data]
+        for depth, part in enumerate(parts[:-1]):
+            nxt = []
+            for t in tables:
+                child = t.setdefault(part, {})
+                if isinstance(child, list) and child and all(isinstance(c, dict) for c in child):
+                    nxt += child
+                elif isinstance(child, dict):
+                    nxt.append(child)
+                else:
+                    where = ".".join(parts[: depth + 1])
+                    raise ConfigError(f"--set {item!r}: {where} = {child!r} is not a table")
+            tables = nxt
+        for t in tables:
+            t[parts[-1]] = parse_value(value.strip())
+    return data
 
 
 def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", source: str = "") -> SweepSpec:
@@ -87,11 +143,15 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
     errors: list[str] = []
     _unknown_keys(data, TOP_KEYS, "", errors)
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
         errors.append(
-            f"name = {name!r}: must be a string of letters, digits, '.', '_' or '-' "
+            f"name = {name!r}: must be a string of 1 to {MAX_NAME} letters, digits, '.', '_' or '-' "
             "(it names the default out folder runs/<name>)"
         )
+    max_cells = data.get("max_cells", MAX_CELLS)
+    if not isinstance(max_cells, int) or isinstance(max_cells, bool) or max_cells < 1:
+        errors.append(f"max_cells = {max_cells!r}: expected an integer >= 1")
+        max_cells = MAX_CELLS
     data_dir = data.get("data_dir", "")
     if not isinstance(data_dir, str):
         errors.append(f"data_dir = {data_dir!r}: expected a string (a folder)")
@@ -101,9 +161,17 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
     deterministic = data.get("deterministic", False)
     if not isinstance(deterministic, bool):
         errors.append(f"deterministic = {deterministic!r}: expected true or false")
+    loggers = data.get("loggers", [])
+    if not isinstance(loggers, list) or not all(isinstance(x, str) for x in loggers):
+        errors.append(f"loggers = {loggers!r}: expected a list of names, e.g. [\"tensorboard\"]")
+        loggers = []
+    try:
+        check_loggers(tuple(loggers))
+    except ConfigError as e:
+        errors.append(str(e))
     budget = _parse_budget(data.get("budget", {}), errors)
     grid = _parse_grid(data.get("grid"), errors)
-    settings = _parse_pruners(data.get("pruners"), errors)
+    settings = _parse_pruners(data.get("pruners"), grid, max_cells, errors)
     if not errors:
         _check_fits(grid, errors)
     if errors:
@@ -123,6 +191,7 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
             data_dir=data_dir,
             device=device,
             deterministic=deterministic,
+            loggers=tuple(loggers),
         )
         try:
             config = check_config(config)
@@ -217,21 +286,27 @@ def _parse_grid(table: Any, errors: list[str]) -> dict[str, list[Any]]:
         if not seeds:
             errors.append("[grid] seeds = []: must not be empty")
         for seed in seeds:
-            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-                errors.append(f"[grid] seeds = {seed!r}: expected an integer >= 0")
+            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+                errors.append(f"[grid] seeds = {seed!r}: expected an integer in [0, {MAX_SEED}]")
             elif seed not in grid["seeds"]:
                 grid["seeds"].append(seed)
     return grid
 
 
-def _parse_pruners(table: Any, errors: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """(pruner, hparams) for every setting in the grid: each table's product of its list values."""
+def _parse_pruners(
+    table: Any, grid: dict[str, list[Any]], max_cells: int, errors: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(pruner, hparams) for every setting in the grid: each table's product of its list values.
+
+    The cells are counted from the axes' lengths first; more than `max_cells` is an error, and
+    nothing is expanded."""
     if not isinstance(table, dict) or not table:
         errors.append(
             "[pruners] needs at least one [pruners.NAME] table; valid names: " + ", ".join(PRUNERS.names())
         )
         return []
     settings: list[tuple[str, dict[str, Any]]] = []
+    tables_by_pruner: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
     for name, entry in table.items():
         if name not in PRUNERS.names():
             errors.append(
@@ -248,9 +323,31 @@ def _parse_pruners(table: Any, errors: list[str]) -> list[tuple[str, dict[str, A
                 f"([[pruners.{name}]]), got {entry!r}"
             )
             continue
+        tables_by_pruner.append((name, tables))
+    per_setting = len(grid["models"]) * len(grid["datasets"]) * len(grid["seeds"])
+    n_cells = per_setting * sum(_settings_count(t) for _, tables in tables_by_pruner for _, t in tables)
+    if n_cells > max_cells:
+        errors.append(
+            f"the grid asks for up to {n_cells:,} cells, more than max_cells = {max_cells:,}; to run "
+            f"it, set max_cells = {n_cells} at the top of the file"
+        )
+        return []
+    for name, tables in tables_by_pruner:
         for where, t in tables:
             settings += [(name, hp) for hp in _expand_hparams(name, t, where, errors)]
     return settings
+
+
+def _settings_count(table: dict[str, Any]) -> int:
+    """How many settings a pruner table expands into: the product of its axes' distinct values
+    (an upper bound when a value appears twice under different spellings)."""
+    n = 1
+    for value in table.values():
+        if isinstance(value, list) and value and not all(isinstance(v, list) for v in value):
+            n *= len({repr(v) for v in value})
+        elif isinstance(value, list) and value:
+            n *= len(value)
+    return n
 
 
 def _expand_hparams(

@@ -1,12 +1,16 @@
 """Where a sweep's cells stand, from the out folder alone: each cell's result.json and the live
 state of the job that last ran it (`.jobs/<run_id>.json`), so `bench status DIR` and a
-re-submission agree on what is done, running, pending or failed, and a dead job (cancelled,
-node failure, out of memory, time limit) is reported failed instead of waited on.
+re-submission agree on what is done, running, pending, failed or stopped. A cell whose job ended
+without a result (killed, cancelled, node failure, out of memory, time limit) is `stopped`, not
+waited on: re-running the sweep resubmits it and it resumes from its checkpoint. A cell whose run
+raised is `failed` (its result.json says why) and is resubmitted only with --retry-failed.
+A result.json or job record that is not what the harness writes counts as absent.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,21 +20,23 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bench import executors, registry
+from bench.callbacks import read_progress
 from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
-from bench.record import FINISHED
+from bench.record import finished, problems
 
 MANIFEST = "sweep.json"
 
 ACTIVE = ("running", "pending")
-STATES = ("done", "running", "pending", "failed", "diverged", "missing")
+STATES = ("done", "running", "pending", "failed", "stopped", "diverged", "missing")
+UNFINISHED = ("failed", "stopped")  # states that make `bench sweep` and `bench status` exit 1
 
 
 @dataclass(frozen=True)
 class CellStatus:
-    """Where one cell stands: done | running | pending | failed | diverged | missing (never
-    submitted, or failed earlier and not retried)."""
+    """Where one cell stands: done | running | pending | failed (its run raised) | stopped (its
+    job ended without a result) | diverged | missing (never submitted)."""
 
     config: RunConfig
     state: str
@@ -41,13 +47,12 @@ class CellStatus:
 
 def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
     """The state of every cell, from its result.json and the live state of its last job."""
-    records = {c.run_id: read_json(out / ".jobs" / f"{c.run_id}.json") for c in cells}
+    records = {c.run_id: read_job(out / ".jobs" / f"{c.run_id}.json") for c in cells}
     # job states first, results second: a job that ends in between has written its result
     job_states = executors.job_states([r for r in records.values() if r])
     statuses = []
     for c in cells:
-        result = read_json(out / c.run_id / "result.json")
-        result = result if isinstance(result, dict) else {}
+        result = read_result(out / c.run_id)
         rec = records[c.run_id]
         job_id = rec.get("job_id") if rec else None
         job_state = job_states.get(executors.job_key(rec)) if job_id else None
@@ -59,22 +64,57 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
         elif status == "failed":
             state, reason = "failed", str(result.get("error", ""))
         elif rec:
-            state = "failed"
-            reason = f"job {job_id} ended ({job_state or 'state unknown'}) without a result"
+            state = "stopped"
+            reason = (f"job {job_id} ended ({job_state or 'state unknown'}) without a result; re-running "
+                      "the sweep resumes it from its checkpoint")
         else:
             state, reason = "missing", ""
         statuses.append(CellStatus(c, state, job_id, job_state, reason))
     return statuses
 
 
-def read_manifest(out: Path) -> tuple[dict[str, Any], list[RunConfig]]:
-    manifest = read_json(out / MANIFEST)
-    if not isinstance(manifest, dict) or "cells" not in manifest:
+def read_result(run_dir: Path) -> dict[str, Any]:
+    """The run's result.json if it is a valid record (see bench.record.problems), else {}."""
+    r = read_json(run_dir / "result.json")
+    return r if problems(r) is None else {}
+
+
+def read_job(path: Path) -> dict[str, Any] | None:
+    """A `.jobs/<run_id>.json` record, or None if missing or not one the harness writes."""
+    r = read_json(path)
+    ok = isinstance(r, dict) and isinstance(r.get("job_id"), str | int) and not isinstance(r["job_id"], bool)
+    return r if ok else None
+
+
+def read_manifest(out: Path, required: bool = True) -> tuple[dict[str, Any], list[RunConfig]]:
+    """The out folder's manifest and its cells. Raises ConfigError naming the file if it is
+    missing (unless not `required`: then ({}, [])) or is not a manifest the harness writes."""
+    path = out / MANIFEST
+    if not path.exists() and not required:
+        return {}, []
+    manifest = read_json(path)
+    if manifest is None and not path.exists():
         raise ConfigError(
             f"{out}: no {MANIFEST} here; is it a sweep's out folder? (`bench sweep FILE --out DIR` writes it)"
         )
-    registry.load_plugins(manifest.get("imports", []))  # the modules its pruners, models, data sets need
-    cells = [RunConfig.from_dict({k: v for k, v in d.items() if k != "run_id"}) for d in manifest["cells"]]
+    try:
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("cells"), list):
+            raise ValueError("not a JSON object with a list of cells")
+        imports = manifest.get("imports", [])
+        if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
+            raise ValueError("imports is not a list of module names")
+    except ValueError as e:
+        raise ConfigError(f"{path}: not a sweep manifest the harness can read ({e}); move it away and "
+                          "re-run `bench sweep FILE --out DIR` to write a new one") from None
+    registry.load_plugins(imports)  # the modules its pruners, models, data sets need
+    try:
+        cells = [RunConfig.from_dict({k: v for k, v in d.items() if k != "run_id"})
+                 for d in manifest["cells"]]
+    except (ValueError, TypeError, AttributeError, KeyError) as e:  # ConfigError is a ValueError
+        raise ConfigError(
+            f"{path}: not a sweep manifest the harness can read ({type(e).__name__}: {e}); move it away "
+            "and re-run `bench sweep FILE --out DIR` to write a new one"
+        ) from None
     return manifest, cells
 
 
@@ -102,10 +142,10 @@ def records(statuses: list[CellStatus], out: Path) -> list[dict[str, Any]]:
     """result.json of each cell; for a cell without one, its identity, state and reason."""
     out_records = []
     for s in statuses:
-        r = read_json(out / s.config.run_id / "result.json")
-        r = r if isinstance(r, dict) else {}
+        r = read_result(out / s.config.run_id)
         # a result left by an earlier attempt does not describe a cell that runs again or died
-        if not r or s.state in ACTIVE or (s.state == "failed" and r.get("status") != "failed"):
+        stale = s.state in (*ACTIVE, "stopped") or (s.state == "failed" and r.get("status") != "failed")
+        if not r or stale:
             r = {**s.config.identity(), "status": s.state, "job_id": s.job_id, "job_state": s.job_state}
             if s.reason:
                 r["error"] = s.reason
@@ -113,10 +153,13 @@ def records(statuses: list[CellStatus], out: Path) -> list[dict[str, Any]]:
     return out_records
 
 
-def to_submit(statuses: list[CellStatus], retry_failed: bool = False) -> list[RunConfig]:
-    """Cells never submitted, and failed ones with `retry_failed`; never a done, diverged,
-    running or pending one (so no run is ever trained twice at once)."""
-    return [s.config for s in statuses if s.state == "missing" or (retry_failed and s.state == "failed")]
+def to_submit(statuses: list[CellStatus], retry_failed: bool = False, force: bool = False) -> list[RunConfig]:
+    """Cells never submitted or stopped (they resume from their checkpoint); failed ones with
+    `retry_failed`; with `force`, done, diverged and failed ones too (to retrain from scratch).
+    Never a running or pending one (so no run is ever trained twice at once)."""
+    again = {"missing", "stopped"} | ({"failed"} if retry_failed or force else set())
+    again |= {"done", "diverged"} if force else set()
+    return [s.config for s in statuses if s.state in again]
 
 
 def finished_result(out: Path | None, config: RunConfig) -> dict[str, Any] | None:
@@ -124,7 +167,7 @@ def finished_result(out: Path | None, config: RunConfig) -> dict[str, Any] | Non
     if out is None:
         return None
     r = read_json(out / config.run_id / "result.json")
-    return r if isinstance(r, dict) and r.get("status") in FINISHED else None
+    return r if finished(r) else None
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -135,18 +178,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     manifest, cells = read_manifest(out)
     statuses = wait_for(out, cells, args.poll, True) if args.wait else cell_statuses(out, cells)
     counts = Counter(s.state for s in statuses)
-    print(f"{out}: sweep {manifest.get('name')}, {len(cells)} cells")
+    sweeps = [s for s in manifest.get("sweeps", []) if isinstance(s, dict)]
+    names = ", ".join(dict.fromkeys(str(s.get("name")) for s in sweeps))
+    print(f"{out}: sweep {names or manifest.get('name')}, {len(cells)} cells")
     print("  " + "   ".join(f"{k} {counts[k]}" for k in STATES))
     jobs = Counter({s.job_id: s.job_state for s in statuses if s.job_state}.values())
     if jobs:
         print("  jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())))
     for s in statuses:
-        if args.verbose or s.state == "failed":
+        if args.verbose or s.state in UNFINISHED:
             job = f" job {s.job_id} ({s.job_state})" if s.job_id else ""
             print(f"  {s.state:<8} {s.config.run_id}{job}{': ' + s.reason if s.reason else ''}")
+            line = read_progress(out / s.config.run_id) if args.verbose and s.state != "done" else None
+            if line:
+                print(f"           {line}")
+    sets = "".join(f" --set {shlex.quote(o)}" for o in manifest.get("overrides", []))
+    if counts["stopped"]:
+        print(f"resume the stopped ones with: bench sweep {manifest.get('path')}{sets} --out {out}")
     if counts["failed"]:
-        print(f"resubmit the failed ones with: bench sweep {manifest.get('path')} --out {out} --retry-failed")
-    return 1 if counts["failed"] else 0
+        print(f"resubmit the failed ones with: bench sweep {manifest.get('path')}{sets} --out {out} "
+              "--retry-failed")
+    return 1 if any(counts[k] for k in UNFINISHED) else 0
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -155,5 +207,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="wait (with a progress bar) until nothing is left to run"
     )
     p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
-    p.add_argument("--verbose", "-v", action="store_true", help="one line per cell")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="one line per cell, and the last epoch line (epoch k/N, loss, top-1, sparsity, ETA) "
+                   "of each cell not done")
     p.set_defaults(func=cmd_status)

@@ -1,9 +1,10 @@
 """Sweeps: submit a parsed sweep's cells to an executor; re-running skips what is done.
 
-Out folder: `<run_id>/` per cell (see bench.train), `sweep.json` (the manifest: cells, the TOML
-source and the plugin modules), `.jobs/<run_id>.json` (the job that last ran each cell),
-`.submitit/` (job logs). Parsing: bench.spec; where cells run: bench.executors; where they
-stand: bench.status; the dry run's compute estimate: bench.estimate.
+Out folder: `<run_id>/` per cell (see bench.train), `sweep.json` (the manifest: the cells of
+every sweep submitted into this folder, the latest TOML source and the plugin modules),
+`.jobs/<run_id>.json` (the job that last ran each cell), `.submitit/` (job logs). Parsing:
+bench.spec; where cells run: bench.executors; where they stand: bench.status; the dry run's
+compute estimate: bench.estimate.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import Any
 
 from bench import executors, registry, status
 from bench.config import Budget
+from bench.errors import ConfigError
 from bench.estimate import estimate
 from bench.executors import Executor
 from bench.io import write_json
 from bench.spec import SweepSpec, check_local_data, load_sweep
-from bench.validate import check_devices
+from bench.validate import check_device_here, check_devices, check_out
 
 
 @contextlib.contextmanager
@@ -41,16 +43,27 @@ def _locked(out: Path) -> Iterator[None]:
 
 def write_manifest(out: Path, spec: SweepSpec) -> None:
     """`out/sweep.json`: the sweep's name, its TOML source, the plugin modules its names need and
-    every cell (what `bench status` reads)."""
+    every cell (what `bench status` reads). A manifest already there (another sweep into the same
+    folder) keeps its cells and imports: the new one holds both sweeps' cells. Call it under
+    `_locked(out)`; a manifest it cannot read raises ConfigError naming it (nothing is lost)."""
+    old, old_cells = status.read_manifest(out, required=False)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    cells = {c.run_id: c for c in old_cells} | {c.run_id: c for c in spec.cells}
+    earlier = [s for s in old.get("sweeps", []) if isinstance(s, dict)]
+    if old and not earlier:  # a manifest of one sweep, written before manifests listed several
+        earlier = [{k: old.get(k) for k in ("name", "path", "written_at")}]
+    this = {"name": spec.name, "path": str(spec.path), "written_at": now}
     write_json(
         out / status.MANIFEST,
         {
             "name": spec.name,
             "path": str(spec.path),
             "source": spec.source,
-            "imports": registry.loaded_plugins(),
-            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "cells": [{**c.to_dict(), "run_id": c.run_id} for c in spec.cells],
+            "overrides": list(spec.overrides),
+            "imports": list(dict.fromkeys([*old.get("imports", []), *registry.loaded_plugins()])),
+            "written_at": now,
+            "sweeps": [*(s for s in earlier if s.get("path") != this["path"]), this],
+            "cells": [{**c.to_dict(), "run_id": run_id} for run_id, c in cells.items()],
         },
     )
 
@@ -62,27 +75,39 @@ def run_sweep(
     wait: bool = True,
     retry_failed: bool = False,
     progress: bool = True,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Submit the cells that are not done (nor running or pending) and, with `wait`, wait for all.
 
-    Failed cells are resubmitted only with `retry_failed` (they resume from their checkpoint).
-    `executor`: from `bench.executors.create` (default: local, one job per core). Returns one
-    record per cell (see `bench.status.records`).
+    Stopped cells (their job ended without a result) are resubmitted and resume from their
+    checkpoint; failed cells only with `retry_failed`; with `force`, finished ones too, retrained
+    from scratch (see `bench.train.retire`). `executor`: from `bench.executors.create` (default:
+    local, one job per core). Interrupted while waiting (Ctrl-C), the jobs that stop with this
+    process (local ones) are cancelled before KeyboardInterrupt goes on. Returns one record per
+    cell (see `bench.status.records`).
     """
     out = Path(out)
     executor = executor or executors.create()
     check_devices(spec.cells, executor.tasks)  # before anything is written
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out = {str(out)!r}: cannot create the folder ({e.strerror})") from None
     with _locked(out):
         write_manifest(out, spec)
         statuses = status.cell_statuses(out, spec.cells)
-        todo = status.to_submit(statuses, retry_failed)
+        todo = status.to_submit(statuses, retry_failed, force)
         counts = Counter(s.state for s in statuses)
+        if force:
+            from bench.train import retire  # torch: only when a retrain is asked for
+
+            for cell in todo:
+                retire(out / cell.run_id)
         jobs = executor.submit(todo, out, spec.name)
     skipped = ", ".join(f"{counts[k]} {k}" for k in status.STATES if counts[k] and k != "missing")
-    failed_left = 0 if retry_failed else counts["failed"]
+    failed_left = 0 if retry_failed or force else counts["failed"]
     say(
         f"sweep {spec.name}: {len(spec.cells)} cells, {len(todo)} submitted"
         + (f" ({skipped} already)" if skipped else "")
@@ -92,7 +117,13 @@ def run_sweep(
         array = jobs[0].job_id.split("_")[0]
         say(f"{executor.name} job {array} ({len(jobs)} task(s)); follow it with: bench status {out} --wait")
     if wait:
-        statuses = status.wait_for(out, spec.cells, executor.poll_s, progress, jobs)
+        try:
+            statuses = status.wait_for(out, spec.cells, executor.poll_s, progress, jobs)
+        except KeyboardInterrupt:
+            if executor.stops_with_sweep:
+                for job in jobs:
+                    job.cancel(check=False)
+            raise
     else:
         statuses = status.cell_statuses(out, spec.cells)
     return status.records(statuses, out)
@@ -111,28 +142,36 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 60:.2g} min" if seconds >= 60 else f"{seconds:.2g} s"
 
 
+def check_here(spec: SweepSpec, executor: Executor) -> None:
+    """What a sweep whose cells train on this machine needs here: dataset files and devices."""
+    if executor.name != "local":
+        return
+    check_local_data(spec)
+    for device in sorted({c.device for c in spec.cells}):
+        check_device_here(device, f"{spec.path}: device")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    spec = load_sweep(args.file)
-    out = Path(args.out or Path("runs") / spec.name)
+    spec = load_sweep(args.file, args.sets)
+    out = check_out(args.out or Path("runs") / spec.name, "--out")
     executor = executors.from_args(args)
     check_devices(spec.cells, executor.tasks)
     if args.dry_run:
         return _dry_run(spec, out, executor)
-    if executor.name == "local":
-        check_local_data(spec)
+    check_here(spec, executor)
     wait = not args.no_wait and executor.waits
     try:
-        recs = run_sweep(spec, out, executor, wait, args.retry_failed)
+        recs = run_sweep(spec, out, executor, wait, args.retry_failed, force=args.force)
     except KeyboardInterrupt:
         print(
-            f"interrupted: the local jobs stop with it; `bench sweep {args.file} --out {out} --retry-failed` "
-            "resumes them",
+            f"interrupted: its local jobs were stopped; `bench sweep {args.file} --out {out}` resumes them "
+            "from their checkpoints",
             file=sys.stderr,
         )
         return 130
     counts = Counter(r["status"] for r in recs)
     print(f"{out}: " + ", ".join(f"{counts[k]} {k}" for k in ("ok", *status.STATES) if counts[k]))
-    return 1 if counts["failed"] else 0
+    return 1 if any(counts[k] for k in status.UNFINISHED) else 0
 
 
 def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
@@ -167,6 +206,12 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
     return 0
 
 
+def add_override_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of the sweep file, TOML value syntax, repeatable: "
+                   "--set budget.epochs=1 --set pruners.grda.c=0.01 --set 'grid.seeds=[0]'")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="sweep file (TOML)")
     p.add_argument(
@@ -174,9 +219,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate every cell, count them and estimate the compute; run nothing",
     )
+    add_override_flag(p)
     p.add_argument("--out", help="out folder (default: runs/<name>)")
     p.add_argument("--no-wait", action="store_true", help="return once the jobs are started")
     p.add_argument("--retry-failed", action="store_true", help="resubmit failed cells too (they resume)")
+    p.add_argument("--force", action="store_true",
+                   help="retrain finished and failed cells from scratch (their old results are kept as "
+                   "result.replaced.json); never touches a running or pending one")
     executors.add_flags(p)
     p.set_defaults(func=cmd_sweep)
 

@@ -1,7 +1,8 @@
 """One run under the shared budget: build, train, checkpoint every epoch, measure, record.
 
 `run(config, out)` is a plain, picklable function (a submitit job calls it). Its folder
-`out/<run_id>/` holds config.json, history.csv, checkpoint.pt and, when done, result.json.
+`out/<run_id>/` holds config.json, history.csv, checkpoint.pt, train.log, progress.json and, when
+done, result.json.
 Calling it again on the same folder resumes from the last checkpoint, or returns the finished
 result. A resumed run ends with exactly the result of an uninterrupted one on a CPU, and on CUDA
 with `deterministic` (otherwise cuDNN/cuBLAS may pick non-deterministic kernels and the results
@@ -20,6 +21,7 @@ import fcntl
 import io
 import math
 import os
+import sys
 import time
 import traceback
 from collections import deque
@@ -34,14 +36,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench import metrics
+from bench import loggers, metrics
+from bench.callbacks import Callback, Progress, TrainLog
 from bench.config import RunConfig
 from bench.data import Data
 from bench.errors import ConfigError
 from bench.inference import measure_trained
-from bench.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
+from bench.io import load_checkpoint, read_json, remove_temporaries, save_checkpoint, write_json, write_text
 from bench.pruner import RunContext
-from bench.record import FINISHED, RunRecord
+from bench.record import RunRecord, finished
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.schedules import lr_factor
 from bench.validate import check_config
@@ -86,13 +89,21 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str, Any]:
+REPLACED = ("result.json", "history.csv", "traceback.txt")  # kept as <stem>.replaced<suffix> by --force
+
+
+def run(config: RunConfig, out: str | Path, progress: bool = False, force: bool = False) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) one run; returns the result record.
+
+    `progress`: a progress bar; without it, one line per epoch on stderr (a job's log). Either
+    way the run writes `train.log` and `progress.json`, and calls the loggers `config.loggers`
+    names (bench.loggers).
 
     Holds an exclusive lock on the run folder, so two sweeps sharing a folder never train the
     same run twice at once: the second waits, then returns the first one's result. With several
     ranks, rank 0 takes the lock and tells the others, trying again every `LOCK_POLL_S` seconds:
-    no rank waits in a collective for longer than that, whatever the first run's length.
+    no rank waits in a collective for longer than that, whatever the first run's length. `force`: train again
+    from scratch even if finished (the old result is kept, see `retire`).
     """
     config = check_config(config)
     run_dir = Path(out) / config.run_id
@@ -101,16 +112,20 @@ def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str,
         raise ConfigError(f"device = {config.device!r} with {world} ranks: each rank uses its own GPU; "
                           "valid choices with several ranks: auto, cuda, cpu")
     done = read_json(run_dir / "result.json")
-    if world == 1 and done is not None and done.get("status") in FINISHED:
+    if world == 1 and not force and finished(done):
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir) if world == 1 else _ranks_lock(run_dir, rank):
+        if rank == 0:
+            remove_temporaries(run_dir)  # of writes killed midway; under the lock, no writer is left
+            if force:
+                _retire(run_dir)
         done = read_json(run_dir / "result.json")  # finished while we waited for the lock?
         if world > 1:  # rank 0 decides, under the lock, for every rank
             box = [done]
             torch.distributed.broadcast_object_list(box, src=0)
             done = box[0]
-        if done is not None and done.get("status") in FINISHED:
+        if finished(done):
             return done
         if rank == 0:
             write_json(
@@ -119,12 +134,51 @@ def run(config: RunConfig, out: str | Path, progress: bool = False) -> dict[str,
             )
         started = _now()
         try:
-            return Trainer(config, run_dir, progress).fit(started)
+            def callbacks() -> list[Callback]:
+                if rank != 0:
+                    return []
+                return [TrainLog(run_dir), Progress(run_dir, echo=not progress),
+                        *loggers.create(config.loggers, run_dir)]
+
+            try:
+                return Trainer(config, run_dir, progress, callbacks=callbacks()).fit(started)
+            except BadCheckpoint as e:  # recompute: set the checkpoint aside, start from scratch
+                print(f"{e}; training from scratch (the checkpoint is kept as {e.kept})", file=sys.stderr)
+                return Trainer(config, run_dir, progress, callbacks=callbacks()).fit(started)
         except Exception as e:
             if rank == 0:
                 write_text(run_dir / "traceback.txt", traceback.format_exc())
                 record_failure(config, run_dir, e, started)
             raise
+
+
+def retire(run_dir: Path) -> None:
+    """Make a finished run train again from scratch (`--force`): under its lock, its result.json,
+    history.csv and traceback.txt are renamed to `<stem>.replaced<suffix>` (kept, never lost) and
+    its checkpoint removed."""
+    if not run_dir.is_dir():
+        return
+    with run_lock(run_dir):
+        _retire(run_dir)
+
+
+def _retire(run_dir: Path) -> None:
+    for name in REPLACED:
+        path = run_dir / name
+        if path.exists():
+            path.replace(path.with_name(f"{path.stem}.replaced{path.suffix}"))
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+
+
+class BadCheckpoint(RuntimeError):
+    """A checkpoint that loads but cannot be restored (keys missing, wrong shapes): it is set aside
+    as `checkpoint.bad.pt` (`kept`) and the run starts from scratch."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.kept = path.with_name("checkpoint.bad.pt")
+        with contextlib.suppress(OSError):  # another rank set it aside already
+            path.replace(self.kept)
+        super().__init__(f"{path}: cannot resume from it ({why})")
 
 
 def record_failure(config: RunConfig, run_dir: Path, error: BaseException, started: str | None = None,
@@ -137,14 +191,16 @@ def record_failure(config: RunConfig, run_dir: Path, error: BaseException, start
         return
     identity = config.identity(run_id=run_dir.name)
     try:
-        device = resolve_device(config.device)
+        provenance = metrics.provenance(resolve_device(config.device))
     except Exception:  # a device that does not exist here must not hide the error itself
-        device = torch.device("cpu")
+        provenance = metrics.provenance(torch.device("cpu"))
     failure = RunRecord(
         **identity, status="failed", error=f"{type(error).__name__}: {error}",
-        started_at=started or _now(), finished_at=_now(), **metrics.provenance(device),
+        started_at=started or _now(), finished_at=_now(), **provenance,
     )
     write_json(run_dir / "result.json", failure.to_dict())
+    with contextlib.suppress(OSError):
+        TrainLog(run_dir).write(f"failed: {failure.error}")
     error._bench_recorded = True  # type: ignore[attr-defined]
 
 
@@ -194,9 +250,12 @@ def _now() -> str:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: Path, progress: bool, data: Data | None = None) -> None:
-        """`data`: already loaded data to train on instead of `config.dataset` (the estimate's probe)."""
+    def __init__(self, config: RunConfig, run_dir: Path, progress: bool, data: Data | None = None,
+                 callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
+        """`data`: already loaded data to train on instead of `config.dataset` (the estimate's probe);
+        `callbacks`: see bench.callbacks (called by `fit`)."""
         self.config, self.run_dir, self.progress = config, run_dir, progress
+        self.callbacks = list(callbacks)
         self.budget = b = config.budget
         self.rank, self.world = dist_info()
         self.device = resolve_device(config.device)
@@ -301,10 +360,26 @@ class Trainer:
         """Seed this rank's own randomness for the current epoch from (seed, epoch, rank)."""
         torch.manual_seed(rank_seed(self.config.seed, self.epoch, self.rank))
 
+    CHECKPOINT_KEYS = ("config_hash", "epoch", "step", "samples", "train_time", "step_times", "history",
+                       "model", "optimizer", "pruner")  # required; the others have defaults
+
     def resume(self) -> bool:
+        """Restore the last checkpoint, if it is this config's; False if there is none. Raises
+        BadCheckpoint (which sets it aside) for one that loads but cannot be restored: the
+        trainer may be half restored then, so the caller starts over with a new one."""
         ckpt = load_checkpoint(self.checkpoint_path)
-        if ckpt is None or ckpt.get("config_hash") != self.config.config_hash:
+        if not isinstance(ckpt, dict) or ckpt.get("config_hash") != self.config.config_hash:
             return False
+        missing = [k for k in self.CHECKPOINT_KEYS if k not in ckpt]
+        if missing:
+            raise BadCheckpoint(self.checkpoint_path, f"it lacks {', '.join(missing)}")
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise BadCheckpoint(self.checkpoint_path, f"{type(e).__name__}: {e}") from None
+        return True
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
         self.pruner.load_state_dict(ckpt["pruner"])  # first: it may rebuild a pruned architecture
         if self.pruner.model_changed:
             self.rebuild_optimizer()
@@ -324,7 +399,6 @@ class Trainer:
         self.train_macs = ckpt.get("train_macs", 0.0)
         self.step_times.extend(ckpt["step_times"])
         self.tensor_peak = ckpt.get("tensor_peak")
-        return True
 
     # -- loop -------------------------------------------------------------------------------
     def rebuild_optimizer(self) -> torch.optim.Optimizer:
@@ -479,8 +553,21 @@ class Trainer:
         self.model.train()
         return correct1 / max(total, 1), correct5 / max(total, 1)
 
+    def eta_s(self) -> float | None:
+        """Seconds left, from this process's wall time per epoch so far (None before an epoch)."""
+        done = self.epoch - self._fit_start_epoch
+        if done <= 0:
+            return None
+        return (time.perf_counter() - self._fit_start_time) / done * (self.budget.epochs - self.epoch)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
     def fit(self, started: str) -> dict[str, Any]:
         resumed = self.resume()
+        self._fit_start_epoch, self._fit_start_time = self.epoch, time.perf_counter()
+        self._call("on_fit_start")
         metrics.reset_peak_memory(self.device)
         self.load_before = metrics.load_average()
         status, diverged_epoch = "ok", None
@@ -501,6 +588,7 @@ class Trainer:
                 status, diverged_epoch = "diverged", self.epoch
                 self.history.append(self._epoch_row(loss, None, None))
                 self.epoch += 1
+                self._call("on_epoch_end", self.history[-1])
                 break
             evaluated = self.pruner.finalize(self.model)
             top1, _ = self.evaluate(evaluated)
@@ -510,6 +598,7 @@ class Trainer:
             self.save()
             if self.rank == 0:
                 self._write_history()
+            self._call("on_epoch_end", self.history[-1])
             bar.update(1)
             bar.set_postfix(
                 loss=f"{loss:.3f}", top1=f"{top1:.3f}", sparsity=f"{self.history[-1]['sparsity']:.3f}"
@@ -517,7 +606,9 @@ class Trainer:
         bar.close()
         if self.rank == 0:
             self._write_history()
-        return self._record(status, diverged_epoch, started, resumed)
+        record = self._record(status, diverged_epoch, started, resumed)
+        self._call("on_fit_end", record)
+        return record
 
     def _epoch_row(self, loss: float, top1: float | None, sparsity: float | None) -> dict[str, Any]:
         return {

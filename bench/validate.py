@@ -1,4 +1,5 @@
-"""Checks that need the registries: names, hyperparameters, model/dataset fit, data present.
+"""Checks before anything runs: names, hyperparameters, model/dataset fit, data present, the
+device exists here, the out folder can be written.
 
 Everything here runs before anything is created or submitted (bad input exits 2 naming the
 field and the valid choices); nothing here trains or loads data.
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench.config import Budget, RunConfig, build_dataclass, dataclass_from_args, parse_sets
 from bench.errors import ConfigError
@@ -26,11 +30,25 @@ def check_config(config: RunConfig) -> RunConfig:
     """Everything that can be checked without loading data or training: names, hyperparameters,
     model/dataset fit. Returns the config with resolved hyperparameters."""
     config = resolve_hparams(config)
+    check_loggers(config.loggers)
     model = MODELS.get(config.model, "model")
     dataset = DATASETS.get(config.dataset, "dataset")
     if dataset.input_shape is not None:
         model.check_fits(config.dataset, dataset.input_shape, dataset.num_classes)
     return config
+
+
+def check_loggers(names: tuple[str, ...]) -> None:
+    """Raise ConfigError for a logger that does not exist or whose package is not installed."""
+    from bench.loggers import LOGGERS  # a table of names; imports no tracker
+
+    for name in names:
+        info = LOGGERS.get(name)
+        if info is None:
+            raise ConfigError(f"loggers = {name!r}: unknown logger; valid choices: {', '.join(LOGGERS)}")
+        if importlib.util.find_spec(info.package) is None:
+            raise ConfigError(f"loggers = {name!r}: the {info.package!r} package is not installed; "
+                              f"pip install 'prunebench[{info.extra}]'")
 
 
 def check_data(config: RunConfig) -> None:
@@ -64,6 +82,42 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         data_dir=args.data_dir,
         device=args.device,
+        loggers=tuple(args.loggers),
         deterministic=getattr(args, "deterministic", False),
     )
     return check_config(config)
+
+
+def check_device_here(device: str, where: str = "--device") -> None:
+    """Raise ConfigError unless `device` (auto | cpu | cuda | cuda:N) exists on this machine: for
+    what trains here (`bench run`, a local sweep). Imports torch, so only those call it."""
+    import torch  # not at the top: sweep parsing and --help must not import torch
+
+    if device in ("auto", "cpu"):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        here = f"cuda:0 to cuda:{count - 1}" if count else "none: CUDA is not available here"
+        raise ConfigError(f"{where} = {device!r}: no such device on this machine; valid: auto, cpu "
+                          f"(CUDA devices here: {here})")
+
+
+def check_out(path: str | Path, key: str) -> Path:
+    """Raise ConfigError (naming `key`, e.g. --out) unless `path` is, or can become, a writable
+    folder: not a file, printable on one line (paths go into sbatch scripts), with a writable
+    nearest existing folder. Creates nothing."""
+    path = Path(path)
+    text = str(path)
+    if not text or not text.isprintable():
+        raise ConfigError(f"{key} = {text!r}: must be a non-empty path of printable characters on one line")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link
+            raise ConfigError(f"{key} = {text!r}: {existing} is a broken symbolic link")
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(f"{key} = {text!r}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key} = {text!r}: {existing} is not writable")
+    return path

@@ -22,7 +22,7 @@ from bench.sweep import run_sweep
 from bench.train import run
 from bench.validate import check_config
 
-ARGS = ["--pruner", "grda", "--set", "c=0.05", "--set", "mu=0.6", "--epochs", "12", "--quiet"]
+ARGS = ["--pruner", "grda", "--set", "c=0.05", "--set", "mu=0.6", "--epochs", "12", "--quiet", "--json"]
 CONFIG = RunConfig(pruner="grda", hparams={"c": 0.05, "mu": 0.6}, budget=Budget(epochs=12))
 
 

@@ -31,7 +31,8 @@ def fake_result(run_id: str, pruner: str = "grda", seed: int = 0, top1: float = 
         "flops_dense": 1000.0, "flops_sparse": 1000.0 * (1 - sparsity), "epochs_completed": 3, "steps": 30,
         "samples_seen": 960, "train_time_s": 1.5, "step_time_ms": 0.5, "peak_memory_bytes": 2**20,
         "state_bytes": 4000, "resumed": False, "device": "cpu (x86_64, 2 cores)", "torch_version": "2.14.1",
-        "git_sha": "0123456789abcdef", "slurm_job_id": "77_3", "hostname": "node1",
+        "torchvision_version": "0.29.1", "torch_pruning_version": "1.6.1", "numpy_version": "2.4.6",
+        "git_sha": "0123456789abcdef", "git_dirty": False, "slurm_job_id": "77_3", "hostname": "node1",
         "started_at": "2025-01-01T00:00:00+00:00", "finished_at": finished_at,
     }
     rec.update(extra)

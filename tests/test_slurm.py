@@ -1,6 +1,7 @@
 """Sweeps on the real single-node SLURM test cluster (`bash slurm/cluster/start.sh`): a sweep is
 one job array and a second submission submits nothing; a job requeued mid-run resumes to the
-result of an uninterrupted run; a cancelled job is reported failed, not waited on; an invalid
+result of an uninterrupted run; a cancelled job's cell is reported stopped, not waited on, and
+re-running the sweep resubmits it; an invalid
 file submits nothing. Set PRUNEBENCH_NO_SLURM=1 to skip them (a failing start is an error).
 About 2-3 minutes on the 2-core dev VM."""
 
@@ -132,7 +133,7 @@ def test_job_requeued_mid_run_ends_with_the_uninterrupted_result(cluster, tmp_pa
     assert "REQUEUED" in accounting
 
 
-def test_cancelled_job_is_reported_failed_not_waited_on(cluster, tmp_path, cleanup):
+def test_cancelled_job_is_reported_stopped_and_resubmitted_by_a_rerun(cluster, tmp_path, cleanup):
     spec = load_sweep(sweep_file(tmp_path, 500, 8, "[pruners.dense]"))
     (cell,) = spec.cells
     out = tmp_path / "out"
@@ -147,11 +148,13 @@ def test_cancelled_job_is_reported_failed_not_waited_on(cluster, tmp_path, clean
         timeout=180,
     )
     assert p.returncode == 1, p.stderr
-    assert "failed 1" in p.stdout and "CANCELLED" in p.stdout and "--retry-failed" in p.stdout
+    assert "stopped 1" in p.stdout and "CANCELLED" in p.stdout and "resume the stopped ones" in p.stdout
     assert time.time() - t0 < 120
-    assert arrays_submitted(spec.name) == {job_of(out, cell.run_id)}
-    run_sweep(spec, out, _slurm_test(), wait=False, progress=False)  # not without --retry-failed
-    assert len(arrays_submitted(spec.name)) == 1
+    first = job_of(out, cell.run_id)
+    assert arrays_submitted(spec.name) == {first}
+    run_sweep(spec, out, _slurm_test(), wait=False, progress=False)  # a stopped cell is resubmitted
+    second = job_of(out, cell.run_id)
+    assert second != first and arrays_submitted(spec.name) == {first, second}
 
 
 def test_invalid_sweep_submits_nothing(cluster, tmp_path, capsys):

@@ -257,6 +257,7 @@ def test_readme_command_reaches_sparsity_and_accuracy(tmp_path, capsys):
             "--out",
             str(tmp_path),
             "--quiet",
+            "--json",
         ]
     )
     out = json.loads(capsys.readouterr().out)

@@ -45,6 +45,7 @@ class Executor(ABC):
     Options: ClassVar[type] = NoOptions
     waits: ClassVar[bool] = True  # `bench sweep` waits for the cells by default
     poll_s: ClassVar[float] = 5.0  # seconds between status checks while waiting
+    stops_with_sweep: ClassVar[bool] = False  # `bench sweep` interrupted while waiting cancels its jobs
 
     def __init__(self, options: Any, tasks: int = 1) -> None:
         """`options`: a validated `Options`; `tasks` > 1: each run is that many torch.distributed
@@ -97,16 +98,21 @@ def record_jobs(out: Path, executor: str, jobs: Sequence[submitit.Job], groups: 
     for i, (job, group) in enumerate(zip(jobs, groups, strict=True)):
         for config in group:
             path = out / ".jobs" / f"{config.run_id}.json"
-            old = read_json(path) or {}
+            old = read_json(path)
+            old = old if isinstance(old, dict) else {}  # a corrupt record is replaced
             write_json(path, {
                 "run_id": config.run_id,
                 "executor": executor,
                 "job_id": job.job_id,
                 "submitted_ts": now,
                 "logs": str(job.paths.stdout.parent),
-                "earlier_jobs": [*old.get("earlier_jobs", []), old["job_id"]] if "job_id" in old else [],
+                "earlier_jobs": [*_list(old.get("earlier_jobs")), old["job_id"]] if "job_id" in old else [],
                 **(extra[i] if extra else {}),
             })
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 class RunJob(submitit.helpers.Checkpointable):

@@ -42,6 +42,7 @@ class Local(Executor):
     Options = LocalOptions
     waits = True
     poll_s = 1.0
+    stops_with_sweep = True  # its jobs are this process's children: Ctrl-C stops them too
 
     def lanes(self, n_cells: int) -> int:
         cores, gpus = local_devices()

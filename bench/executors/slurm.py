@@ -6,6 +6,7 @@ on jobs that are alive; sacct says how the others ended.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import math
 import os
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 PROFILE_DIR = Path("slurm") / "profiles"
 USR2_LEAD_S = 90  # submitit asks SLURM for USR2 this long before the time limit, then requeues
+MAX_MEM_GB = 2**20  # 1 PiB: more is a typo (and overflows SLURM's megabyte count)
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED", "STOPPED"})
 
 
@@ -54,6 +56,7 @@ class Slurm(Executor):
     def submit(self, cells: list[RunConfig], out: Path, name: str) -> list[submitit.Job]:
         if not cells:
             return []
+        check_folder(out.absolute())
         groups = [[c] for c in cells]
         ex = submitit.SlurmExecutor(out.absolute() / ".submitit" / "%j", max_num_timeout=MAX_TIMEOUTS)
         ex.update_parameters(**slurm_parameters(self.profile, name, self.tasks))
@@ -130,7 +133,7 @@ class Profile:
     partition: str | None = hp(None, "--partition")
     gpus_per_node: int = hp(0, "--gpus-per-node (with --gpus N > 1: N per task group)")
     cpus_per_task: int = hp(1, "--cpus-per-task; also the job's torch threads")
-    mem_gb: float | None = hp(None, "--mem in GB")
+    mem_gb: float | None = hp(None, f"--mem in GB, from 1/1024 (1 MB) to {MAX_MEM_GB}")
     timeout_min: int = hp(60, "--time in minutes, >= 2 (submitit signals USR2 90 s before the limit)")
     array_parallelism: int = hp(256, "array tasks running at once (the %N of --array)")
     account: str | None = hp(None, "--account")
@@ -140,7 +143,9 @@ class Profile:
     def __post_init__(self) -> None:
         _check(self.gpus_per_node >= 0, "gpus_per_node", self.gpus_per_node, "must be >= 0")
         _check(self.cpus_per_task >= 1, "cpus_per_task", self.cpus_per_task, "must be >= 1")
-        _check(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "must be > 0")
+        # --mem=0 (a value that rounds down to 0 MB) would ask SLURM for the whole node's memory
+        _check(self.mem_gb is None or 1 / 1024 <= self.mem_gb <= MAX_MEM_GB, "mem_gb", self.mem_gb,
+               f"must be in [1/1024, {MAX_MEM_GB}] GB (at least 1 MB)")
         _check(
             self.timeout_min >= 2,
             "timeout_min",
@@ -190,9 +195,20 @@ def load_profile(profile: str | Path | Profile | None) -> Profile:
         data = tomllib.loads(path.read_text())
     except OSError:
         raise ConfigError(f"--profile {name}: no such profile ({path}); available: {available}") from None
-    except tomllib.TOMLDecodeError as e:
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a profile is TOML; valid keys: "
+                          f"{', '.join(f.name for f in dataclasses.fields(Profile))})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return build_dataclass(Profile, data, str(path))
+
+
+def check_folder(folder: Path) -> None:
+    """An out folder goes into the sbatch script (#SBATCH --output, the command line): a newline
+    in it would end the #SBATCH block and run the rest as a command."""
+    if not str(folder).isprintable():
+        raise ConfigError(f"--out = {str(folder)!r}: must be printable characters on one line (it is "
+                          "written into the sbatch script)")
 
 
 def slurm_parameters(profile: Profile, name: str, tasks: int = 1) -> dict[str, Any]:
@@ -213,7 +229,7 @@ def slurm_parameters(profile: Profile, name: str, tasks: int = 1) -> dict[str, A
         params["gpus_per_node"] = gpus
     if profile.mem_gb is not None:  # submitit's own conversion: whole GB, else MB
         gb = profile.mem_gb
-        params["mem"] = f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"
+        params["mem"] = f"{int(gb)}GB" if gb == int(gb) else f"{math.ceil(gb * 1024)}MB"
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(profile, key) is not None:
             params[key] = getattr(profile, key)
@@ -226,6 +242,7 @@ def sbatch_script(profile: Profile, name: str, folder: str | Path, n_cells: int,
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = Path(folder).expanduser().absolute()
+    check_folder(folder)
     # SlurmExecutor._submitit_command_str
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(

@@ -1,0 +1,111 @@
+"""`--set` overrides of sweep files (`bench sweep`, `bench board`), `bench board --no-run/--out`,
+and `bench.results.load` of a board folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import cli
+from bench.errors import ConfigError
+from bench.estimate import Estimate
+from bench.results import load, load_history
+from bench.spec import apply_overrides, load_sweep, parse_value
+
+REPO = Path(__file__).resolve().parents[1]
+VGG = REPO / "leaderboards" / "cifar10-vgg16" / "sweep.toml"
+DIGITS = REPO / "leaderboards" / "digits-mlp"
+
+
+def test_parse_value_is_toml_or_a_bare_string():
+    assert parse_value("1") == 1 and parse_value("0.01") == 0.01 and parse_value("[0]") == [0]
+    assert parse_value('"x"') == "x" and parse_value("true") is True and parse_value("mlp") == "mlp"
+
+
+def test_apply_overrides_sets_nested_keys_and_every_table_of_an_array():
+    doc = {"budget": {"epochs": 600}, "pruners": {"grda": [{"c": 0.1, "mu": 0.6}, {"c": 0.2}]}}
+    new = apply_overrides(doc, ["budget.epochs=1", "pruners.grda.c=0.01", "grid.seeds=[0]"])
+    assert new == {"budget": {"epochs": 1}, "grid": {"seeds": [0]},
+                   "pruners": {"grda": [{"c": 0.01, "mu": 0.6}, {"c": 0.01}]}}
+    assert doc["budget"]["epochs"] == 600  # the parsed file is not changed
+    with pytest.raises(ConfigError, match=r"expected KEY\.PATH=VALUE"):
+        apply_overrides(doc, ["budget.epochs"])
+    with pytest.raises(ConfigError, match=r"budget.epochs = 600 is not a table"):
+        apply_overrides(doc, ["budget.epochs.x=1"])
+
+
+def test_overrides_of_the_committed_paper_sweep():
+    full = load_sweep(VGG)
+    smoke = load_sweep(VGG, ["budget.epochs=1", "pruners.grda.c=0.01", "grid.seeds=[0]"])
+    assert full.budget.epochs == 600 and smoke.budget.epochs == 1
+    assert len(smoke.cells) * 3 == len(full.cells)
+    assert {c.hparams["c"] for c in smoke.cells if c.pruner == "grda"} == {0.01}
+    assert smoke.overrides == ("budget.epochs=1", "pruners.grda.c=0.01", "grid.seeds=[0]")
+
+
+def test_cli_dry_run_of_the_paper_sweep_with_overrides(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def fake_estimate(spec, out=None):  # the dry run's timing probe of vgg16 is not under test here
+        seen.append(spec)
+        return Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
+
+    monkeypatch.setattr("bench.sweep.estimate", fake_estimate)
+    argv = ["sweep", str(VGG), "--set", "budget.epochs=1", "--set", "pruners.grda.c=0.01",
+            "--set", "grid.seeds=[0]", "--out", str(tmp_path / "out"), "--dry-run"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    cells = len(load_sweep(VGG).cells) // 3  # one seed of three
+    assert f"{cells} cells" in out and "budget: epochs=1 " in out and "seeds 0\n" in out
+    assert seen[0].budget.epochs == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["budget.epoch=1"], "[budget] unknown key(s) 'epoch'; valid keys: epochs"),
+        (["pruners.grda.cc=1"], "[pruners.grda] unknown key(s) 'cc'; valid keys: c, mu"),
+        (["budget.epochs=0"], "[budget] epochs = 0: must be > 0"),
+        (["grid.seeds=[-1]"], "[grid] seeds = -1: expected an integer in [0, 1073741823]"),
+        (["budget"], "expected KEY.PATH=VALUE"),
+    ],
+)
+def test_bad_overrides_exit_2_naming_the_key(tmp_path, capsys, sets, message):
+    argv = ["board", str(VGG.parent), "--runs", str(tmp_path)]
+    for s in sets:
+        argv += ["--set", s]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_board_no_run_out_rebuilds_from_the_board_parquet(tmp_path):
+    board = tmp_path / "digits-mlp"
+    board.mkdir()
+    for name in ("sweep.toml", "results.parquet", "results.history.parquet"):
+        shutil.copy(DIGITS / name, board / name)
+    out = tmp_path / "elsewhere"
+    assert cli.main(["board", str(board), "--runs", str(tmp_path / "runs"), "--no-run", "--no-plots",
+                     "--out", str(out)]) == 0
+    assert (out / "README.md").is_file() and (out / "leaderboard.csv").is_file()
+    assert len(load(out)) == len(load(board)) == 69
+    untouched = ["results.history.parquet", "results.parquet", "sweep.toml"]
+    assert sorted(p.name for p in board.iterdir()) == untouched
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_board_no_run_without_runs_or_table_exits_2(tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    shutil.copy(DIGITS / "sweep.toml", tmp_path / "b" / "sweep.toml")
+    assert cli.main(["board", str(tmp_path / "b"), "--runs", str(tmp_path), "--no-run"]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_load_reads_a_board_folder():
+    runs = load(DIGITS)
+    assert len(runs) == 69 and set(runs["pruner"]) >= {"dense", "grda", "gmp"}
+    assert len(load(DIGITS / "results.parquet")) == 69
+    hist = load_history(DIGITS)
+    assert set(hist["run_id"]) == set(runs["run_id"])
