@@ -324,7 +324,7 @@ def test_old_result_files_load_and_are_shown_as_not_validation_selected(tmp_path
     run.mkdir()
     result = {k: v for k, v in row("grda-old", "grda", 0, 0.95, 0.9, {"c": 0.02}).items()
               if not k.startswith(("hparams.", "budget.", "val_top1", "macs_", "num_test", "peak_tensor"))}
-    result |= {"config_hash": "x", "hparams": {"c": 0.02}, "budget": {"epochs": 60},
+    result |= {"config_hash": "x", "hparams": {"c": 0.02}, "budget": {"epochs": 60}, "state_bytes": 1000,
                "flops_dense": 1000.0, "flops_sparse": 100.0}
     (run / "result.json").write_text(json.dumps(result))
     runs = results.load(tmp_path)
