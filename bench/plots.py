@@ -38,7 +38,10 @@ def pruner_palette(names: Iterable[str] = ()) -> dict[str, tuple[float, float, f
     registered = PRUNERS.names()
     order = ["dense", *(n for n in registered if n != "dense")]
     order += sorted(set(names) - set(order))
-    colours = sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order))
+    # tab20's ten saturated hues first, then their light partners: neighbours never share a hue
+    tab20 = sns.color_palette("tab20", 20)
+    hues = tab20[0::2] + tab20[1::2]
+    colours = [hues[i % len(hues)] for i in range(len(order))]
     return dict(zip(order, colours, strict=True))
 
 
