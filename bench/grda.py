@@ -45,8 +45,8 @@ class GRDA(torch.optim.Optimizer):
                  foreach: bool | None = None) -> None:
         """`foreach`: multi-tensor shrink (None: on CUDA parameters, not on CPU ones)."""
         _validate(lr, c, mu)
-        self.foreach = foreach
-        super().__init__(params, dict(lr=lr, c=c, mu=mu))
+        # an option of the groups, as torch's own optimizers keep it: it survives deepcopy and pickling
+        super().__init__(params, dict(lr=lr, c=c, mu=mu, foreach=foreach))
         for group in self.param_groups:
             _validate(group["lr"], group["c"], group["mu"])
             group.setdefault("step", 0)  # n, shared by the group's parameters
@@ -76,7 +76,7 @@ class GRDA(torch.optim.Optimizer):
                 raise RuntimeError("GRDA does not support sparse gradients")
             torch._foreach_add_(accs, grads, alpha=-lr)
             threshold = group["threshold"]
-            foreach = self.foreach if self.foreach is not None else params[0].is_cuda
+            foreach = group["foreach"] if group.get("foreach") is not None else params[0].is_cuda
             if foreach:
                 _foreach_softshrink(accs, threshold, params)
             else:

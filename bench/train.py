@@ -61,9 +61,9 @@ def resolve_device(name: str) -> torch.device:
     device, which a multi-rank job sets to its local rank's (bench.executors.base.RunJob)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
+    if name == "cuda" and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(name)
+    return torch.device(name)  # a CUDA device where there is none: callers check before using it
 
 
 def rank_seed(seed: int, epoch: int, rank: int) -> int:

@@ -8,6 +8,7 @@ local job: ~20 s here. The rest take well under a second each, the property test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -447,7 +448,22 @@ def test_sigint_to_bench_sweep_stops_its_jobs_and_a_rerun_resumes_the_cell(tmp_p
         assert ckpt["epoch"] > done_before and len(ckpt["history"]) == ckpt["epoch"]  # resumed, not restarted
         assert status.cell_statuses(out, [cell])[0].state == "running"
     finally:
-        os.kill(int(job["job_id"]), signal.SIGKILL)
+        _kill_tree(int(job["job_id"]))
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a local job: submitit's controller process and the task processes it started."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # its parent is the controller
+            children.append(int(stat.parent.name))
+    for p in [pid, *children]:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
 
 
 # -------------------------------------------------------------------------------- property test
