@@ -25,7 +25,7 @@ from torch import nn
 
 from baselines._mask import SCOPES, MaskPruner, check_choice, check_sparsity, keep_masks
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, register_pruner
 from bench.schedules import lr_factor
 
 
@@ -62,6 +62,7 @@ class IMPPruner(MaskPruner):
     """IMP with rewinding: train, prune 20% of the rest by |w|, rewind to step k, retrain; R rounds."""
 
     Hparams = IMPHparams
+    paper_recipe = SGD_MOMENTUM_WD  # SGD with momentum and weight decay, as its paper trained
 
     def prepare(self, model: nn.Module) -> nn.Module:
         h, T, R = self.hp, self.ctx.total_steps, self.hp.rounds

@@ -27,7 +27,7 @@ from torch import nn
 from baselines._mask import MaskPruner, check_choice, check_sparsity, erk_densities, random_masks
 from bench import metrics
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, register_pruner
 
 DISTRIBUTIONS = ("erk", "er", "uniform")
 
@@ -111,6 +111,7 @@ class RigLPruner(SparseFromStart):
     """RigL: ERK-sparse from the start; drop by |w|, grow by |dense gradient| every dT steps."""
 
     Hparams = RigLHparams
+    paper_recipe = SGD_MOMENTUM_WD  # SGD with momentum and weight decay, as its paper trained
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.t_end = self.hp.end * self.ctx.total_steps

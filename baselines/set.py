@@ -18,7 +18,7 @@ import torch
 from baselines._mask import check_choice, check_sparsity
 from baselines.rigl import DISTRIBUTIONS, SparseFromStart
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, register_pruner
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class SETPruner(SparseFromStart):
     replaced by random new connections."""
 
     Hparams = SETHparams
+    paper_recipe = SGD_MOMENTUM_WD  # SGD with momentum and weight decay, as its paper trained
 
     def end_epoch(self, epoch: int) -> None:
         if epoch >= self.budget.epochs - 1:

@@ -16,7 +16,7 @@ import torch
 from baselines._mask import MaskPruner, check_sparsity, keep_masks
 from bench import metrics
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, register_pruner
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class SNIPPruner(MaskPruner):
     """SNIP: keep the top |g * w| at initialization (one batch, one global cut), mask fixed."""
 
     Hparams = SNIPHparams
+    paper_recipe = SGD_MOMENTUM_WD  # SGD with momentum and weight decay, as its paper trained
 
     @torch.no_grad()
     def after_backward(self, step: int) -> None:

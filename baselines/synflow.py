@@ -20,7 +20,7 @@ from torch import nn
 from baselines._mask import MaskPruner, check_sparsity, keep_masks
 from bench import metrics
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, register_pruner
 
 
 def synflow_masks(
@@ -62,6 +62,7 @@ class SynFlowPruner(MaskPruner):
     """SynFlow: data-free iterative |dR/dw * w| scores, exponential schedule; mask fixed in training."""
 
     Hparams = SynFlowHparams
+    paper_recipe = SGD_MOMENTUM_WD  # SGD with momentum and weight decay, as its paper trained
 
     def prepare(self, model: nn.Module) -> nn.Module:
         model = super().prepare(model)

@@ -18,7 +18,7 @@ import pandas as pd
 from bench import executors, results
 from bench.errors import ConfigError
 from bench.executors import Executor
-from bench.leaderboard import load_published, loaded_runs, prepare, write_leaderboard
+from bench.leaderboard import load_calibrations, load_published, loaded_runs, prepare, write_leaderboard
 from bench.spec import load_sweep
 from bench.sweep import add_override_flag, check_here, run_sweep
 from bench.validate import check_out
@@ -27,7 +27,8 @@ from bench.validate import check_out
 def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = True,
           executor: Executor | None = None, overrides: list[str] | tuple[str, ...] = (),
           run: bool = True, out: str | Path | None = None, force: bool = False) -> Path:
-    """Run, gather and write the leaderboard of `directory` (holding sweep.toml); returns its README.
+    """Run, gather and write the leaderboard of `directory` (holding sweep.toml, and optionally
+    `calibration/`: `bench calibrate` records of the knob values it uses); returns its README.
 
     `overrides`: `KEY.PATH=VALUE` changes to the sweep file (bench.spec.apply_overrides); `run`
     False: no cell is run, the tables come from the finished runs there are (or, with none, from
@@ -71,7 +72,8 @@ def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = T
               "they are marked in the tables. Rerun them on a quiet machine for times to trust.",
               file=sys.stderr)
     return write_leaderboard(g.runs, out, g.history, load_published(), f"Leaderboard: {spec.name}",
-                             plots, note=_board_note(directory, runs_dir, len(spec.cells), spec.overrides))
+                             plots, note=_board_note(directory, runs_dir, len(spec.cells), spec.overrides),
+                             calibrations=load_calibrations(directory / "calibration"))
 
 
 def _board_note(directory: Path, runs_dir: Path, cells: int, overrides: tuple[str, ...] = ()) -> str:

@@ -63,6 +63,8 @@ MEASURES = (
     "select_top1",
     "sparsity",
     "macs_reduction",
+    "speedup_best",
+    "train_compute_multiplier",
     "train_time_s",
     "peak_tensor_bytes",
     "state_bytes",
@@ -243,6 +245,11 @@ def relative_to_dense(ok: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _most_common(values: pd.Series) -> str | None:
+    counts = values.dropna().value_counts()
+    return str(counts.index[0]) if len(counts) else None
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (section, pruner, setting) over its ok runs: `seeds`, `<measure>_mean`/`_std`
     (sample std)/`_ci` (half-width of the 95% t interval), `validated` (every run has a validation
@@ -261,6 +268,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             g["validated"].all(),
             g["loaded"].sum().rename("loaded_runs"),
             g["num_test"].max(),
+            g["speedup_best_backend"].agg(_most_common).rename("speedup_backend"),
         ],
         axis=1,
     )
@@ -511,6 +519,8 @@ def _main_table(s: pd.DataFrame) -> str:
             "val top-1 %": _pm(s["val_top1_mean"], s["val_top1_ci"], ".2f", 100),
             "sparsity %": _pm(s["sparsity_mean"], s["sparsity_ci"], ".2f", 100),
             "MACs reduction ×": _pm(s["macs_reduction_mean"], s["macs_reduction_ci"], ".2f"),
+            "measured speed-up ×": _speedup(s),
+            "train compute × dense": _num(s["train_compute_multiplier_mean"], ".3g"),
             "train time s": time.where((s["loaded_runs"] == 0) | (time == ""), time + " " + LOADED),
             "time vs dense": _num(s["time_vs_dense"], ".2f"),
             "training peak MiB": _pm(s["peak_tensor_bytes_mean"], s["peak_tensor_bytes_ci"], ".3f", 1 / MIB),
@@ -520,6 +530,13 @@ def _main_table(s: pd.DataFrame) -> str:
         }
     )
     return table(t, right=set(t.columns) - {"recipe", "pruner", "setting"})
+
+
+def _speedup(s: pd.DataFrame) -> pd.Series:
+    """`mean ± ci (backend)`: the best backend's inference speed-up, the backend most often best."""
+    text = _pm(s["speedup_best_mean"], s["speedup_best_ci"], ".2f")
+    backend = s["speedup_backend"].fillna("").astype(str).str.replace("2to4", "2:4")
+    return text.where((text == "") | (backend == ""), text + " (" + backend + ")")
 
 
 def _matched_cell(r: pd.Series) -> str:
@@ -693,8 +710,10 @@ def render(
     targets: tuple[float, ...] = TARGETS,
     tolerance: float = TOLERANCE,
     alpha: float = ALPHA,
+    calibrations: pd.DataFrame | None = None,
 ) -> str:
-    """The leaderboard Markdown for a prepared table (see `prepare`); deterministic."""
+    """The leaderboard Markdown for a prepared table (see `prepare`); deterministic. `calibrations`:
+    `load_calibrations` rows, shown as the cost of landing on each target."""
     summary = summarize(df)
     matched = matched_sparsity(df, summary, targets, tolerance, alpha)
     out = [f"# {title}", ""]
@@ -723,6 +742,12 @@ def render(
                 "",
             ]
             out += ["### Which differences are significant", "", *significance_text(m, targets, alpha), ""]
+        if calibrations is not None and len(calibrations):
+            c = calibrations[(calibrations["dataset"] == dataset) & (calibrations["model"] == model)
+                             & (calibrations["recipe"] == recipe)].sort_values(["pruner", "target"])
+            if len(c):
+                out += ["### Cost of landing on a sparsity", "", CALIBRATION_NOTE, "", _calibration_table(c),
+                        ""]
         if published is not None:
             p = _in_section(published, key, budget=False)
             if len(p):
@@ -742,6 +767,53 @@ def render(
 def loaded_runs(df: pd.DataFrame) -> int:
     """How many ok runs of a prepared table were timed on a loaded machine."""
     return int(df.loc[df["status"] == "ok", "loaded"].sum())
+
+
+# ---------------------------------------------------------------------------------- calibration
+
+
+def load_calibrations(folder: str | Path) -> pd.DataFrame:
+    """The `bench calibrate` records in `folder` (calibration-*.json), one row each: what landing a
+    knob pruner on each target sparsity cost (runs, optimizer steps, in budgets: steps / the steps
+    of its full-budget run). Unreadable files are skipped."""
+    from bench.io import read_json
+
+    rows = []
+    for path in sorted(Path(folder).glob("calibration-*.json")):
+        r = read_json(path)
+        if not isinstance(r, dict) or not isinstance(r.get("cost"), dict):
+            continue
+        full = [t for t in r.get("trials", []) if t.get("phase") == "full" and t.get("steps")]
+        budget_steps = full[-1]["steps"] if full else None
+        rows.append({
+            "dataset": r.get("dataset"), "model": r.get("model"), "pruner": r.get("pruner"),
+            "recipe": (r.get("budget") or {}).get("recipe", "shared"), "target": r.get("target"),
+            "knob": r.get("knob"), "value": r.get("value"), "sparsity": r.get("sparsity"),
+            "within_tolerance": r.get("within_tolerance"), "runs": r["cost"].get("runs"),
+            "steps": r["cost"].get("steps"),
+            "budgets": r["cost"]["steps"] / budget_steps if budget_steps else np.nan,
+        })
+    return pd.DataFrame(rows, columns=["dataset", "model", "pruner", "recipe", "target", "knob", "value",
+                                       "sparsity", "within_tolerance", "runs", "steps", "budgets"])
+
+
+def _calibration_table(c: pd.DataFrame) -> str:
+    t = pd.DataFrame({
+        "pruner": c["pruner"], "target %": _num(c["target"], ".0f", 100),
+        "knob": c["knob"] + " = " + c["value"].map(lambda v: f"{v:.4g}"),
+        "sparsity reached %": _num(c["sparsity"], ".2f", 100),
+        "runs": c["runs"].astype(str), "steps": c["steps"].astype(str),
+        "cost × one run": _num(c["budgets"], ".2f"),
+    })
+    return table(t, right=set(t.columns) - {"pruner", "knob"})
+
+
+CALIBRATION_NOTE = (
+    "What it cost to find each knob value above (`bench calibrate`, seed 0: a secant search on "
+    "shortened runs, then full-budget runs until one lands within 0.5 points of the target): runs, "
+    "optimizer steps, and those steps in units of one full-budget run. Every other pruner takes its "
+    "target sparsity directly: one run."
+)
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -798,6 +870,10 @@ def _figures(
                 name = f"{slug}-sparsity-epoch.png"
                 plots.sparsity_epochs(hist, out / name, palette, title)
                 items.append(("sparsity vs epoch", name))
+        if runs["speedup_best"].notna().any():
+            name = f"{slug}-speedup.png"
+            plots.speedup_vs_theoretical(runs, out / name, palette, title)
+            items.append(("measured inference speed-up against the theoretical (MACs) one", name))
         if runs["time_vs_dense"].notna().any():
             name = f"{slug}-cost.png"
             plots.cost_vs_dense(runs, out / name, palette, title)
@@ -815,9 +891,10 @@ def write_leaderboard(
     plots: bool = True,
     note: str = "",
     where: str = "results",
+    calibrations: pd.DataFrame | None = None,
 ) -> Path:
     """Write README.md, leaderboard.csv, matched_sparsity.csv and (with `plots`) PNG and SVG figures
-    into `out`; returns the README path."""
+    into `out`; returns the README path. `calibrations`: see `render`."""
     out = Path(out)
     df = prepare(runs, where)
     out.mkdir(parents=True, exist_ok=True)
@@ -827,7 +904,8 @@ def write_leaderboard(
     matched = matched_sparsity(df, summary)
     write_text(out / "matched_sparsity.csv", matched.to_csv(index=False, float_format="%.6g"))
     readme = out / "README.md"
-    md = render(df, published, title or f"Leaderboard: {out.resolve().name}", figures, note)
+    md = render(df, published, title or f"Leaderboard: {out.resolve().name}", figures, note,
+                calibrations=calibrations)
     write_text(readme, _merge_readme(readme, md))
     return readme
 

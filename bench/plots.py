@@ -239,3 +239,36 @@ def cost_vs_dense(runs: pd.DataFrame, path: str | Path, palette: dict, title: st
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+SPEEDUP_BACKENDS = ("compact", "sparse", "2to4")  # measured against `dense` (bench.record)
+
+
+def speedup_vs_theoretical(runs: pd.DataFrame, path: str | Path, palette: dict, title: str = "") -> Path:
+    """Measured inference speed-up (dots) against the theoretical one (dense MACs / remaining MACs,
+    crosses) over sparsity: one panel per backend that was measured, and one for the best backend
+    per run; log scale, 1x dashed. `runs`: one row per run with the `speedup_*` fields."""
+    from matplotlib.ticker import FuncFormatter
+
+    cols = [b for b in SPEEDUP_BACKENDS if f"speedup_{b}" in runs and runs[f"speedup_{b}"].notna().any()]
+    panels = [*cols, "best"]
+    d = runs.assign(sparsity_pct=100 * runs["sparsity"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), sharey=True, squeeze=False,
+                             dpi=DPI)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        col = "speedup_best" if panel == "best" else f"speedup_{panel}"
+        sns.scatterplot(data=d, x="sparsity_pct", y="speedup_theoretical", hue="pruner", palette=palette,
+                        marker="X", s=40, alpha=0.5, legend=False, ax=ax)
+        sns.scatterplot(data=d.dropna(subset=[col]), x="sparsity_pct", y=col, hue="pruner", palette=palette,
+                        s=40, legend=panel == "best", ax=ax)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel("inference speed-up over dense (x)")
+        ax.set_title("best backend" if panel == "best" else f"{panel.replace('2to4', '2:4')} backend")
+    axes[0][-1].legend(title="pruner (dot: measured, x: theoretical)", fontsize=7, title_fontsize=7,
+                       loc="upper left", bbox_to_anchor=(1.02, 1))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -10,8 +10,7 @@ A run's final model is rebuilt from its folder (config.json + checkpoint.pt, the
 changed. The trainer records the same fields at the end of every run, so this command is for runs
 that finished before it did, or for timing on another device.
 
-`plot_speedup` draws measured against theoretical speed-up over sparsity, per pruner and backend,
-from a gathered runs table (`bench gather`).
+The board's figure of measured against theoretical speed-up is `bench.plots.speedup_vs_theoretical`.
 """
 
 from __future__ import annotations
@@ -22,18 +21,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from bench.config import RunConfig
 from bench.errors import ConfigError
-from bench.inference import BACKENDS, backend_key, measure_speedup, measure_trained
+from bench.inference import measure_speedup, measure_trained
 from bench.io import load_checkpoint, read_json, write_json
 from bench.record import renamed
 from bench.registry import MODELS
 from bench.train import Trainer, resolve_device
 
-__all__ = ["add_speedup", "measure_speedup", "plot_speedup", "speedup_for_run"]
+__all__ = ["add_speedup", "measure_speedup", "speedup_for_run"]
 
 CONFIG_KEYS = {f.name for f in dataclasses.fields(RunConfig)}
 
@@ -94,47 +92,6 @@ def run_folders(paths: list[str]) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------- figure
-
-
-def plot_speedup(df: pd.DataFrame, path: str | Path, batch: str = "", title: str = "") -> Path:
-    """Measured speed-up (dots) against theoretical (dense MACs / remaining MACs, crosses) over
-    sparsity, one panel per backend, one colour per pruner; log scale, 1x marked.
-
-    `df`: one row per run (a `bench gather` table) with `pruner`, `sparsity` and the speedup
-    fields; `batch`: "" for the throughput batch, "_b1" for batch 1. Backends never measured
-    (all not applicable) get no panel.
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.ticker import FuncFormatter
-
-    from bench.plots import DPI, _save  # here: the CLI must not pay for importing matplotlib
-
-    backends = [b for b in BACKENDS if b != "dense" and f"speedup_{backend_key(b)}{batch}" in df
-                and df[f"speedup_{backend_key(b)}{batch}"].notna().any()]
-    panels = [*backends, "best"]
-    pruners = sorted(df["pruner"].unique())
-    palette = dict(zip(pruners, sns.color_palette("tab10", len(pruners)), strict=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), sharey=True, squeeze=False,
-                             dpi=DPI)
-    for ax, panel in zip(axes[0], panels, strict=True):
-        col = f"speedup_best{batch}" if panel == "best" else f"speedup_{backend_key(panel)}{batch}"
-        d = df.assign(sparsity_pct=100 * df["sparsity"])
-        sns.scatterplot(data=d, x="sparsity_pct", y="speedup_theoretical", hue="pruner", palette=palette,
-                        marker="X", s=40, alpha=0.5, legend=False, ax=ax)
-        sns.scatterplot(data=d.dropna(subset=[col]), x="sparsity_pct", y=col, hue="pruner", palette=palette,
-                        s=40, legend=panel == "best", ax=ax)
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_yscale("log", base=2)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
-        ax.set_xlabel("sparsity (%)")
-        ax.set_ylabel("speed-up over dense (x)")
-        ax.set_title(f"{panel} backend" if panel != "best" else "best backend")
-    axes[0][-1].legend(title="pruner (dot: measured, x: theoretical)", fontsize=7, title_fontsize=7,
-                       loc="upper left")
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -596,6 +596,8 @@ def test_full_budget_reaches_the_target_with_accuracy(tmp_path: Path, pruner: st
     if pruner == "nm":
         assert set(result["layer_sparsity"].values()) == {0.5}
     else:
-        assert abs(result["sparsity"] - 0.9) <= TOL, result["sparsity"]
+        # SET regrows connections at zero (as RigL's implementation); those on inputs that are always
+        # zero (digits' border pixels) never get a gradient and stay zero: up to 0.6 points more
+        assert abs(result["sparsity"] - 0.9) <= (0.006 if pruner == "set" else TOL), result["sparsity"]
     if pruner != "random":
         assert result["top1"] >= 0.93, result["top1"]

@@ -302,3 +302,9 @@ def test_paper_recipe_gives_each_pruner_its_papers_optimizer(tmp_path):
     trainer.set_lr()
     factor = lr_factor(trainer.budget, trainer.step / trainer.total_steps)
     assert 0.4 < factor < 0.6 and trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+
+
+@pytest.mark.parametrize("pruner", PRUNERS.names())
+def test_every_pruner_declares_its_papers_recipe(pruner):
+    """`recipe = "paper"` means each pruner's own paper's optimizer: none may silently fall back."""
+    assert PRUNERS.get(pruner).paper_recipe is not None, f"{pruner}: declare paper_recipe"
