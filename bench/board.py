@@ -68,7 +68,7 @@ def board(directory: str | Path, runs_root: str | Path = "runs", plots: bool = T
     loaded = loaded_runs(prepare(g.runs))
     if loaded:
         print(f"warning: {loaded} of {len(g.runs)} runs were timed on a loaded machine (1-minute load "
-              "average above the core count at their start or end): their train times are not comparable; "
+              "average above 1.5 per core at their start or end): their train times are not comparable; "
               "they are marked in the tables. Rerun them on a quiet machine for times to trust.",
               file=sys.stderr)
     return write_leaderboard(g.runs, out, g.history, load_published(), f"Leaderboard: {spec.name}",

@@ -48,6 +48,7 @@ from bench.config import Budget, legacy_values
 from bench.errors import ConfigError
 from bench.io import write_text
 from bench.markdown import table
+from bench.record import is_loaded
 
 TARGETS = (0.80, 0.90, 0.95, 0.98, 0.99)  # matched-sparsity levels (fractions of zero weights)
 TOLERANCE = 0.005  # how far (absolute fraction) beyond its front a pruner still counts at a target
@@ -202,6 +203,12 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     df["validated"] = df["val_top1"].notna()
     df["select_top1"] = df["val_top1"].where(df["validated"], df["top1"]).astype(float)
     df["macs_reduction"] = df["macs_dense"] / df["macs_sparse"]
+    # recomputed from the recorded load averages where there are some (one definition: record.is_loaded)
+    loads = [c for c in ("load_avg_before", "load_avg_after", "cpu_count") if c in df.columns]
+    if len(loads) == 3:
+        again = [is_loaded(b, a, c) for b, a, c in df[loads].itertuples(index=False)]
+        df["loaded"] = pd.Series(again, index=df.index, dtype="object").where(
+            pd.Series(again, index=df.index).notna(), df["loaded"])
     df["loaded"] = df["loaded"].astype("boolean").fillna(False).astype(bool)
     return df
 
@@ -667,7 +674,7 @@ INTRO = (
     "of training steps; CUDA: the allocator's peak); state: parameters, gradients, optimizer and pruner "
     "state in bytes. *vs dense*: ratio of means to the `dense` (SGD) rows of the same section. Setting: the "
     "hyperparameters that vary within a pruner. Failed and diverged runs are counted, not averaged. "
-    f"{LOADED}: a run of the row was timed on a loaded machine (load average above the core count): its "
+    f"{LOADED}: a run of the row was timed on a loaded machine (load average above 1.5 per core): its "
     f"time is not comparable. {NOT_VALIDATED}: selected on test top-1 (runs without a validation split)."
 )
 
@@ -785,10 +792,12 @@ def load_calibrations(folder: str | Path) -> pd.DataFrame:
             continue
         full = [t for t in r.get("trials", []) if t.get("phase") == "full" and t.get("steps")]
         budget_steps = full[-1]["steps"] if full else None
+        knob = r.get("knob")
         rows.append({
             "dataset": r.get("dataset"), "model": r.get("model"), "pruner": r.get("pruner"),
             "recipe": (r.get("budget") or {}).get("recipe", "shared"), "target": r.get("target"),
-            "knob": r.get("knob"), "value": r.get("value"), "sparsity": r.get("sparsity"),
+            "knob": knob.get("name") if isinstance(knob, dict) else knob,
+            "value": r.get("value"), "sparsity": r.get("sparsity"),
             "within_tolerance": r.get("within_tolerance"), "runs": r["cost"].get("runs"),
             "steps": r["cost"].get("steps"),
             "budgets": r["cost"]["steps"] / budget_steps if budget_steps else np.nan,

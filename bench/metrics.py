@@ -244,14 +244,6 @@ def load_average() -> float | None:
         return None
 
 
-def is_loaded(before: float | None, after: float | None, cores: int | None) -> bool | None:
-    """Whether a run was timed on a loaded machine: more runnable work than cores at its start or end."""
-    loads = [x for x in (before, after) if x is not None]
-    if not loads or not cores:
-        return None
-    return max(loads) > cores
-
-
 def git_dirty() -> bool | None:
     """Whether the harness's tracked files differ from its commit (None outside a git checkout):
     a result from a dirty tree may not be reproducible from `git_sha` alone."""

@@ -231,3 +231,17 @@ def with_defaults(record: dict[str, Any]) -> dict[str, Any]:
     """`record` with every schema field present (a missing one at its default, a renamed one under its
     new name); extra keys kept."""
     return {**DEFAULTS, **renamed(record)}
+
+
+LOAD_FACTOR = 1.5  # runnable processes per core above which a machine counts as loaded
+
+
+def is_loaded(before: float | None, after: float | None, cores: int | None) -> bool | None:
+    """Whether a run was timed on a loaded machine: a 1-minute load average above LOAD_FACTOR x the
+    cores at its start or end. A sweep that fills the cores with its own one-thread jobs runs at a
+    load about equal to the core count (2-cores board: 2.2-2.7); other work on top of it lifts it
+    beyond 1.5 per core."""
+    loads = [x for x in (before, after) if x is not None and x == x]
+    if not loads or not cores or cores != cores:
+        return None
+    return max(loads) > LOAD_FACTOR * cores

@@ -44,7 +44,7 @@ from bench.errors import ConfigError
 from bench.inference import measure_trained
 from bench.io import load_checkpoint, read_json, remove_temporaries, save_checkpoint, write_json, write_text
 from bench.pruner import RunContext
-from bench.record import RunRecord, finished
+from bench.record import RunRecord, finished, is_loaded
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.schedules import lr_factor
 from bench.validate import check_config
@@ -665,7 +665,7 @@ class Trainer:
             train_time_s=self.train_time,
             step_time_ms=median(times) if times else None,
             step_time_iqr_ms=_iqr(times),
-            loaded=metrics.is_loaded(self.load_before, load_after, provenance["cpu_count"]),
+            loaded=is_loaded(self.load_before, load_after, provenance["cpu_count"]),
             peak_memory_bytes=peak,
             peak_tensor_bytes=peak if cuda else self.tensor_peak,
             state_bytes=metrics.state_bytes(self.model, self.optimizer, self.pruner.state_tensors()),

@@ -3,6 +3,7 @@ Markdown. Regenerate the golden file on purpose with UPDATE_GOLDEN=1."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -479,3 +480,31 @@ def test_board_end_to_end(tmp_path: Path, monkeypatch) -> None:
     md = (board / "README.md").read_text()
     assert "bench board leaderboards/tiny" in md and "| grda | mu=0.55 | 1 |" in md
     assert (tmp_path / "runs" / "tiny").is_dir()
+
+
+def test_loaded_means_more_than_one_and_a_half_runnable_processes_per_core() -> None:
+    from bench.record import is_loaded
+
+    assert is_loaded(2.5, 2.7, 2) is False  # a 2-core sweep with its own two one-thread jobs
+    assert is_loaded(1.0, 3.2, 2) is True  # something else running on top of it
+    assert is_loaded(None, None, 2) is None and is_loaded(5.0, None, None) is None
+
+
+def test_calibration_cost_is_shown_per_pruner_and_target(tmp_path: Path) -> None:
+    """A board folder's calibration records become the 'Cost of landing on a sparsity' table: runs,
+    steps, and steps in units of the full-budget run; unreadable records are skipped."""
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    record = {"dataset": "digits", "model": "mlp", "pruner": "grda", "target": 0.9, "value": 0.0165,
+              "knob": {"name": "c", "low": 1e-4, "high": 1.0}, "sparsity": 0.8988, "within_tolerance": True,
+              "budget": {"recipe": "shared"}, "cost": {"runs": 9, "steps": 12300, "train_macs": 1.0},
+              "trials": [{"phase": "search", "steps": 600}, {"phase": "full", "steps": 2460}]}
+    (folder / "calibration-grda-0.9.json").write_text(json.dumps(record))
+    (folder / "calibration-broken.json").write_text("{")
+    cal = leaderboard.load_calibrations(folder)
+    assert len(cal) == 1 and cal.loc[0, "knob"] == "c" and cal.loc[0, "budgets"] == pytest.approx(5.0)
+    runs = golden_runs()
+    md = leaderboard.render(leaderboard.prepare(runs), calibrations=cal)
+    section = md[md.index("## digits / mlp"):]
+    assert "### Cost of landing on a sparsity" in section
+    assert "| grda | 90 | c = 0.0165 | 89.88 | 9 | 12300 | 5.00 |" in section
