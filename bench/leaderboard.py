@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bench import record, results
 from bench.config import Budget, legacy_values
@@ -49,6 +48,7 @@ from bench.errors import ConfigError
 from bench.io import write_text
 from bench.markdown import table
 from bench.record import is_loaded
+from bench.stats import paired_t, t_halfwidth
 
 TARGETS = (0.80, 0.90, 0.95, 0.98, 0.99)  # matched-sparsity levels (fractions of zero weights)
 TOLERANCE = 0.005  # how far (absolute fraction) beyond its front a pruner still counts at a target
@@ -216,15 +216,6 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
 # ---------------------------------------------------------------------------------- statistics
 
 
-def t_halfwidth(std: Any, n: Any, confidence: float = CONFIDENCE) -> Any:
-    """Half-width of the Student t confidence interval of a mean: t(1/2 + confidence/2, n-1) * std /
-    sqrt(n); NaN for fewer than two values."""
-    n = np.asarray(n, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = stats.t.ppf(0.5 + confidence / 2, np.where(n >= 2, n - 1, np.nan))
-        return q * np.asarray(std, float) / np.sqrt(n)
-
-
 def paired_test(a: pd.Series, b: pd.Series) -> tuple[float, float, int]:
     """(mean of a - b, two-sided p of the paired t-test, pairs) over the seeds (index) both have.
     p is NaN with fewer than two pairs, or when every difference is zero."""
@@ -235,7 +226,7 @@ def paired_test(a: pd.Series, b: pd.Series) -> tuple[float, float, int]:
     diff = both.iloc[:, 0] - both.iloc[:, 1]
     if n < 2 or (diff == 0).all():
         return float(diff.mean()), np.nan, n
-    return float(diff.mean()), float(stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue), n
+    return float(diff.mean()), paired_t(diff.to_numpy()).p, n
 
 
 def dense_reference(ok: pd.DataFrame) -> pd.DataFrame:
@@ -597,11 +588,10 @@ def significance_text(
         worse = [
             r for _, r in cell.iloc[1:].iterrows() if r["p_vs_leader"] < alpha and r["diff_vs_leader"] > 0
         ]
-        same = [
-            r
-            for _, r in cell.iloc[1:].iterrows()
-            if not (r["p_vs_leader"] < alpha and r["diff_vs_leader"] > 0)
+        better = [  # selected on validation, the leader can still lose on test
+            r for _, r in cell.iloc[1:].iterrows() if r["p_vs_leader"] < alpha and r["diff_vs_leader"] < 0
         ]
+        same = [r for _, r in cell.iloc[1:].iterrows() if not r["p_vs_leader"] < alpha]
         parts = []
         if worse:
             parts.append(
@@ -610,6 +600,15 @@ def significance_text(
                     f"{r['pruner']} (by {100 * r['diff_vs_leader']:.2f} points, {_p(r['p_vs_leader'])})"
                     for r in worse
                 )
+            )
+        if better:
+            parts.append(
+                "significantly worse on test than "
+                + ", ".join(
+                    f"{r['pruner']} (by {-100 * r['diff_vs_leader']:.2f} points, {_p(r['p_vs_leader'])})"
+                    for r in better
+                )
+                + " (ranked below it on validation)"
             )
         if same:
             parts.append(
@@ -811,17 +810,19 @@ def _calibration_table(c: pd.DataFrame) -> str:
         "pruner": c["pruner"], "target %": _num(c["target"], ".0f", 100),
         "knob": c["knob"] + " = " + c["value"].map(lambda v: f"{v:.4g}"),
         "sparsity reached %": _num(c["sparsity"], ".2f", 100),
+        "landed": c["within_tolerance"].map({True: "yes", False: "no"}).fillna(""),
         "runs": c["runs"].astype(str), "steps": c["steps"].astype(str),
         "cost × one run": _num(c["budgets"], ".2f"),
     })
-    return table(t, right=set(t.columns) - {"pruner", "knob"})
+    return table(t, right=set(t.columns) - {"pruner", "knob", "landed"})
 
 
 CALIBRATION_NOTE = (
     "What it cost to find each knob value above (`bench calibrate`, seed 0: a secant search on "
     "shortened runs, then full-budget runs until one lands within 0.5 points of the target): runs, "
-    "optimizer steps, and those steps in units of one full-budget run. Every other pruner takes its "
-    "target sparsity directly: one run."
+    "optimizer steps, and those steps in units of one full-budget run; *landed*: within the tolerance "
+    "(no: the closest it got; a pruner whose every near value prunes everything cannot land there). "
+    "Every other pruner takes its target sparsity directly: one run."
 )
 
 

@@ -1,4 +1,5 @@
-"""Small statistics for comparing runs: the paired t-test and its confidence interval.
+"""Small statistics for comparing runs: the paired t-test and its confidence interval, and the
+half-width of a mean's Student t interval (the boards' ± values).
 
     >>> t = paired_t([1.0, 2.0, 3.0, 4.0])
     >>> round(t.mean, 4), round(t.low, 4), round(t.high, 4), round(t.p, 4)
@@ -10,7 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from scipy import stats
 
 
@@ -49,3 +52,12 @@ def paired_t(diffs: Sequence[float], level: float = 0.95) -> PairedT:
     half = stats.t.ppf(0.5 + level / 2, n - 1) * se
     p = 2 * stats.t.sf(abs(mean / se), n - 1)
     return PairedT(mean, float(mean - half), float(mean + half), float(p), n, sd, level)
+
+
+def t_halfwidth(std: Any, n: Any, confidence: float = 0.95) -> Any:
+    """Half-width of the Student t confidence interval of a mean: t(1/2 + confidence/2, n-1) * std /
+    sqrt(n); NaN for fewer than two values."""
+    n = np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = stats.t.ppf(0.5 + confidence / 2, np.where(n >= 2, n - 1, np.nan))
+        return q * np.asarray(std, float) / np.sqrt(n)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from bench import cli, leaderboard, results
+from bench import stats as bench_stats
 from bench.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
@@ -292,7 +293,7 @@ def test_intervals_and_paired_significance_hand_computed() -> None:
     # a: mean 0.97, sd 0.0158114; half-width t(0.975, 4) = 2.776445 * 0.0158114 / sqrt 5 = 0.0196324
     assert m.loc["a", "top1_mean"] == pytest.approx(0.97)
     assert m.loc["a", "top1_ci"] == pytest.approx(2.776445 * 0.0158114 / 5**0.5, rel=1e-5)
-    assert leaderboard.t_halfwidth(0.02, 3) == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-6)
+    assert bench_stats.t_halfwidth(0.02, 3) == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-6)
     assert list(m.sort_values("rank")["mark"]) == ["best", "", ""]
     # b within noise of a (differences 0.01, -0.01, 0.02, -0.02, 0.01: p = 0.80): a and b tied, c not
     m = leaderboard.matched_sparsity(significance_table([0.94, 0.97, 0.95, 1.00, 0.98]), targets=(0.9,))
@@ -507,4 +508,12 @@ def test_calibration_cost_is_shown_per_pruner_and_target(tmp_path: Path) -> None
     md = leaderboard.render(leaderboard.prepare(runs), calibrations=cal)
     section = md[md.index("## digits / mlp"):]
     assert "### Cost of landing on a sparsity" in section
-    assert "| grda | 90 | c = 0.0165 | 89.88 | 9 | 12300 | 5.00 |" in section
+    assert "| grda | 90 | c = 0.0165 | 89.88 | yes | 9 | 12300 | 5.00 |" in section
+
+
+def test_text_says_when_the_validation_leader_is_significantly_worse_on_test() -> None:
+    """a leads on validation, b is ahead on test in every seed: the words must not call that a tie."""
+    m = leaderboard.matched_sparsity(significance_table([0.97, 0.98, 0.99, 0.995, 1.0]), targets=(0.9,))
+    (line,) = leaderboard.significance_text(m, targets=(0.9,))
+    assert "significantly worse on test than b" in line and "not significantly different from b" not in line
+    assert "No significant best" in line
