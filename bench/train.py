@@ -449,13 +449,13 @@ class Trainer:
         for i, (x, y) in enumerate(batches):
             if self.step >= stop:
                 break
-            if not cuda and self.step in MEMORY_STEPS:
-                loss_sum += self.tracked_step(x, y)
-                n += 1
-                continue
             # with several ranks, x is this rank's slice of a global batch of this many examples
             n_left = self.data.num_train - i * b.batch_size
             global_batch = min(b.batch_size, n_left) if self.world > 1 else None
+            if not cuda and self.step in MEMORY_STEPS:
+                loss_sum += self.tracked_step(x, y, global_batch)
+                n += 1
+                continue
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -504,14 +504,14 @@ class Trainer:
             self.macs_dense, self.layer_macs, self.pruner.compute_densities())
         return loss.detach()
 
-    def tracked_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def tracked_step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int | None = None) -> torch.Tensor:
         """`train_step` with its live tensors tracked (CPU): raises `tensor_peak` to the step's peak."""
         opt_state = (v for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v))
         params = list(self.model.parameters())
         existing = (*params, *(p.grad for p in params if p.grad is not None), *self.model.buffers(),
                     *opt_state, *self.pruner.state_tensors())
         with metrics.TensorMemory(existing) as memory:
-            loss = self.train_step(x, y)
+            loss = self.train_step(x, y, global_batch)
         self.tensor_peak = max(self.tensor_peak or 0, memory.peak)
         return loss
 

@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.config import Budget, RunConfig
 from bench.perf import suites, timing
 from bench.registry import PRUNERS
-from bench.train import Trainer
+from bench.train import MEMORY_STEPS, Trainer
 from bench.validate import check_config
 
 CPU = torch.device("cpu")
@@ -81,14 +81,15 @@ def test_timing_the_step_alone_leaves_training_untouched(pruner: str, tmp_path) 
     cfg = check_config(RunConfig(pruner=pruner, model="mlp", dataset="synthetic",
                                  budget=Budget(batch_size=16, momentum=0.9), device="cpu"))
     tr = Trainer(cfg, tmp_path, progress=False)
-    assert len(suites._train_block(tr, 2)) == 2 and tr.step == 2
+    warm = MEMORY_STEPS.stop  # the block starts after the steps whose tensors are tracked
+    assert len(suites._train_block(tr, 2)) == 2 and tr.step == warm + 2
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     opt_before = json.dumps(tr.optimizer.state_dict()["param_groups"], default=str)
     assert len(suites._step_block(tr, 3)) == 3
     for k, v in tr.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert json.dumps(tr.optimizer.state_dict()["param_groups"], default=str) == opt_before
-    assert tr.step == 2
+    assert tr.step == warm + 2
 
 
 def test_training_blocks_may_run_past_the_step_budget(tmp_path) -> None:
@@ -96,7 +97,7 @@ def test_training_blocks_may_run_past_the_step_budget(tmp_path) -> None:
     cfg = check_config(RunConfig(pruner="grda", model="mlp", dataset="synthetic",
                                  budget=Budget(batch_size=16, max_steps=1), device="cpu"))
     tr = Trainer(cfg, tmp_path, progress=False)
-    assert len(suites._train_block(tr, 3)) == 3 and tr.step == 3
+    assert len(suites._train_block(tr, 3)) == 3 and tr.step == MEMORY_STEPS.stop + 3
     assert tr.total_steps == tr.context.total_steps == 1
 
 

@@ -3,7 +3,7 @@ one job array and a second submission submits nothing; a job requeued mid-run re
 result of an uninterrupted run; a cancelled job's cell is reported stopped, not waited on, and
 re-running the sweep resubmits it; an invalid
 file submits nothing. Set PRUNEBENCH_NO_SLURM=1 to skip them (a failing start is an error).
-About 2-3 minutes on the 2-core dev VM."""
+About 2-3 minutes on the 2-core VM."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ from bench.perf.fixtures import make_run_folders
 from bench.perf.options import PERF_MOMENTUM, REFERENCE, SMALL_RUN, PerfOptions, Sizes
 from bench.perf.timing import Check, Rounds, check, ratio, round_robin, summary, time_block, time_calls
 from bench.registry import MODELS
-from bench.train import Trainer
+from bench.train import MEMORY_STEPS, Trainer
 from bench.validate import check_config
 
 # ------------------------------------------------------------------------------ suite: pruners
@@ -53,6 +53,8 @@ from bench.validate import check_config
 def _train_block(trainer: Trainer, steps: int) -> list[float]:
     """`steps` whole training steps through `Trainer.train_epoch`; the Trainer's own step times.
     Timing may run past the budget's step count; the pruners' schedules are as the budget says."""
+    if trainer.step < MEMORY_STEPS.stop:  # past the steps whose tensors are tracked (not timed)
+        trainer.train_epoch(max_steps=MEMORY_STEPS.stop - trainer.step, past_budget=True)
     trainer.step_times.clear()
     trainer.train_epoch(max_steps=steps, past_budget=True)
     return list(trainer.step_times)
