@@ -9,11 +9,11 @@ table. Values are TOML (`0.02`, `"layer"`, `true`).
 
 Only finished runs (status ok) take part. Runs are paired by (model, dataset, seed): on each side
 at most one run per pair, so a selector that matches several settings is refused with the
-settings it matched. For each metric (test top-1, sparsity, train time, peak memory, state bytes)
-the table gives both means over the pairs and the mean difference A - B with its 95% interval and
-the paired t-test's p-value (bench.stats.paired_t):
+settings it matched. For each metric (test and validation top-1, sparsity, train time, training
+peak memory, process peak RSS, state bytes) the table gives both means over the pairs and the
+mean difference A - B with its 95% interval and the paired t-test's p-value (bench.stats.paired_t):
 
-    bench compare grda:c=0.02 gmp:sparsity=0.9 --in runs/digits-mlp
+    bench compare grda:c=0.01648 gmp:sparsity=0.9 --in runs/digits-mlp
     bench compare leaderboards/digits-mlp runs/my-rerun --json
 
     >>> from bench.compare import compare
@@ -43,9 +43,11 @@ PAIR_KEYS = ("model", "dataset", "seed")
 # metric column -> (label, unit scale, format) for the table
 METRICS: dict[str, tuple[str, float, str]] = {
     "top1": ("test top-1", 1.0, ".4f"),
+    "val_top1": ("validation top-1", 1.0, ".4f"),
     "sparsity": ("sparsity", 1.0, ".4f"),
     "train_time_s": ("train time (s)", 1.0, ".4g"),
-    "peak_memory_bytes": ("peak memory (MiB)", 2.0**-20, ".4g"),
+    "peak_tensor_bytes": ("training peak memory (MiB)", 2.0**-20, ".4g"),
+    "peak_memory_bytes": ("process peak RSS (MiB)", 2.0**-20, ".4g"),
     "state_bytes": ("state (MiB)", 2.0**-20, ".4g"),
 }
 

@@ -73,7 +73,7 @@ def test_compare_pairs_by_seed_with_the_hand_computed_interval():
     assert c.metric("sparsity").diff.mean == pytest.approx(0.02)
     assert c.metric("train_time_s").diff.mean == pytest.approx(11.5 - 12.0)
     md = c.markdown()
-    assert "| test top-1 | 0.9650 | 0.9400 | 0.0250 |" in md and "peak memory (MiB)" in md
+    assert "| test top-1 | 0.9650 | 0.9400 | 0.0250 |" in md and "process peak RSS (MiB)" in md
     d = c.to_dict()
     assert d["metrics"]["top1"]["p"] == pytest.approx(top1.diff.p)
     assert [p["seed"] for p in d["pairs"]] == [0, 1, 2, 3]
