@@ -213,7 +213,8 @@ def test_resume_keeps_the_peak_memory_and_tolerates_fewer_ranks_than_the_writer(
     first = run(config, tmp_path)
     run_dir = tmp_path / config.run_id
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert len(ckpt["rng"]) == 1 and ckpt["peak_memory_bytes"] == first["peak_memory_bytes"]
+    # the checkpoint keeps the peak at the last epoch's end; the result's also covers the final evaluation
+    assert len(ckpt["rng"]) == 1 and 0 < ckpt["peak_memory_bytes"] <= first["peak_memory_bytes"]
     ckpt["epoch"], ckpt["step"], ckpt["history"] = 1, ckpt["step"] // 2, ckpt["history"][:1]
     ckpt["rng"] = ckpt["rng"] * 3
     ckpt["peak_memory_bytes"] = 10**13
