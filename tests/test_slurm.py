@@ -98,9 +98,9 @@ def test_sweep_is_one_array_and_a_second_submission_submits_nothing(cluster, tmp
 
 
 def test_job_requeued_mid_run_ends_with_the_uninterrupted_result(cluster, tmp_path, cleanup):
-    # 0.2-0.5 s per epoch: the job must outlive the 2 s between requeue's SIGTERM (which submitit
+    # 150 epochs (0.07-0.5 s each): the job must outlive the 2 s between requeue's SIGTERM (which submitit
     # ignores) and its SIGKILL (KillWait in start.sh), or it ends before it can be requeued
-    spec = load_sweep(sweep_file(tmp_path, 60, 8, "[pruners.grda]\nc = 0.02\nmu = 0.6"))
+    spec = load_sweep(sweep_file(tmp_path, 150, 8, "[pruners.grda]\nc = 0.02\nmu = 0.6"))
     (cell,) = spec.cells
     out = tmp_path / "out"
     cleanup.append(out)
