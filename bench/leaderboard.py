@@ -45,7 +45,7 @@ import pandas as pd
 from bench import record, results
 from bench.config import Budget, legacy_values
 from bench.errors import ConfigError
-from bench.io import write_text
+from bench.io import read_json, write_text
 from bench.markdown import table
 from bench.record import is_loaded
 from bench.stats import paired_t, t_halfwidth
@@ -206,9 +206,8 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     # recomputed from the recorded load averages where there are some (one definition: record.is_loaded)
     loads = [c for c in ("load_avg_before", "load_avg_after", "cpu_count") if c in df.columns]
     if len(loads) == 3:
-        again = [is_loaded(b, a, c) for b, a, c in df[loads].itertuples(index=False)]
-        df["loaded"] = pd.Series(again, index=df.index, dtype="object").where(
-            pd.Series(again, index=df.index).notna(), df["loaded"])
+        again = pd.Series([is_loaded(*r) for r in df[loads].itertuples(index=False)], index=df.index)
+        df["loaded"] = again.where(again.notna(), df["loaded"])  # no loads recorded: the run's own flag
     df["loaded"] = df["loaded"].astype("boolean").fillna(False).astype(bool)
     return df
 
@@ -782,8 +781,6 @@ def load_calibrations(folder: str | Path) -> pd.DataFrame:
     """The `bench calibrate` records in `folder` (calibration-*.json), one row each: what landing a
     knob pruner on each target sparsity cost (runs, optimizer steps, in budgets: steps / the steps
     of its full-budget run). Unreadable files are skipped."""
-    from bench.io import read_json
-
     rows = []
     for path in sorted(Path(folder).glob("calibration-*.json")):
         r = read_json(path)

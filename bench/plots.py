@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from scipy import stats
 
+from bench import record
 from bench.io import atomic_write
 
 DPI = 110
@@ -241,7 +242,7 @@ def cost_vs_dense(runs: pd.DataFrame, path: str | Path, palette: dict, title: st
     return _save(fig, path)
 
 
-SPEEDUP_BACKENDS = ("compact", "sparse", "2to4")  # measured against `dense` (bench.record)
+SPEEDUP_BACKENDS = tuple(b for b in record.SPEEDUP_BACKENDS if b != "dense")  # each measured against dense
 
 
 def speedup_vs_theoretical(runs: pd.DataFrame, path: str | Path, palette: dict, title: str = "") -> Path:

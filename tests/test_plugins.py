@@ -73,14 +73,14 @@ def test_unknown_plugin_module_is_bad_input(plugin_env, tmp_path, capsys):
     assert "nowhere.py" in capsys.readouterr().err
 
 
-def test_out_of_tree_pruner_in_a_local_sweep(plugin_env, tmp_path, capsys):
+def test_out_of_tree_pruner_in_a_local_sweep(plugin_env, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert cli.main(["sweep", str(sweep_file(tmp_path)), "--import", str(PLUGIN), "--out", str(out)]) == 0
     dense, mine = results(out)
     assert (dense["status"], mine["status"]) == ("ok", "ok")
     assert (mine["pruner"], mine["model"], mine["dataset"]) == ("late_magnitude", "tiny_cnn", "blobs")
     assert mine["sparsity"] == pytest.approx(0.5, abs=0.01) and mine["top1"] > 0.9
-    registry.os.environ[registry.PLUGINS_ENV] = ""  # a fresh shell: status finds the plugin itself
+    monkeypatch.setenv(registry.PLUGINS_ENV, "")  # a fresh shell: status finds the plugin itself
     assert cli.main(["status", str(out)]) == 0
     assert "done 2" in capsys.readouterr().out
 
