@@ -33,7 +33,7 @@ from bench.errors import ConfigError
 from bench.io import write_json
 from bench.pruner import SparsityKnob
 from bench.registry import PRUNERS
-from bench.train import run
+from bench.run.job import run
 from bench.validate import check_config, config_from_args
 
 LOGIT_CLIP = 1e-3  # sparsity 0 or 1 (saturated) counts as 0.001 or 0.999

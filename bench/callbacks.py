@@ -1,11 +1,12 @@
 """Trainer callbacks: what a run tells the world while it trains, apart from its result files.
 
-A callback subclasses `Callback` and overrides any of three hooks, which `bench.train.Trainer`
+A callback subclasses `Callback` and overrides any of three hooks, which `bench.run.trainer.Trainer`
 calls on rank 0 only, in this order:
 
     on_fit_start(trainer)            once, after a resume (trainer.epoch is the first epoch to run)
     on_epoch_end(trainer, row)       after each epoch; `row` is that epoch's history.csv row:
-                                     epoch, step, loss, top1, sparsity, lr, elapsed_s
+                                     epoch, step, loss, train_top1, val_top1, sparsity,
+                                     w_l2_l1, lr, elapsed_s
     on_fit_end(trainer, record)      once, with the run's result record (the result.json dict)
 
 Every run gets the two built-in ones: `TrainLog` (a human-readable `train.log` in the run folder)
@@ -15,13 +16,14 @@ MLflow) are callbacks too: see bench.loggers.
 
     class PrintTop1(Callback):
         def on_epoch_end(self, trainer, row):
-            print(row["epoch"], row["top1"])
+            print(row["epoch"], row["val_top1"])
 
     Trainer(config, run_dir, progress=False, callbacks=[PrintTop1()]).fit(started)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,12 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.io import read_json, write_json
+from bench.runs import RunDir, RunStatus
 
 if TYPE_CHECKING:
-    from bench.train import Trainer
-
-TRAIN_LOG, PROGRESS = "train.log", "progress.json"
-
+    from bench.run.trainer import Trainer
 
 class Callback:
     """Hooks into a run's training; every hook does nothing unless overridden."""
@@ -67,15 +67,17 @@ def duration(seconds: float) -> str:
 
 
 def epoch_line(row: dict[str, Any], epochs: int, eta_s: float | None) -> str:
-    """`epoch 3/60  loss 0.4121  top1 0.9120  sparsity 0.8034  eta 1m20s` (epochs count from 1)."""
+    """`epoch 3/60  loss 0.4121  train_top1 0.9012  val_top1 0.9120  sparsity 0.8034  eta 1m20s`
+    (epochs count from 1; the test set is evaluated only at the end, never per epoch)."""
     eta = "-" if eta_s is None else duration(eta_s)
-    return (f"epoch {row['epoch'] + 1}/{epochs}  loss {_fmt(row['loss'])}  top1 {_fmt(row['top1'])}  "
+    return (f"epoch {row['epoch'] + 1}/{epochs}  loss {_fmt(row['loss'])}  "
+            f"train_top1 {_fmt(row.get('train_top1'))}  val_top1 {_fmt(row.get('val_top1'))}  "
             f"sparsity {_fmt(row['sparsity'])}  eta {eta}")
 
 
 def read_progress(run_dir: Path) -> str | None:
     """The last epoch line a run wrote (`progress.json`), or None before its first epoch."""
-    p = read_json(Path(run_dir) / PROGRESS)
+    p = read_json(RunDir.at(run_dir).progress)
     return p.get("line") if isinstance(p, dict) else None
 
 
@@ -92,10 +94,11 @@ class TrainLog(Callback):
     not written atomically: a crash loses at most the line being written.)"""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / TRAIN_LOG
+        self.path = RunDir.at(run_dir).train_log
 
     def write(self, line: str) -> None:
-        with open(self.path, "a") as f:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # no link
+        with os.fdopen(fd, "a") as f:
             f.write(f"{_now()}  {line}\n")
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -109,7 +112,7 @@ class TrainLog(Callback):
                    + f"  lr {row['lr']:.4g}  train {duration(row['elapsed_s'])}")
 
     def on_fit_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        self.write(summary_line(record, trainer.run_dir))
+        self.write(summary_line(record, trainer.run.path))
 
 
 class Progress(Callback):
@@ -117,7 +120,7 @@ class Progress(Callback):
     job's log) and in `progress.json` for `bench status -v`."""
 
     def __init__(self, run_dir: Path, echo: bool = True) -> None:
-        self.path, self.echo = Path(run_dir) / PROGRESS, echo
+        self.path, self.echo = RunDir.at(run_dir).progress, echo
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         line = epoch_line(row, trainer.budget.epochs, trainer.eta_s())
@@ -141,7 +144,7 @@ def _macs(record: dict[str, Any]) -> tuple[Any, Any]:
 def summary_line(record: dict[str, Any], run_dir: Path | str) -> str:
     """`ok  top1 0.9611  sparsity 0.9017  MACs 9.7x fewer  train 1m12s  runs/grda-...` for a
     finished run; the status and error for one that is not."""
-    if record.get("status") == "failed":
+    if record.get("status") == RunStatus.FAILED:
         return f"failed: {record.get('error')}  {run_dir}"
     dense, sparse = _macs(record)
     macs = f"{dense / sparse:.3g}x fewer" if dense and sparse else "-"

@@ -53,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.train import run  # torch: only when a run is asked for
+    from bench.run.job import run  # torch: only when a run is asked for
 
     config = config_from_args(args)
     check_data(config)  # missing dataset files: exit 2 before the run folder is created

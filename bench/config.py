@@ -109,22 +109,26 @@ class RunConfig:
     dataset: str = "digits"
     hparams: dict[str, Any] = field(default_factory=dict)  # resolved: every field of the pruner's Hparams
     budget: Budget = field(default_factory=Budget)
-    seed: int = 0
-    data_dir: str = ""  # where on-disk datasets live; not part of the run's identity
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    loggers: tuple[str, ...] = ()  # experiment trackers (bench.loggers); not part of the run's identity
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (cuda:N: one process only)
-    # deterministic algorithms (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): a
-    # resumed CUDA run then ends exactly as an uninterrupted one; slower
-    deterministic: bool = False
+    seed: int = hp(0, "the run's seed: initialization, data order, the model's own randomness")
+    data_dir: str = hp("data", "where on-disk datasets live (not part of the run's identity)")
+    device: str = hp("auto", "auto | cpu | cuda | cuda:N (cuda:N: one process only)")
+    loggers: tuple[str, ...] = hp((), "experiment trackers, repeatable: tensorboard | wandb | mlflow "
+                                  "(not part of the run's identity)")
+    deterministic: bool = hp(False, "deterministic algorithms: bit-exact resumes on CUDA, slower")
+    threads: int = hp(1, "torch CPU threads of a CPU run (0: torch's default, all cores); recorded, "
+                         "not part of the run's identity")
 
     def __post_init__(self) -> None:
+        if self.data_dir == "":  # "" (configs and sweep files written before the default was named)
+            object.__setattr__(self, "data_dir", RunConfig.data_dir)
         _check(
             isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
             "seed", self.seed, f"expected an integer in [0, {MAX_SEED}]",
         )
         _check(isinstance(self.device, str) and DEVICE_RE.fullmatch(self.device) is not None,
                "device", self.device, "valid choices: auto, cpu, cuda, cuda:N")
+        _check(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 0,
+               "threads", self.threads, "expected an integer >= 0 (0: torch's default)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,11 +176,14 @@ class RunConfig:
 
     @property
     def config_hash(self) -> str:
-        """Hash of the whole resolved config (except data_dir and loggers), defaults included."""
+        """Hash of the whole resolved config (except where and how it runs: RUN_ONLY), defaults included."""
         d = self.to_dict()
-        d.pop("data_dir")
-        d.pop("loggers")
+        for name in RUN_ONLY:
+            d.pop(name)
         return stable_hash(d)
+
+
+RUN_ONLY = ("data_dir", "loggers", "threads")  # how a run is carried out, not what it trains
 
 
 def stable_hash(obj: Any) -> str:

@@ -55,7 +55,7 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
     loading + steps x the step time; evaluation is not counted)."""
     import torch  # not at the top: parsing a sweep must not import torch
 
-    from bench.train import resolve_device
+    from bench.run.distributed import resolve_device
 
     done = {c.run_id: finished_result(out, c) for c in spec.cells} if out else {}
     device = resolve_device(spec.cells[0].device if spec.cells else "auto")
@@ -131,7 +131,9 @@ def _probe(
     replaced by random data of its shape; the step count then comes from its standard size."""
     from bench import metrics  # torch: imported when a probe runs
     from bench.data.synthetic import load_synthetic
-    from bench.train import Trainer, resolve_device
+    from bench.run.build import build
+    from bench.run.distributed import resolve_device
+    from bench.run.trainer import Trainer
 
     b, info, model = config.budget, DATASETS.get(config.dataset), MODELS.get(config.model)
     device = resolve_device(config.device)
@@ -141,7 +143,7 @@ def _probe(
     classes = info.num_classes or (model.classes or (10,))[0]
     t0 = time.perf_counter()
     try:
-        data = info.load(config.data_dir or "data", device, b.augment, shape, classes)
+        data = info.load(config.data_dir, device, b.augment, shape, classes)
         num_train: int | None = data.num_train
     except (ConfigError, OSError) as e:
         how.append(f"random stand-in data: {config.dataset} is not on disk here" if info.on_disk else
@@ -153,7 +155,7 @@ def _probe(
         total_steps = min(total_steps or b.max_steps, b.max_steps)
     with tempfile.TemporaryDirectory() as tmp:
         small = dataclasses.replace(config, budget=dataclasses.replace(b, batch_size=batch))
-        trainer = Trainer(small, Path(tmp), progress=False, data=data)
+        trainer = Trainer(build(small, data=data), Path(tmp))
         setup_s = time.perf_counter() - t0
         times: list[float] = []
         t0 = time.perf_counter()

@@ -27,16 +27,18 @@ from typing import Any
 from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
+from bench.runs import RunDir, RunStatus
 
 
 def _finished(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
-    config, result = read_json(run_dir / "config.json"), read_json(run_dir / "result.json")
+    rd = RunDir.at(run_dir)
+    config, result = read_json(rd.config), read_json(rd.result)
     if not isinstance(config, dict):
         raise ConfigError(f"{run_dir}: no readable config.json; is it a run folder (runs/<run_id>)?")
-    if not isinstance(result, dict) or result.get("status") != "ok":
+    if not isinstance(result, dict) or result.get("status") != RunStatus.OK:
         status = result.get("status") if isinstance(result, dict) else "not finished"
         raise ConfigError(f"{run_dir}: the run's status is {status!r}; only a finished (ok) run exports")
-    if not (run_dir / "checkpoint.pt").is_file():
+    if not rd.checkpoint.is_file():
         raise ConfigError(f"{run_dir}: no checkpoint.pt, so no final weights to export")
     fields = {k: v for k, v in config.items() if k not in ("run_id", "config_hash")}
     return RunConfig.from_dict(fields), result
@@ -51,18 +53,16 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
     import torch
     from safetensors.torch import save_file
 
-    from bench.train import Trainer
+    from bench.run.checkpoint import load_built
+    from bench.run.trainer import Trainer
 
     run_dir = Path(run_dir)
     config, result = _finished(run_dir)
     out = Path(out) if out is not None else run_dir / "export"
-    trainer = Trainer(config, run_dir, progress=False)
-    if not trainer.resume():
-        raise ConfigError(f"{run_dir}: checkpoint.pt does not match config.json (another config's?)")
-    final = trainer.pruner.finalize(trainer.model).eval()
+    built, final = load_built(run_dir)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in final.state_dict().items()}
     meta = {"run_id": result["run_id"], "model": config.model, "dataset": config.dataset,
-            "num_classes": str(trainer.data.num_classes), "top1": repr(result["top1"]),
+            "num_classes": str(built.data.num_classes), "top1": repr(result["top1"]),
             "pruner": config.pruner}
     out.mkdir(parents=True, exist_ok=True)
     st_path = out / "model.safetensors"
@@ -71,7 +71,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
                                "top1": result["top1"], "top1_loaded": None, "check_error": None}
     if onnx:
         onnx_path = out / "model.onnx"
-        example = torch.zeros(1, *trainer.data.input_shape, device=trainer.device)
+        example = torch.zeros(1, *built.data.input_shape, device=built.device)
         try:  # the TorchScript exporter: the torch.export one needs the onnxscript package
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -84,8 +84,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
             written["onnx_error"] = f"{type(e).__name__}: {e}"
     if check:
         try:
-            loaded = load_model(st_path).to(trainer.device)
-            written["top1_loaded"], _ = trainer.evaluate(loaded)
+            loaded = load_model(st_path).to(built.device)
+            written["top1_loaded"], _ = Trainer(built, run_dir).evaluate(loaded)  # the run's own evaluation
         except ConfigError as e:
             written["check_error"] = str(e)
     return written

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from bench.callbacks import Callback
 
 if TYPE_CHECKING:
-    from bench.train import Trainer
+    from bench.run.trainer import Trainer
 
-EPOCH_KEYS = ("loss", "top1", "sparsity", "lr")
-FINAL_KEYS = ("top1", "top5", "sparsity", "sparsity_all", "train_time_s", "step_time_ms",
+EPOCH_KEYS = ("loss", "train_top1", "val_top1", "sparsity", "w_l2_l1", "lr")
+FINAL_KEYS = ("top1", "val_top1", "top5", "sparsity", "sparsity_all", "train_time_s", "step_time_ms",
               "peak_memory_bytes", "state_bytes")
 
 

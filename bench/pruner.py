@@ -2,7 +2,7 @@
 
 A pruner is built with its hyperparameters, the shared budget and a frozen `RunContext` (steps,
 steps per epoch, training-set size, input shape, device), and acts on training only through
-these hooks, called by `bench.train.Trainer` in this order:
+these hooks, called by `bench.run.trainer.Trainer` in this order:
 
     model = pruner.prepare(model)              once, before the optimizer (e.g. reparameterize)
     opt = pruner.make_optimizer(model)         once (again when a hook set `model_changed`)

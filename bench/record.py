@@ -110,6 +110,8 @@ class RunRecord:
     slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
     hostname: str | None = _f("provenance", "machine")
     optimizer: str | None = _f("provenance", "the optimizer the pruner trained with, and its settings")
+    optimizer_family: str | None = _f("provenance", "sgd | sgd_momentum | adam: the family of the dense "
+                                      "model the run is compared with")
     cpu_model: str | None = _f("provenance", "CPU model name")
     cpu_count: int | None = _f("provenance", "logical CPUs of the machine")
     torch_threads: int | None = _f("provenance", "torch intra-op threads of the run")

@@ -16,67 +16,41 @@ The board's figure of measured against theoretical speed-up is `bench.plots.spee
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.inference import measure_speedup, measure_trained
-from bench.io import load_checkpoint, read_json, write_json
+from bench.io import read_json, write_json
 from bench.record import renamed
-from bench.registry import MODELS
-from bench.train import Trainer, resolve_device
+from bench.run.checkpoint import load_built
+from bench.run.distributed import resolve_device
+from bench.runs import RunDir, RunStatus
 
 __all__ = ["add_speedup", "measure_speedup", "speedup_for_run"]
-
-CONFIG_KEYS = {f.name for f in dataclasses.fields(RunConfig)}
-
-
-def load_final_model(run_dir: str | Path, device: str | None = None) -> tuple[Trainer, torch.nn.Module]:
-    """The trainer of a finished run (its data loaded) and the run's final evaluated model.
-
-    `device` (default: the run's own) may differ from the one the run trained on; the
-    checkpoint must still belong to the run's config (its hash).
-    """
-    run_dir = Path(run_dir)
-    stored = read_json(run_dir / "config.json")
-    if stored is None:
-        raise ConfigError(f"{run_dir}: no readable config.json (not a run folder?)")
-    config = RunConfig.from_dict({k: v for k, v in stored.items() if k in CONFIG_KEYS})
-    trainer = Trainer(dataclasses.replace(config, device=device or config.device), run_dir, progress=False)
-    ckpt = load_checkpoint(trainer.checkpoint_path)
-    if ckpt is None or ckpt.get("config_hash") != config.config_hash:
-        raise ConfigError(f"{run_dir}: no checkpoint.pt of this run's config to rebuild its final model from")
-    trainer.pruner.load_state_dict(ckpt["pruner"])  # first (as Trainer.resume): may rebuild the architecture
-    trainer.model.load_state_dict(ckpt["model"])
-    return trainer, trainer.pruner.finalize(trainer.model)
-
 
 def speedup_for_run(run_dir: str | Path, device: str | None = None, **options: Any) -> dict[str, Any]:
     """The `speedup_*` fields of a finished run (status ok), measured on `device` (default: the
     run's); `options` go to `measure_speedup` (batch_size, repeats, budget_s, ...)."""
     run_dir = Path(run_dir)
-    result = read_json(run_dir / "result.json")
-    if result is None or result.get("status") != "ok":
+    result = read_json(RunDir.at(run_dir).result)
+    if result is None or result.get("status") != RunStatus.OK:
         status = None if result is None else result.get("status")
         raise ConfigError(f"{run_dir}: not a finished run (result.json status {status!r}; needs 'ok')")
-    trainer, final = load_final_model(run_dir, device)
+    built, final = load_built(run_dir, device)
     counts = renamed(result)  # a result from before the macs_* names has flops_*
     flops = (counts["macs_dense"], counts["macs_sparse"]) if counts.get("macs_sparse") else None
-    model_info = MODELS.get(trainer.config.model)
-    return measure_trained(final, trainer.data, trainer.device,
-                           lambda: model_info.build(trainer.data.num_classes), flops, **options)
+    return measure_trained(final, built.data, built.device, built.dense_model, flops, **options)
 
 
 def add_speedup(run_dir: str | Path, device: str | None = None, **options: Any) -> dict[str, Any]:
     """Measure a finished run and write its result.json with the `speedup_*` fields added (or
     replaced); every other field is kept as it was. Returns the new record."""
     fields = speedup_for_run(run_dir, device, **options)
-    path = Path(run_dir) / "result.json"
+    path = RunDir.at(run_dir).result
     result = read_json(path)  # read again: the file is the source of truth, not an earlier copy
     return write_json(path, {**result, **fields})
 
@@ -87,7 +61,8 @@ def run_folders(paths: list[str]) -> list[Path]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise ConfigError(f"speedup: {p} is not a folder")
-        found += [p] if (p / "result.json").exists() else sorted(r.parent for r in p.rglob("result.json"))
+        name = RunDir.at(p).result.name
+        found += [p] if (p / name).exists() else sorted(r.parent for r in p.rglob(name))
     return found
 
 
@@ -102,8 +77,8 @@ def cmd_speedup(args: argparse.Namespace) -> int:
     options = {"batch_size": args.batch, "repeats": args.repeats, "budget_s": args.budget_s}
     failed = 0
     for folder in run_folders(args.dirs):
-        result = read_json(folder / "result.json") or {}
-        if result.get("status") != "ok":
+        result = read_json(RunDir.at(folder).result) or {}
+        if result.get("status") != RunStatus.OK:
             print(f"{folder}: skipped (status {result.get('status')!r})", file=sys.stderr)
             continue
         if "speedup_best" in result and not args.force:

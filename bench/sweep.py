@@ -1,6 +1,6 @@
 """Sweeps: submit a parsed sweep's cells to an executor; re-running skips what is done.
 
-Out folder: `<run_id>/` per cell (see bench.train), `sweep.json` (the manifest: the cells of
+Out folder: `<run_id>/` per cell (see bench.run.job), `sweep.json` (the manifest: the cells of
 every sweep submitted into this folder, the latest TOML source and the plugin modules),
 `.jobs/<run_id>.json` (the job that last ran each cell), `.submitit/` (job logs). Parsing:
 bench.spec; where cells run: bench.executors; where they stand: bench.status; the dry run's
@@ -81,7 +81,7 @@ def run_sweep(
 
     Stopped cells (their job ended without a result) are resubmitted and resume from their
     checkpoint; failed cells only with `retry_failed`; with `force`, finished ones too, retrained
-    from scratch (see `bench.train.retire`). `executor`: from `bench.executors.create` (default:
+    from scratch (see `bench.run.job.retire`). `executor`: from `bench.executors.create` (default:
     local, one job per core). Interrupted while waiting (Ctrl-C), the jobs that stop with this
     process (local ones) are cancelled before KeyboardInterrupt goes on. Returns one record per
     cell (see `bench.status.records`).
@@ -101,7 +101,7 @@ def run_sweep(
         todo = status.to_submit(statuses, retry_failed, force)
         counts = Counter(s.state for s in statuses)
         if force:
-            from bench.train import retire  # torch: only when a retrain is asked for
+            from bench.run.job import retire  # torch: only when a retrain is asked for
 
             for cell in todo:
                 retire(out / cell.run_id)

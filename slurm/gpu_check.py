@@ -34,7 +34,9 @@ from bench.config import Budget, RunConfig
 from bench.grda import GRDA
 from bench.perf.timing import time_calls
 from bench.registry import MODELS
-from bench.train import Trainer, run
+from bench.run.build import build
+from bench.run.job import run
+from bench.run.trainer import Trainer
 from bench.validate import check_config
 
 
@@ -44,7 +46,7 @@ def resnet20_step(device: str, precision: str, batch: int, steps: int) -> dict[s
     config = check_config(RunConfig(pruner="dense", model="resnet20", dataset="synthetic", device=device,
                                     budget=budget))
     with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(config, Path(tmp), progress=False)
+        tr = Trainer(build(config), Path(tmp))
         x, y = next(iter(tr.data.train_batches(batch, 0, 0)))
         for _ in range(3):
             tr.train_step(x, y)

@@ -20,7 +20,7 @@ import torch
 
 from bench.config import Budget, RunConfig
 from bench.inference import BACKENDS, backend_key
-from bench.train import run
+from bench.run.job import run
 
 CELLS = [("dense", {}), ("channel", {"sparsity": 0.5}), ("channel", {"sparsity": 0.9}),
          *(("magnitude", {"sparsity": s}) for s in (0.5, 0.9, 0.98))]

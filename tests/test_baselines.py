@@ -35,7 +35,8 @@ from bench.errors import ConfigError
 from bench.io import load_checkpoint
 from bench.pruner import RunContext
 from bench.registry import MODELS, PRUNERS
-from bench.train import Trainer, run
+from bench.run.job import run
+from bench.run.trainer import Trainer
 from bench.validate import check_config
 
 

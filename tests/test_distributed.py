@@ -31,8 +31,9 @@ from bench.executors.base import MAX_TIMEOUTS
 from bench.executors.slurm import Slurm, SlurmOptions, load_profile, max_step_s
 from bench.io import load_checkpoint, save_checkpoint
 from bench.registry import DATASETS
+from bench.run.job import run
+from bench.run.trainer import Trainer
 from bench.spec import load_sweep
-from bench.train import Trainer, run
 from bench.validate import check_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +128,7 @@ def test_second_multirank_run_waits_for_the_lock_then_returns_the_first_result(t
 
 def _evaluate_both_ways(rank: int, run_dir: str) -> dict:
     tr = Trainer(small(batch_size=64), Path(run_dir), progress=False)
-    tr.train_epoch(max_steps=3)
+    tr.train_epoch(steps=3)
     sharded = tr.evaluate(tr.model)
     tr.world = 1  # the same model, the whole test set in this process
     return {"sharded": sharded, "single": tr.evaluate(tr.model), "samples": tr.samples}

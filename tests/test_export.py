@@ -9,7 +9,7 @@ from bench import cli
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.export import export, load_model
-from bench.train import run
+from bench.run.job import run
 from bench.validate import check_config
 
 

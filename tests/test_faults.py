@@ -17,9 +17,9 @@ import pytest
 from bench import io, results
 from bench.config import Budget, RunConfig
 from bench.executors import local as local_executor
+from bench.run.job import run
 from bench.spec import load_sweep
 from bench.sweep import run_sweep
-from bench.train import run
 from bench.validate import check_config
 
 ARGS = ["--pruner", "grda", "--set", "c=0.05", "--set", "mu=0.6", "--epochs", "12", "--quiet", "--json"]

@@ -27,9 +27,9 @@ from bench.config import MAX_SEED, Budget, RunConfig
 from bench.errors import ConfigError
 from bench.executors import local as local_executor
 from bench.executors import slurm as slurm_executor
+from bench.run.job import run
 from bench.spec import load_sweep, sweep_from_toml
 from bench.sweep import run_sweep
-from bench.train import run
 from bench.validate import check_config
 
 ONE_EPOCH = RunConfig(budget=Budget(epochs=1))

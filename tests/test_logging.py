@@ -4,6 +4,7 @@ summary line of `bench run` and the provenance of its record."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -14,12 +15,14 @@ from bench import cli
 from bench.callbacks import Callback, duration, epoch_line, read_progress, summary_line
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
+from bench.run.job import run
+from bench.run.trainer import Trainer
 from bench.spec import sweep_from_toml
 from bench.status import MANIFEST
-from bench.train import Trainer, run
 from bench.validate import check_config
 
-LINE = re.compile(r"epoch (\d+)/3  loss \d+\.\d{4}  top1 0\.\d{4}  sparsity 0\.\d{4}  eta \S+")
+LINE = re.compile(r"epoch (\d+)/3  loss \d+\.\d{4}  train_top1 0\.\d{4}  val_top1 0\.\d{4}  "
+                  r"sparsity 0\.\d{4}  eta \S+")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def test_train_log_is_human_readable(tb_run):
     assert "starting: " + record["run_id"] in lines[0] and "pruner grda" in lines[0]
     assert [int(LINE.search(x).group(1)) for x in lines[1:4]] == [1, 2, 3]
     assert lines[4].endswith(summary_line(record, run_dir))
-    assert f"top1 {record['top1']:.4f}" in lines[3]  # the last epoch evaluates the final model
+    assert f"val_top1 {record['val_top1']:.4f}" in lines[3]  # the last epoch evaluates the final model
+    assert f"top1 {record['top1']:.4f}" in lines[4]  # the test set only at the end
 
 
 def test_progress_json_holds_the_last_epoch_line(tb_run):
@@ -53,10 +57,13 @@ def test_tensorboard_event_files_read_back(tb_run):
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert {"epoch/loss", "epoch/top1", "epoch/sparsity", "epoch/lr", "final/top1"} <= set(tags)
-    assert [e.step for e in acc.Scalars("epoch/top1")] == [1, 2, 3]
-    history = [float(x.split(",")[3]) for x in (run_dir / "history.csv").read_text().splitlines()[1:]]
-    assert [e.value for e in acc.Scalars("epoch/top1")] == pytest.approx(history)
+    assert {"epoch/loss", "epoch/val_top1", "epoch/train_top1", "epoch/w_l2_l1", "epoch/sparsity", "epoch/lr",
+            "final/top1", "final/val_top1"} <= set(tags)
+    assert "epoch/top1" not in tags  # the test set is not watched while training
+    assert [e.step for e in acc.Scalars("epoch/val_top1")] == [1, 2, 3]
+    with open(run_dir / "history.csv") as f:
+        history = [float(row["val_top1"]) for row in csv.DictReader(f)]
+    assert [e.value for e in acc.Scalars("epoch/val_top1")] == pytest.approx(history)
     assert acc.Scalars("final/top1")[0].value == pytest.approx(record["top1"])
 
 
@@ -96,7 +103,7 @@ def test_callbacks_are_called_in_order(tmp_path):
             calls.append(("start", trainer.epoch))
 
         def on_epoch_end(self, trainer, row):
-            calls.append(("epoch", row["epoch"], row["top1"] is not None))
+            calls.append(("epoch", row["epoch"], row["val_top1"] is not None))
 
         def on_fit_end(self, trainer, record):
             calls.append(("end", record["status"]))
@@ -138,8 +145,8 @@ def test_summary_line_reads_macs_under_either_name():
     assert "MACs 2x fewer" in summary_line({**base, "macs_dense": 8.0, "macs_sparse": 4.0}, "d")
     assert summary_line({"status": "failed", "error": "boom"}, "d") == "failed: boom  d"
     assert duration(3725) == "1h02m" and duration(2.34) == "2.3s"
-    assert epoch_line({"epoch": 0, "loss": float("nan"), "top1": None, "sparsity": None}, 5, None) == (
-        "epoch 1/5  loss nan  top1 -  sparsity -  eta -")
+    row = {"epoch": 0, "loss": float("nan"), "train_top1": None, "val_top1": None, "sparsity": None}
+    assert epoch_line(row, 5, None) == "epoch 1/5  loss nan  train_top1 -  val_top1 -  sparsity -  eta -"
 
 
 def test_unknown_or_missing_logger_exits_2(tmp_path, capsys, monkeypatch):

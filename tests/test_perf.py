@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.config import Budget, RunConfig
 from bench.perf import suites, timing
 from bench.registry import PRUNERS
-from bench.train import MEMORY_STEPS, Trainer
+from bench.run.trainer import MEMORY_STEPS, Trainer
 from bench.validate import check_config
 
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ from bench import cli, record, results
 from bench.config import Budget, RunConfig
 from bench.io import write_json, write_text
 from bench.record import RENAMED
-from bench.train import run
+from bench.run.job import run
 
 HISTORY_HEADER = "epoch,step,loss,top1,sparsity,lr,elapsed_s"
 

@@ -21,10 +21,10 @@ import torch
 from bench import cli, executors
 from bench.executors import slurm as slurm_executor
 from bench.io import read_json
+from bench.run.job import run
 from bench.spec import load_sweep
 from bench.status import wait_for
 from bench.sweep import run_sweep
-from bench.train import run
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]

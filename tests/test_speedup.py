@@ -28,7 +28,8 @@ from bench.inference import (
 )
 from bench.models.resnet_cifar import resnet20
 from bench.perf import kernels
-from bench.train import Trainer, run
+from bench.run.job import run
+from bench.run.trainer import Trainer
 
 CPU = torch.device("cpu")
 FAST = {"batch_size": 8, "repeats": 3, "budget_s": 0.05}  # timing values are not under test here

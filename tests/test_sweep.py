@@ -28,10 +28,10 @@ from bench.executors import local as local_executor
 from bench.executors import slurm as slurm_executor
 from bench.io import read_json, write_json
 from bench.registry import PRUNERS
+from bench.run.job import run
 from bench.spec import TOP_KEYS, load_sweep, sweep_from_dict, sweep_from_toml
 from bench.status import cell_statuses, to_submit
 from bench.sweep import run_sweep
-from bench.train import run
 from bench.validate import check_config
 
 GOLDEN = Path(__file__).parent / "golden"

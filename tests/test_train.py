@@ -13,8 +13,9 @@ from bench import cli, metrics
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.registry import PRUNERS
+from bench.run.job import run
+from bench.run.trainer import Trainer
 from bench.schedules import lr_factor
-from bench.train import Trainer, run
 from bench.validate import check_config
 
 SHORT = Budget(epochs=3)
@@ -272,7 +273,7 @@ def test_training_peak_memory_counts_a_pruners_extra_state(tmp_path):
     for pruner, hparams in (("dense", {}), ("vd", {"kl_weight": 0.06})):
         config = check_config(RunConfig(pruner=pruner, hparams=hparams, budget=SHORT, device="cpu"))
         trainer = Trainer(config, tmp_path / pruner, False)
-        trainer.train_epoch(max_steps=6)
+        trainer.train_epoch(steps=6)
         peaks[pruner] = trainer.tensor_peak
         states[pruner] = metrics.state_bytes(trainer.model, trainer.optimizer, trainer.pruner.state_tensors())
     assert states["vd"] > 1.9 * states["dense"]

@@ -6,7 +6,7 @@ fields become CLI flags of `bench sweep` and `bench board`), how it validates th
 cells, and tells whether the jobs it started are alive. `bench.executors` finds every module.
 
 A job is a `RunJob`, a `submitit.helpers.Checkpointable`: on preemption or timeout submitit
-requeues it (its `checkpoint()` returns a DelayedSubmission of itself) and `bench.train.run`
+requeues it (its `checkpoint()` returns a DelayedSubmission of itself) and `bench.run.job.run`
 resumes each cell from its last epoch checkpoint, so the final result equals an uninterrupted
 run's. For each cell the executor writes `out/.jobs/<run_id>.json`: the job that last ran it.
 """
@@ -133,7 +133,7 @@ class RunJob(submitit.helpers.Checkpointable):
         import torch
         import torch.distributed as dist
 
-        from bench.train import record_failure, run
+        from bench.run.job import record_failure, run
 
         torch.set_num_threads(self.threads or len(os.sched_getaffinity(0)))
         distributed = submitit.JobEnvironment().num_tasks > 1

@@ -54,7 +54,7 @@ def run_perf(opts: PerfOptions, log: Callable[[str], None] = print) -> dict[str,
 
     from bench import metrics
     from bench.perf.suites import RUNNERS
-    from bench.train import resolve_device
+    from bench.run.distributed import resolve_device
 
     ref_cfg = opts.configs[REFERENCE]
     device = resolve_device(ref_cfg.device)
@@ -96,7 +96,7 @@ def options_from_args(args: argparse.Namespace) -> PerfOptions:
     import torch
 
     from bench.registry import PRUNERS
-    from bench.train import resolve_device
+    from bench.run.distributed import resolve_device
     from bench.validate import check_config
 
     pruners = parse_list(args.pruners, PRUNERS.names(), "--pruners")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.config import Budget, RunConfig
 from bench.registry import PRUNERS
-from bench.train import run
+from bench.run.job import run
 from bench.validate import check_config
 
 

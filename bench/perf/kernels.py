@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.inference import interleaved_timings
-from bench.train import resolve_device
+from bench.run.distributed import resolve_device
 
 
 @dataclass(frozen=True)

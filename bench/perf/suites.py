@@ -44,7 +44,8 @@ from bench.perf.fixtures import make_run_folders
 from bench.perf.options import PERF_MOMENTUM, REFERENCE, SMALL_RUN, PerfOptions, Sizes
 from bench.perf.timing import Check, Rounds, check, ratio, round_robin, summary, time_block, time_calls
 from bench.registry import MODELS
-from bench.train import MEMORY_STEPS, Trainer
+from bench.run.build import build
+from bench.run.trainer import MEMORY_STEPS, Trainer
 from bench.validate import check_config
 
 # ------------------------------------------------------------------------------ suite: pruners
@@ -54,9 +55,9 @@ def _train_block(trainer: Trainer, steps: int) -> list[float]:
     """`steps` whole training steps through `Trainer.train_epoch`; the Trainer's own step times.
     Timing may run past the budget's step count; the pruners' schedules are as the budget says."""
     if trainer.step < MEMORY_STEPS.stop:  # past the steps whose tensors are tracked (not timed)
-        trainer.train_epoch(max_steps=MEMORY_STEPS.stop - trainer.step, past_budget=True)
+        trainer.train_epoch(steps=MEMORY_STEPS.stop - trainer.step)
     trainer.step_times.clear()
-    trainer.train_epoch(max_steps=steps, past_budget=True)
+    trainer.train_epoch(steps=steps)
     return list(trainer.step_times)
 
 
@@ -69,14 +70,15 @@ def _step_block(trainer: Trainer, steps: int) -> list[float]:
 
 
 def _twin(trainer: Trainer) -> Trainer:
-    """A shallow copy of `trainer` (same data, budget and step count) holding deep copies of its
-    model, optimizer and pruner, gradients included; `update` never touches what stays shared."""
-    twin = copy.copy(trainer)
-    parts = (trainer.model, trainer.optimizer, trainer.pruner)
-    twin.model, twin.optimizer, twin.pruner = copy.deepcopy(parts)  # one copy: shared tensors stay shared
-    for p, q in zip(trainer.model.parameters(), twin.model.parameters(), strict=True):
+    """A new Trainer on deep copies of `trainer`'s model, optimizer and pruner (gradients included;
+    the same data and budget), at the same step: its `update` never touches the original."""
+    # one deep copy of the three: tensors they share stay shared
+    model, optimizer, pruner = copy.deepcopy((trainer.model, trainer.optimizer, trainer.pruner))
+    for p, q in zip(trainer.model.parameters(), model.parameters(), strict=True):
         q.grad = None if p.grad is None else p.grad.clone()  # deepcopy leaves gradients behind
-    twin.net = twin.wrap(twin.model)
+    pieces = dataclasses.replace(trainer.built, model=model, optimizer=optimizer, pruner=pruner)
+    twin = Trainer(pieces, trainer.run)
+    twin.step = trainer.step
     return twin
 
 
@@ -85,7 +87,7 @@ def measure_memory(config: RunConfig, steps: int) -> dict[str, int]:
 
     On CPU, call it in a fresh process: peak RSS is per process and never goes down."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config, Path(tmp), progress=False)
+        trainer = Trainer(build(config), Path(tmp))
         metrics.reset_peak_memory(trainer.device)
         before = metrics.peak_memory(trainer.device)  # right after a reset: the current level
         _train_block(trainer, steps)
@@ -125,7 +127,7 @@ def _time_pruners(
     """Interleaved timings of every pruner's blocks; then its state bytes and whether its weights
     stayed finite."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {name: Trainer(cfg, Path(tmp), progress=False) for name, cfg in configs.items()}
+        trainers = {name: Trainer(build(cfg), Path(tmp)) for name, cfg in configs.items()}
         blocks: dict[str, Callable[[], list[float]]] = {}
         for name, tr in trainers.items():
             blocks[f"train:{name}"] = lambda tr=tr: _train_block(tr, sizes.train_steps)
@@ -210,7 +212,7 @@ def bench_loop(config: RunConfig, rounds: int, block_seconds: float, min_seconds
     step) over the same batches, on identically initialized models with the same SGD. A block is a
     whole epoch, or as many steps as take about `block_seconds` if an epoch takes longer."""
     with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(config, Path(tmp), progress=False)
+        tr = Trainer(build(config), Path(tmp))
         b, dev = config.budget, tr.device
         step_ms = time_block(lambda: _train_block(tr, 2), dev) / 2  # also a warm-up
         steps = min(tr.steps_per_epoch, max(1, round(block_seconds * 1e3 / step_ms)))
@@ -228,7 +230,7 @@ def bench_loop(config: RunConfig, rounds: int, block_seconds: float, min_seconds
                 opt.step()
 
         def harness() -> None:
-            tr.train_epoch(max_steps=steps, past_budget=True)
+            tr.train_epoch(steps=steps)
 
         times = round_robin({"trainer": lambda: [time_block(harness, dev) / steps],
                              "bare": lambda: [time_block(bare, dev) / steps]}, rounds, min_seconds)

@@ -1,0 +1,307 @@
+"""The training loop and evaluation of one run; nothing else. The pieces come from
+`bench.run.build`, the checkpoint from `bench.run.checkpoint`, the record from `bench.run.record`.
+
+Each epoch: the training batches (every pruner hook in the protocol's order), then the validation
+top-1 of the pruner's evaluated model, its sparsity and ||w||_2 / ||w||_1 (history.csv); a
+checkpoint. The test set is evaluated once, at the end. Under torch.distributed (several ranks,
+one device each) every rank loads and evaluates only its share of each batch and of the test set.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench import metrics
+from bench.callbacks import Callback
+from bench.config import RunConfig
+from bench.io import write_text
+from bench.run import checkpoint
+from bench.run.build import Built, build
+from bench.run.distributed import collective_device, dist_info, gather_cat, rank_seed
+from bench.run.result import l2_l1_ratio, run_record
+from bench.runs import RunDir, RunStatus
+from bench.schedules import lr_factor
+
+STEP_TIME_WINDOW = 2000  # step times kept for the median (the most recent ones)
+# CPU: the training steps whose live tensors are tracked for peak_tensor_bytes (the first steps
+# after optimizer state exists); they are left out of the step times (tracking slows them)
+MEMORY_STEPS = range(2, 5)
+
+
+class Trainer:
+    def __init__(self, setup: RunConfig | Built, run_dir: str | Path, progress: bool = False,
+                 callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
+        """`setup`: a config (built here) or what `bench.run.build.build` made of one; `run_dir`:
+        the run folder (RunDir or path); `callbacks`: see bench.callbacks (called by `fit`)."""
+        built = setup if isinstance(setup, Built) else build(setup)
+        self.built, self.config, self.budget = built, built.config, built.config.budget
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
+        self.progress, self.callbacks = progress, list(callbacks)
+        self.rank, self.world = dist_info()
+        self.device, self.data, self.model = built.device, built.data, built.model
+        self.pruner, self.optimizer, self.context = built.pruner, built.optimizer, built.context
+        self.steps_per_epoch, self.total_steps = built.steps_per_epoch, built.total_steps
+        self.channels_last = built.channels_last
+        self.net = self.wrap(self.model)  # what the training step calls: DDP over ranks, or the model
+        self.epoch, self.step, self.samples, self.train_time, self.train_macs = 0, 0, 0, 0.0, 0.0
+        # this epoch's correct training predictions, and its examples (train_top1)
+        self.correct, self.epoch_samples = torch.zeros((), dtype=torch.int64, device=self.device), 0
+        self.peak_before = 0  # the peak memory of the segments before a resume (bytes)
+        self.history: list[dict[str, Any]] = []
+        self.step_times: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
+        self.tensor_peak: int | None = None  # CPU: peak live tensor bytes over MEMORY_STEPS
+        self.load_before: float | None = None  # the machine's load when training (re)started
+        self.predictions: dict[str, torch.Tensor] = {}  # the final evaluation's, per split
+
+    def peak_memory(self) -> int:
+        """The run's peak memory so far (bytes): over the segments before a resume and, with several
+        ranks, the largest rank's. Every rank calls it."""
+        peak = max(self.peak_before, metrics.peak_memory(self.device))
+        if self.world > 1:
+            t = torch.tensor([peak], dtype=torch.int64, device=collective_device())
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            peak = int(t.item())
+        return peak
+
+    def rebuild_optimizer(self) -> torch.optim.Optimizer:
+        """A new optimizer after the pruner replaced the model's parameters (structured pruning)."""
+        self.pruner.model_changed = False
+        self.optimizer = self.pruner.make_optimizer(self.model)
+        self.net = self.wrap(self.model)
+        self.set_lr()
+        return self.optimizer
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DistributedDataParallel when several ranks train together: it averages gradients."""
+        return nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+
+    def autocast(self) -> torch.autocast:
+        """The budget's precision for forward passes: bf16 autocast, or fp32 (a no-op)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.budget.precision == "bf16")
+
+    def set_lr(self) -> float:
+        """Each parameter group's initial lr (the budget's, or the recipe's own) times the schedule's
+        factor at this step; returns the budget's lr at this step."""
+        factor = lr_factor(self.budget, self.step / self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+        return self.budget.lr * factor
+
+    def train_epoch(self, steps: int | None = None) -> float:
+        """This epoch's batches until the run's step budget ends, or exactly the next `steps` of them
+        (timing may go past the budget; the pruners' schedules stay the budget's); returns the mean
+        task loss. Step times are kept in `step_times` (ms)."""
+        dev, b, cuda = self.device, self.budget, self.device.type == "cuda"
+        self.model.train()
+        loss_sum, n, events = torch.zeros((), device=dev), 0, []
+        stop = self.total_steps if steps is None else self.step + steps
+        self.correct.zero_()
+        first = self.samples
+        metrics.synchronize(dev)
+        t_epoch = time.perf_counter()
+        shard = {"shard": (self.rank, self.world)} if self.world > 1 else {}
+        batches = self.data.train_batches(b.batch_size, self.epoch, self.config.seed, **shard)
+        for i, (x, y) in enumerate(batches):
+            if self.step >= stop:
+                break
+            # with several ranks, x is this rank's slice of a global batch of this many examples
+            n_left = self.data.num_train - i * b.batch_size
+            global_batch = min(b.batch_size, n_left) if self.world > 1 else None
+            if not cuda and self.step in MEMORY_STEPS:
+                loss_sum += self.tracked_step(x, y, global_batch)
+            elif cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                loss_sum += self.train_step(x, y, global_batch)
+                end.record()
+                events.append((start, end))
+            else:
+                t0 = time.perf_counter()
+                loss_sum += self.train_step(x, y, global_batch)
+                self.step_times.append((time.perf_counter() - t0) * 1e3)
+            n += 1
+        if self.world > 1:  # every rank logs (and checks divergence on) the same global loss
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= self.world
+            torch.distributed.all_reduce(self.correct)
+        metrics.synchronize(dev)
+        self.train_time += time.perf_counter() - t_epoch
+        self.step_times.extend(s.elapsed_time(e) for s, e in events)
+        self.epoch_samples = self.samples - first
+        return (loss_sum / max(n, 1)).item()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int | None = None) -> torch.Tensor:
+        """One optimizer step on a global batch, every pruner hook in the protocol's order; returns
+        the detached task loss. The step API perf and the dry-run estimate time. `x, y`: the whole
+        global batch, or (`global_batch` given, several ranks) this rank's slice of one that size."""
+        self.set_lr()
+        if self.world > 1 and global_batch is None:
+            global_batch = len(y)
+            x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
+        n_batch = global_batch or len(y)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            logits = self.net(x)
+            if self.world > 1:
+                # each rank has a disjoint slice of the global batch; DDP averages gradients over
+                # ranks, so a slice's summed loss is scaled to make that average the global mean
+                loss = F.cross_entropy(logits, y, reduction="sum") * (self.world / n_batch)
+            else:
+                loss = F.cross_entropy(logits, y)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        reg = self.pruner.regularizer(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss if reg is None else loss + reg).backward()
+        self.update()
+        self.step += 1
+        self.samples += n_batch
+        self.train_macs += n_batch * metrics.step_macs(
+            self.built.macs_dense, self.built.layer_macs, self.pruner.compute_densities())
+        return loss.detach()
+
+    def tracked_step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int | None = None) -> torch.Tensor:
+        """`train_step` with its live tensors tracked (CPU): raises `tensor_peak` to the step's peak."""
+        opt_state = (v for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v))
+        params = list(self.model.parameters())
+        existing = (*params, *(p.grad for p in params if p.grad is not None), *self.model.buffers(),
+                    *opt_state, *self.pruner.state_tensors(), self.correct)
+        with metrics.TensorMemory(existing) as memory:
+            loss = self.train_step(x, y, global_batch)
+        self.tensor_peak = max(self.tensor_peak or 0, memory.peak)
+        return loss
+
+    def update(self) -> None:
+        """The half of a step after `backward`: the pruner's `after_backward`, the optimizer step,
+        `after_step`, and a new optimizer if the pruner changed the model."""
+        self.pruner.after_backward(self.step)
+        self.optimizer.step()
+        self.pruner.after_step(self.step)
+        if self.pruner.model_changed:
+            self.rebuild_optimizer()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "test", keep: bool = False) -> tuple[float, float]:
+        """(top-1, top-5) on the test set, or on the validation split (`split="val"`, evaluated whole
+        by every rank). With several ranks each evaluates its share of the test set, with rank 0's
+        buffers (BatchNorm statistics), and the counts are summed: one process's result. `keep`:
+        also keep the predicted and true class of every example in `predictions[split]`."""
+        model.eval()
+        val = split == "val"
+        if self.world > 1:
+            for buf in model.buffers():
+                torch.distributed.broadcast(buf, src=0)
+        correct1 = correct5 = total = 0
+        k = min(5, self.data.num_classes)
+        size = max(self.budget.batch_size, 256)
+        shard = {"shard": (self.rank, self.world)} if self.world > 1 and not val else {}
+        batches = self.data.val_batches(size) if val else self.data.test_batches(size, **shard)
+        pred, true = [], []
+        for x, y in batches:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                top = model(x).topk(k, dim=1).indices
+            correct1 += int((top[:, 0] == y).sum())
+            correct5 += int((top == y[:, None]).any(dim=1).sum())
+            total += len(y)
+            if keep:
+                pred.append(top[:, 0].cpu())
+                true.append(y.cpu())
+        if self.world > 1 and not val:
+            counts = torch.tensor([correct1, correct5, total], dtype=torch.int64,
+                                  device=collective_device())
+            torch.distributed.all_reduce(counts)
+            correct1, correct5, total = counts.tolist()
+        if keep:
+            world = 1 if val else self.world
+            empty = torch.zeros(0, dtype=torch.long)
+            self.predictions[split] = torch.stack([gather_cat(torch.cat(t) if t else empty, world)
+                                                   for t in (pred, true)])
+        self.model.train()
+        return correct1 / max(total, 1), correct5 / max(total, 1)
+
+    def eta_s(self) -> float | None:
+        """Seconds left, from this process's wall time per epoch so far (None before an epoch)."""
+        done = self.epoch - self._fit_start_epoch
+        if done <= 0:
+            return None
+        return (time.perf_counter() - self._fit_start_time) / done * (self.budget.epochs - self.epoch)
+
+    def call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def fit(self, started: str) -> dict[str, Any]:
+        """Train (from the last checkpoint, if any) to the end of the budget; returns the record."""
+        resumed = checkpoint.resume(self)
+        self._fit_start_epoch, self._fit_start_time = self.epoch, time.perf_counter()
+        self.call("on_fit_start")
+        metrics.reset_peak_memory(self.device)
+        self.load_before = metrics.load_average()
+        status, diverged_epoch = RunStatus.OK, None
+        epochs = max(self.budget.epochs, math.ceil(self.total_steps / self.steps_per_epoch))
+        bar = tqdm(total=epochs, initial=self.epoch, disable=not self.progress or self.rank != 0,
+                   unit="epoch", desc=self.config.run_id, leave=True)
+        while self.epoch < epochs and self.step < self.total_steps:
+            torch.manual_seed(rank_seed(self.config.seed, self.epoch, self.rank))  # this rank's randomness
+            loss = self.train_epoch()
+            self.pruner.end_epoch(self.epoch)
+            if not math.isfinite(loss):
+                status, diverged_epoch = RunStatus.DIVERGED, self.epoch
+                self.history.append(self._epoch_row(loss, None))
+                self.epoch += 1
+                self.call("on_epoch_end", self.history[-1])
+                break
+            self.history.append(self._epoch_row(loss, self.pruner.finalize(self.model)))
+            self.epoch += 1
+            checkpoint.save(self)
+            self._write_history()
+            self.call("on_epoch_end", self.history[-1])
+            bar.update(1)
+            row = self.history[-1]
+            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "train_top1", "val_top1", "sparsity")
+                             if row[k] is not None})
+        bar.close()
+        self._write_history()
+        record = run_record(self, status, diverged_epoch, started, resumed)
+        self.call("on_fit_end", record)
+        return record
+
+    def _epoch_row(self, loss: float, evaluated: nn.Module | None) -> dict[str, Any]:
+        """The history.csv row of the epoch just trained (`evaluated`: the pruner's evaluated model;
+        None after divergence)."""
+        done = evaluated is not None
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss": loss,
+            "train_top1": int(self.correct) / self.epoch_samples if done and self.epoch_samples else None,
+            "val_top1": self.evaluate(evaluated, "val")[0] if done and self.data.num_val else None,
+            "sparsity": metrics.sparsity_stats(evaluated, self.built.dense_counts)["sparsity"]
+            if done else None,
+            "w_l2_l1": l2_l1_ratio(self.model) if done else None,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "elapsed_s": self.train_time,
+        }
+
+    def _write_history(self) -> None:
+        if self.rank != 0 or not self.history:
+            return
+        buf = io.StringIO()
+        columns = list(dict.fromkeys(k for row in self.history for k in row))  # a resumed run's old rows too
+        writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text(self.run.history, buf.getvalue())

@@ -1,0 +1,220 @@
+"""A run folder (`<out>/<run_id>/`): its file names, its lock, and the rule that nothing written
+through it leaves the output folder. Also the names a run record uses for its status and for the
+inference speed-up backends.
+
+Every module that reads or writes a run folder goes through `RunDir`, so a file name is written
+once. Writes never follow a symbolic link: a run folder, or a file in it, that is a link is refused
+(ConfigError naming the link) before anything is written, renamed, deleted or locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from bench.errors import ConfigError
+
+
+class RunStatus(StrEnum):
+    """A run record's `status` (equal to the plain strings written in result.json)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+
+
+class Backend(StrEnum):
+    """An inference speed-up backend. The value is its display name; `key` the name in record
+    fields (`speedup_<key>`), where ':' is not allowed."""
+
+    DENSE = "dense"
+    COMPACT = "compact"
+    SPARSE = "sparse"
+    SEMI_STRUCTURED = "2:4"
+
+    @property
+    def key(self) -> str:
+        return "2to4" if self is Backend.SEMI_STRUCTURED else self.value
+
+    @classmethod
+    def parse(cls, name: str) -> Backend:
+        """A backend from its display name or its record key ("2:4" or "2to4")."""
+        for b in cls:
+            if name in (b.value, b.key):
+                return b
+        raise ConfigError(f"backend {name!r}: valid choices: {', '.join(b.value for b in cls)}")
+
+
+# Files a `--force` retrain keeps, numbered: result.replaced.json, result.replaced.2.json, ...
+RETIRED = ("result.json", "history.csv", "traceback.txt", "predictions.npz")
+LOCK_MESSAGE_AFTER_S = 2.0  # how long to wait for a busy lock before saying who holds it
+
+
+def check_path_text(path: str | Path, what: str = "--out") -> Path:
+    """Refuse output paths the job launcher would rewrite: submitit expands `%j`, `%t`, ... in
+    folder names, so a `%` would send the run's files to a folder no one looks in."""
+    if "%" in str(path):
+        raise ConfigError(f"{what} = {str(path)!r}: '%' is not allowed in output paths "
+                          "(job launchers expand it as a placeholder such as %j)")
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The folder `out/run_id`, its files and its lock."""
+
+    out: Path
+    run_id: str
+
+    @classmethod
+    def at(cls, path: str | Path) -> RunDir:
+        """The RunDir of an existing folder path (its last component is the run id)."""
+        path = Path(path)
+        return cls(path.parent, path.name)
+
+    @property
+    def path(self) -> Path:
+        return self.out / self.run_id
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    config = property(lambda self: self.file("config.json"))
+    result = property(lambda self: self.file("result.json"))
+    history = property(lambda self: self.file("history.csv"))
+    checkpoint = property(lambda self: self.file("checkpoint.pt"))
+    bad_checkpoint = property(lambda self: self.file("checkpoint.bad.pt"))
+    train_log = property(lambda self: self.file("train.log"))
+    progress = property(lambda self: self.file("progress.json"))
+    predictions = property(lambda self: self.file("predictions.npz"))
+    traceback = property(lambda self: self.file("traceback.txt"))
+    lock_file = property(lambda self: self.file(".lock"))
+
+    # -- staying inside -------------------------------------------------------------------
+    def check_no_links(self) -> None:
+        """ConfigError if the run folder or any entry in it is a symbolic link: a write, rename or
+        delete through it could reach a file outside the output folder."""
+        check_path_text(self.out)
+        if self.path.is_symlink():
+            raise ConfigError(f"{self.path} is a symbolic link; a run folder must be a real folder "
+                              "inside the output folder (remove the link)")
+        if self.path.is_dir():
+            for entry in self.path.iterdir():
+                if entry.is_symlink():
+                    raise ConfigError(f"{entry} is a symbolic link; run folders hold no links "
+                                      "(remove it, nothing is written through it)")
+
+    def create(self) -> Path:
+        """Make the folder (and the output folder) after checking for links; returns the path."""
+        self.check_no_links()
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path
+
+    def check_present(self) -> None:
+        """A run folder removed while its run trained is not silently made again: raise instead."""
+        if not self.path.is_dir() or not self.config.is_file():
+            raise ConfigError(f"{self.path}: the run folder (or its config.json) disappeared while "
+                              "the run was training; start the run again")
+
+    # -- the lock -------------------------------------------------------------------------
+    def open_lock(self) -> int:
+        """A descriptor of the lock file, opened without following a link."""
+        self.check_no_links()
+        try:
+            return os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ConfigError(f"{self.lock_file} is a symbolic link; remove it") from None
+            raise
+
+    def holder(self) -> int | None:
+        """The PID written into the lock file by its last holder, if any."""
+        with contextlib.suppress(OSError, ValueError):
+            return int(self.lock_file.read_text().split()[0])
+        return None
+
+    @contextlib.contextmanager
+    def lock(self, wait: bool = True) -> Iterator[None]:
+        """An exclusive lock on the folder (flock on `.lock`, released when its holder dies, so a
+        lock whose holder is gone is taken at once). A live holder: say its PID on stderr and wait
+        (`wait`), or raise ConfigError naming it."""
+        fd = self.open_lock()
+        try:
+            self._acquire(fd, wait)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def try_lock(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def _acquire(self, fd: int, wait: bool) -> None:
+        start, told = time.monotonic(), False
+        while not self.try_lock(fd):
+            who = self.holder()
+            alive = who is not None and _alive(who)
+            if not wait:
+                raise ConfigError(f"{self.path} is locked by PID {who if alive else 'unknown'}, which is "
+                                  "still running it; wait for it or stop that process")
+            if not told and time.monotonic() - start >= LOCK_MESSAGE_AFTER_S:
+                print(f"{self.path}: waiting for the run's lock, held by PID "
+                      f"{who if alive else 'unknown'} (a run of the same config)", file=sys.stderr)
+                told = True
+            time.sleep(0.2)
+
+    # -- --force --------------------------------------------------------------------------
+    def retire(self) -> list[Path]:
+        """Set a finished run aside so it trains again (caller holds the lock): each of RETIRED is
+        renamed to the first free `<stem>.replaced[.N]<suffix>` (every earlier result kept), and
+        the checkpoint removed. Returns the new names."""
+        self.check_no_links()
+        kept = []
+        for name in RETIRED:
+            src = self.file(name)
+            if src.is_file():
+                dst = self._numbered(src)
+                src.replace(dst)
+                kept.append(dst)
+        self.checkpoint.unlink(missing_ok=True)
+        return kept
+
+    def _numbered(self, src: Path) -> Path:
+        stem, suffix = src.stem, src.suffix
+        n = 1
+        while True:
+            dst = src.with_name(f"{stem}.replaced{'' if n == 1 else f'.{n}'}{suffix}")
+            if not dst.exists() and not dst.is_symlink():
+                return dst
+            n += 1
+
+    def replaced_results(self) -> list[Path]:
+        """Earlier results kept by `retire`, oldest first."""
+        found = [p for p in self.path.glob("result.replaced*.json")]
+        return sorted(found, key=lambda p: int(p.suffixes[-2][1:]) if len(p.suffixes) > 2 else 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
