@@ -239,6 +239,10 @@ class Trainer:
             return None
         return (time.perf_counter() - self._fit_start_time) / done * (self.budget.epochs - self.epoch)
 
+    def seed_epoch(self) -> None:
+        """Seed this rank's own randomness for the current epoch from (seed, epoch, rank)."""
+        torch.manual_seed(rank_seed(self.config.seed, self.epoch, self.rank))
+
     def call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
@@ -255,7 +259,7 @@ class Trainer:
         bar = tqdm(total=epochs, initial=self.epoch, disable=not self.progress or self.rank != 0,
                    unit="epoch", desc=self.config.run_id, leave=True)
         while self.epoch < epochs and self.step < self.total_steps:
-            torch.manual_seed(rank_seed(self.config.seed, self.epoch, self.rank))  # this rank's randomness
+            self.seed_epoch()
             loss = self.train_epoch()
             self.pruner.end_epoch(self.epoch)
             if not math.isfinite(loss):
