@@ -129,9 +129,12 @@ def test_second_multirank_run_waits_for_the_lock_then_returns_the_first_result(t
 def _evaluate_both_ways(rank: int, run_dir: str) -> dict:
     tr = Trainer(small(batch_size=64), Path(run_dir), progress=False)
     tr.train_epoch(steps=3)
-    sharded = tr.evaluate(tr.model)
+    sharded = tr.evaluate(tr.model, keep=True)
+    gathered = tr.predictions["test"].tolist()
     tr.world = 1  # the same model, the whole test set in this process
-    return {"sharded": sharded, "single": tr.evaluate(tr.model), "samples": tr.samples}
+    single = tr.evaluate(tr.model, keep=True)
+    return {"sharded": sharded, "single": single, "samples": tr.samples,
+            "predictions_gathered": gathered, "predictions_single": tr.predictions["test"].tolist()}
 
 
 def test_sharded_evaluation_gives_the_single_process_top1(tmp_path):
@@ -139,6 +142,8 @@ def test_sharded_evaluation_gives_the_single_process_top1(tmp_path):
     for r in res:
         assert r["sharded"] == r["single"]
         assert r["samples"] == 3 * 64  # global examples, though each rank loaded half
+        # every rank holds the whole test set's predictions, in the data set's order
+        assert r["predictions_gathered"] == r["predictions_single"]
     assert res[0]["sharded"] == res[1]["sharded"]
     assert 0.1 < res[0]["sharded"][0] < 1
 
