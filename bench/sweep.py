@@ -144,7 +144,7 @@ def _hours(seconds: float) -> str:
 
 def check_here(spec: SweepSpec, executor: Executor) -> None:
     """What a sweep whose cells train on this machine needs here: dataset files and devices."""
-    if executor.name != "local":
+    if not executor.runs_here:
         return
     check_local_data(spec)
     for device in sorted({c.device for c in spec.cells}):

@@ -149,3 +149,29 @@ def test_two_sweeps_into_one_out_folder_at_once_submit_every_cell_once(tmp_path,
         alive.wait()
     assert sorted(submitted) == sorted(c.run_id for c in spec.cells)
     assert len(records) == 2 and all(r["status"] == "pending" for rs in records for r in rs)
+
+
+def test_status_of_a_job_record_without_an_executor_never_asks_slurm(tmp_path, monkeypatch):
+    """A `.jobs` record that names no executor (or one not installed here) counts as a job that
+    ended: `bench status` reports the cell stopped without calling any scheduler."""
+    from bench import status
+    from bench.executors import slurm as slurm_executor
+
+    def no_scheduler(*a, **k):
+        raise AssertionError("SLURM was asked about a job no record says is SLURM's")
+
+    monkeypatch.setattr(slurm_executor.Slurm, "job_states", classmethod(no_scheduler))
+    monkeypatch.setattr(slurm_executor.Slurm, "activity", classmethod(no_scheduler))
+    cells = [check_config(RunConfig(seed=s)) for s in (0, 1)]
+    (tmp_path / ".jobs").mkdir()
+    for cell, executor in zip(cells, ({}, {"executor": "pbs"}), strict=True):
+        (tmp_path / ".jobs" / f"{cell.run_id}.json").write_text(json.dumps({"job_id": "7", **executor}))
+    found = status.cell_statuses(tmp_path, cells)
+    assert [s.state for s in found] == ["stopped", "stopped"]
+    assert all("state unknown" in s.reason for s in found)
+
+
+def test_only_an_executor_that_runs_here_checks_this_machine():
+    from bench.executors import executors
+
+    assert {n for n, c in executors().items() if c.runs_here} == {"local"}

@@ -89,14 +89,16 @@ def from_args(args: argparse.Namespace) -> Executor:
 
 
 def job_key(record: dict[str, Any]) -> str:
-    return _of(record).job_key(record)
+    return (_of(record) or Executor).job_key(record)
 
 
 def job_states(records: list[dict[str, Any]]) -> dict[str, str]:
-    """`job_key` -> scheduler state, for the jobs of `.jobs/<run_id>.json` records."""
+    """`job_key` -> scheduler state, for the jobs of `.jobs/<run_id>.json` records. A record that
+    names no executor known here gets no state (its job counts as ended): no scheduler is asked."""
     by_executor: dict[type[Executor], list[dict[str, Any]]] = {}
     for r in records:
-        by_executor.setdefault(_of(r), []).append(r)
+        if (cls := _of(r)) is not None:
+            by_executor.setdefault(cls, []).append(r)
     states: dict[str, str] = {}
     for cls, group in by_executor.items():
         states.update(cls.job_states(group))
@@ -104,12 +106,14 @@ def job_states(records: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def activity(run_dir: Path, record: dict[str, Any], state: str) -> str:
-    return _of(record).activity(run_dir, record, state)
+    cls = _of(record)
+    return "running" if cls is None else cls.activity(run_dir, record, state)
 
 
 def _option_names(cls: type[Executor]) -> set[str]:
     return {f.name for f in dataclasses.fields(cls.Options)}
 
 
-def _of(record: dict[str, Any]) -> type[Executor]:
-    return executors().get(str(record.get("executor")), executors()["slurm"])
+def _of(record: dict[str, Any]) -> type[Executor] | None:
+    """The executor that wrote a job record, or None when it names none known here."""
+    return executors().get(str(record.get("executor")))

@@ -46,6 +46,7 @@ class Executor(ABC):
     waits: ClassVar[bool] = True  # `bench sweep` waits for the cells by default
     poll_s: ClassVar[float] = 5.0  # seconds between status checks while waiting
     stops_with_sweep: ClassVar[bool] = False  # `bench sweep` interrupted while waiting cancels its jobs
+    runs_here: ClassVar[bool] = False  # its jobs train on this machine: data and devices checked here
 
     def __init__(self, options: Any, tasks: int = 1) -> None:
         """`options`: a validated `Options`; `tasks` > 1: each run is that many torch.distributed

@@ -38,6 +38,7 @@ def local_devices() -> tuple[int, int]:
 
 class Local(Executor):
     name = "local"
+    runs_here = True
     description = "this machine: submitit's LocalExecutor, a few jobs in parallel"
     Options = LocalOptions
     waits = True
