@@ -18,6 +18,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import bench
 from bench import registry
@@ -25,6 +26,7 @@ from bench.callbacks import summary_line
 from bench.config import Budget, add_run_flags
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
+from bench.runs import RunDir
 from bench.validate import check_data, check_device_here, check_out, config_from_args
 
 # name -> ("module:function" that adds the command's flags to its parser, one-line help)
@@ -59,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_data(config)  # missing dataset files: exit 2 before the run folder is created
     check_device_here(config.device)
     check_out(args.out, "--out")
+    RunDir(Path(args.out), config.run_id).check_no_links()  # exit 2 before anything is written
     try:
         result = run(config, args.out, progress=not args.quiet and not args.json, force=args.force)
     except Exception as e:  # recorded as failed in the run folder, with its traceback

@@ -112,8 +112,8 @@ class RunConfig:
     seed: int = hp(0, "the run's seed: initialization, data order, the model's own randomness")
     data_dir: str = hp("data", "where on-disk datasets live (not part of the run's identity)")
     device: str = hp("auto", "auto | cpu | cuda | cuda:N (cuda:N: one process only)")
-    loggers: tuple[str, ...] = hp((), "experiment trackers, repeatable: tensorboard | wandb | mlflow "
-                                  "(not part of the run's identity)")
+    loggers: tuple[str, ...] = hp((), "also log to an experiment tracker, repeatable: tensorboard | wandb | "
+                                  "mlflow (not part of the run's identity)", flag="--logger")
     deterministic: bool = hp(False, "deterministic algorithms: bit-exact resumes on CUDA, slower")
     threads: int = hp(1, "torch CPU threads of a CPU run (0: torch's default, all cores); recorded, "
                          "not part of the run's identity")
@@ -343,12 +343,34 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a pruner hyperparameter, repeatable (e.g. --set c=0.02 --set mu=0.6)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--logger", dest="loggers", action="append", default=[], metavar="NAME",
-                        help="also log to an experiment tracker, repeatable: tensorboard | wandb | mlflow "
-                        "(off by default; not part of the run's identity)")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic algorithms: bit-exact resumes on CUDA, slower")
+    add_run_level_flags(parser)
     add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)
+
+
+# the RunConfig fields that are flags of `bench run` (the others: --pruner, --model, --dataset, --set)
+RUN_LEVEL = ("seed", "data_dir", "device", "loggers", "deterministic", "threads")
+
+
+def add_run_level_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RUN_LEVEL field of RunConfig, from its declaration (help, default, type): a
+    bool is a switch, a tuple a repeatable flag; unset flags are None (the field's default)."""
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if f.name not in RUN_LEVEL:
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        help_ = f"{f.metadata['help']} (default: {f.default!r})".replace("%", "%%")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_)
+        elif typing.get_origin(hints[f.name]) is tuple:
+            parser.add_argument(flag, dest=f.name, action="append", default=None, metavar="NAME", help=help_)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_)
+
+
+def run_level_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The RUN_LEVEL fields given on the command line, converted to their declared types
+    (ConfigError naming the flag for a value that does not convert)."""
+    hints = typing.get_type_hints(RunConfig)
+    return {name: coerce(getattr(args, name), hints[name], "--" + name.replace("_", "-"))
+            for name in RUN_LEVEL if getattr(args, name, None) is not None}

@@ -14,9 +14,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.config import Budget, RunConfig, build_dataclass, dataclass_from_args, parse_sets
+from bench.config import (
+    Budget,
+    RunConfig,
+    build_dataclass,
+    dataclass_from_args,
+    parse_sets,
+    run_level_from_args,
+)
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
+from bench.runs import check_path_text
 
 
 def resolve_hparams(config: RunConfig) -> RunConfig:
@@ -79,11 +87,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         dataset=args.dataset,
         hparams=parse_sets(args.sets),
         budget=dataclass_from_args(Budget, args, "budget"),
-        seed=args.seed,
-        data_dir=args.data_dir,
-        device=args.device,
-        loggers=tuple(args.loggers),
-        deterministic=getattr(args, "deterministic", False),
+        **run_level_from_args(args),
     )
     return check_config(config)
 
@@ -111,6 +115,7 @@ def check_out(path: str | Path, key: str) -> Path:
     text = str(path)
     if not text or not text.isprintable():
         raise ConfigError(f"{key} = {text!r}: must be a non-empty path of printable characters on one line")
+    check_path_text(path, key)  # '%': a job launcher's placeholder
     existing = path
     while not existing.exists() and existing != existing.parent:
         if existing.is_symlink():  # a dangling link
