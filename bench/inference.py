@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import metrics
+from bench import metrics, runs
 from bench.compact import remove_zero_channels
 
 MAX_DENSITY = 0.5  # a layer denser than this stays dense in `sparse` (see `bench perf --kernels`)
@@ -235,7 +235,7 @@ BACKENDS: dict[str, Backend] = {
 STATUSES = ("ok", "refused", "not_applicable", "failed")
 # the fields this returns are the `speedup_*` fields of bench.record.RunRecord; {b} is a backend's
 # key there (`BACKEND_KEYS`)
-BACKEND_KEYS = {"dense": "dense", "compact": "compact", "sparse": "sparse", "2:4": "2to4"}
+BACKEND_KEYS = {b.value: b.key for b in runs.Backend}
 
 
 def backend_key(name: str) -> str:

@@ -25,6 +25,7 @@ from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
 from bench.record import finished, problems
+from bench.runs import RunDir, RunStatus
 
 MANIFEST = "sweep.json"
 
@@ -57,11 +58,11 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
         job_id = rec.get("job_id") if rec else None
         job_state = job_states.get(executors.job_key(rec)) if job_id else None
         status = result.get("status")
-        if status in ("ok", "diverged"):
-            state, reason = ("done" if status == "ok" else "diverged"), ""
+        if status in (RunStatus.OK, RunStatus.DIVERGED):
+            state, reason = ("done" if status == RunStatus.OK else "diverged"), ""
         elif job_state in executors.ALIVE:
             state, reason = executors.activity(out / c.run_id, rec, job_state), ""
-        elif status == "failed":
+        elif status == RunStatus.FAILED:
             state, reason = "failed", str(result.get("error", ""))
         elif rec:
             state = "stopped"
@@ -75,7 +76,7 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
 
 def read_result(run_dir: Path) -> dict[str, Any]:
     """The run's result.json if it is a valid record (see bench.record.problems), else {}."""
-    r = read_json(run_dir / "result.json")
+    r = read_json(RunDir.at(run_dir).result)
     return r if problems(r) is None else {}
 
 
@@ -144,7 +145,8 @@ def records(statuses: list[CellStatus], out: Path) -> list[dict[str, Any]]:
     for s in statuses:
         r = read_result(out / s.config.run_id)
         # a result left by an earlier attempt does not describe a cell that runs again or died
-        stale = s.state in (*ACTIVE, "stopped") or (s.state == "failed" and r.get("status") != "failed")
+        failed_before = s.state == "failed" and r.get("status") != RunStatus.FAILED
+        stale = s.state in (*ACTIVE, "stopped") or failed_before
         if not r or stale:
             r = {**s.config.identity(), "status": s.state, "job_id": s.job_id, "job_state": s.job_state}
             if s.reason:
@@ -166,7 +168,7 @@ def finished_result(out: Path | None, config: RunConfig) -> dict[str, Any] | Non
     """The cell's finished (ok or diverged) result in `out`, if there is one."""
     if out is None:
         return None
-    r = read_json(out / config.run_id / "result.json")
+    r = read_json(RunDir(out, config.run_id).result)
     return r if finished(r) else None
 
 

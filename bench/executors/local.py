@@ -17,6 +17,7 @@ import submitit
 
 from bench.config import RunConfig, _check, hp
 from bench.executors.base import MAX_TIMEOUTS, Executor, RunJob, record_jobs
+from bench.runs import RunDir
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # the local executor's default (2 min) would kill long sweeps
 
@@ -81,7 +82,7 @@ class Local(Executor):
     def activity(cls, run_dir: Path, record: dict[str, Any], state: str) -> str:
         # a local job runs its cells in turn: a cell is running once its job wrote its config.json
         try:
-            started = (run_dir / "config.json").stat().st_mtime >= record.get("submitted_ts", 0) - 1
+            started = RunDir.at(run_dir).config.stat().st_mtime >= record.get("submitted_ts", 0) - 1
         except OSError:
             started = False
         return "running" if started else "pending"
