@@ -68,3 +68,12 @@ def gather_cat(tensor: torch.Tensor, world: int) -> torch.Tensor:
     parts: list[torch.Tensor | None] = [None] * world
     torch.distributed.all_gather_object(parts, tensor.cpu())
     return torch.cat([p for p in parts if p is not None])
+
+
+def max_over_ranks(value: int, world: int) -> int:
+    """The largest of the ranks' `value`s (the value itself with one rank)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=collective_device())
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())

@@ -9,7 +9,6 @@ from statistics import median, quantiles
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from bench import metrics
 from bench.record import RunRecord, is_loaded
@@ -104,12 +103,3 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
                       if v is not None and not isinstance(v, torch.Tensor) and v not in (0, 0.0, False))
     return f"{type(optimizer).__name__}({shown})"
 
-
-def l2_l1_ratio(model: nn.Module) -> float:
-    """||w||_2 / ||w||_1 over every trainable parameter of `model` (the gRDA paper's Figure 2:
-    it grows as weights become sparse)."""
-    with torch.no_grad():
-        params = [p.detach().float() for p in model.parameters() if p.requires_grad]
-        l1 = sum(p.abs().sum() for p in params)
-        l2 = torch.sqrt(sum(p.pow(2).sum() for p in params))
-        return float(l2 / l1) if float(l1) > 0 else float("nan")

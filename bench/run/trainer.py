@@ -9,8 +9,6 @@ one device each) every rank loads and evaluates only its share of each batch and
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections import deque
@@ -25,11 +23,10 @@ from tqdm.auto import tqdm
 from bench import metrics
 from bench.callbacks import Callback
 from bench.config import RunConfig
-from bench.io import write_text
-from bench.run import checkpoint
+from bench.run import checkpoint, evaluation, history
 from bench.run.build import Built, build
-from bench.run.distributed import collective_device, dist_info, gather_cat, rank_seed
-from bench.run.result import l2_l1_ratio, run_record
+from bench.run.distributed import dist_info, max_over_ranks, rank_seed
+from bench.run.result import run_record
 from bench.runs import RunDir, RunStatus
 from bench.schedules import lr_factor
 
@@ -67,12 +64,7 @@ class Trainer:
     def peak_memory(self) -> int:
         """The run's peak memory so far (bytes): over the segments before a resume and, with several
         ranks, the largest rank's. Every rank calls it."""
-        peak = max(self.peak_before, metrics.peak_memory(self.device))
-        if self.world > 1:
-            t = torch.tensor([peak], dtype=torch.int64, device=collective_device())
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            peak = int(t.item())
-        return peak
+        return max_over_ranks(max(self.peak_before, metrics.peak_memory(self.device)), self.world)
 
     def rebuild_optimizer(self) -> torch.optim.Optimizer:
         """A new optimizer after the pruner replaced the model's parameters (structured pruning)."""
@@ -191,46 +183,13 @@ class Trainer:
         if self.pruner.model_changed:
             self.rebuild_optimizer()
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str = "test", keep: bool = False) -> tuple[float, float]:
-        """(top-1, top-5) on the test set, or on the validation split (`split="val"`, evaluated whole
-        by every rank). With several ranks each evaluates its share of the test set, with rank 0's
-        buffers (BatchNorm statistics), and the counts are summed: one process's result. `keep`:
-        also keep the predicted and true class of every example in `predictions[split]`."""
-        model.eval()
-        val = split == "val"
-        if self.world > 1:
-            for buf in model.buffers():
-                torch.distributed.broadcast(buf, src=0)
-        correct1 = correct5 = total = 0
-        k = min(5, self.data.num_classes)
-        size = max(self.budget.batch_size, 256)
-        shard = {"shard": (self.rank, self.world)} if self.world > 1 and not val else {}
-        batches = self.data.val_batches(size) if val else self.data.test_batches(size, **shard)
-        pred, true = [], []
-        for x, y in batches:
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                top = model(x).topk(k, dim=1).indices
-            correct1 += int((top[:, 0] == y).sum())
-            correct5 += int((top == y[:, None]).any(dim=1).sum())
-            total += len(y)
-            if keep:
-                pred.append(top[:, 0].cpu())
-                true.append(y.cpu())
-        if self.world > 1 and not val:
-            counts = torch.tensor([correct1, correct5, total], dtype=torch.int64,
-                                  device=collective_device())
-            torch.distributed.all_reduce(counts)
-            correct1, correct5, total = counts.tolist()
-        if keep:
-            world = 1 if val else self.world
-            empty = torch.zeros(0, dtype=torch.long)
-            self.predictions[split] = torch.stack([gather_cat(torch.cat(t) if t else empty, world)
-                                                   for t in (pred, true)])
-        self.model.train()
-        return correct1 / max(total, 1), correct5 / max(total, 1)
+        """(top-1, top-5) of `model` on the test set or the validation split (bench.run.evaluation);
+        `keep`: also keep every example's predicted and true class in `predictions[split]`."""
+        top1, top5, predictions = evaluation.evaluate(self, model, split, keep)
+        if predictions is not None:
+            self.predictions[split] = predictions
+        return top1, top5
 
     def eta_s(self) -> float | None:
         """Seconds left, from this process's wall time per epoch so far (None before an epoch)."""
@@ -264,48 +223,21 @@ class Trainer:
             self.pruner.end_epoch(self.epoch)
             if not math.isfinite(loss):
                 status, diverged_epoch = RunStatus.DIVERGED, self.epoch
-                self.history.append(self._epoch_row(loss, None))
+                self.history.append(history.epoch_row(self, loss, None))
                 self.epoch += 1
                 self.call("on_epoch_end", self.history[-1])
                 break
-            self.history.append(self._epoch_row(loss, self.pruner.finalize(self.model)))
+            self.history.append(history.epoch_row(self, loss, self.pruner.finalize(self.model)))
             self.epoch += 1
             checkpoint.save(self)
-            self._write_history()
+            history.write(self)
             self.call("on_epoch_end", self.history[-1])
             bar.update(1)
             row = self.history[-1]
             bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "train_top1", "val_top1", "sparsity")
                              if row[k] is not None})
         bar.close()
-        self._write_history()
+        history.write(self)
         record = run_record(self, status, diverged_epoch, started, resumed)
         self.call("on_fit_end", record)
         return record
-
-    def _epoch_row(self, loss: float, evaluated: nn.Module | None) -> dict[str, Any]:
-        """The history.csv row of the epoch just trained (`evaluated`: the pruner's evaluated model;
-        None after divergence)."""
-        done = evaluated is not None
-        return {
-            "epoch": self.epoch,
-            "step": self.step,
-            "loss": loss,
-            "train_top1": int(self.correct) / self.epoch_samples if done and self.epoch_samples else None,
-            "val_top1": self.evaluate(evaluated, "val")[0] if done and self.data.num_val else None,
-            "sparsity": metrics.sparsity_stats(evaluated, self.built.dense_counts)["sparsity"]
-            if done else None,
-            "w_l2_l1": l2_l1_ratio(self.model) if done else None,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "elapsed_s": self.train_time,
-        }
-
-    def _write_history(self) -> None:
-        if self.rank != 0 or not self.history:
-            return
-        buf = io.StringIO()
-        columns = list(dict.fromkeys(k for row in self.history for k in row))  # a resumed run's old rows too
-        writer = csv.DictWriter(buf, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(self.history)
-        write_text(self.run.history, buf.getvalue())
