@@ -139,20 +139,25 @@ def test_a_lock_held_by_a_live_process_names_it(tmp_path, capfd):
         pass
 
 
-def test_a_folder_deleted_mid_run_is_not_recreated_without_its_config(tmp_path, monkeypatch):
+@pytest.mark.parametrize("when", ["after an epoch", "after training"])
+def test_a_folder_deleted_mid_run_is_not_recreated_without_its_config(tmp_path, monkeypatch, when):
     import shutil
 
     from bench.run.trainer import Trainer
 
-    cfg = config(budget=Budget(epochs=1))
-    fit = Trainer.fit
+    cfg = config(budget=Budget(epochs=2))
+    hook = "save" if when == "after an epoch" else "fit"
+    original = getattr(Trainer, hook)
 
-    def fit_then_delete(self, started):
-        record = fit(self, started)
-        shutil.rmtree(self.run.path)
-        return record
+    def delete_the_folder(self, *args):
+        if hook == "save" and self.epoch == 1:  # before the first checkpoint is written
+            shutil.rmtree(self.run.path)
+        result = original(self, *args)
+        if hook == "fit":  # before the result is written
+            shutil.rmtree(self.run.path)
+        return result
 
-    monkeypatch.setattr(Trainer, "fit", fit_then_delete)
+    monkeypatch.setattr(Trainer, hook, delete_the_folder)
     with pytest.raises(ConfigError, match="disappeared while the run was training"):
         run(cfg, tmp_path)
     assert not (tmp_path / cfg.run_id).exists()

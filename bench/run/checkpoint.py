@@ -52,6 +52,7 @@ def save(trainer: Trainer) -> None:
     peak = trainer.peak_memory()
     if trainer.rank != 0:
         return
+    trainer.run.check_present()  # a folder deleted mid-run is not made again without its config
     save_checkpoint(trainer.run.checkpoint, {
         "config_hash": trainer.config.config_hash,
         "epoch": trainer.epoch,

@@ -61,6 +61,14 @@ class Trainer:
         self.load_before: float | None = None  # the machine's load when training (re)started
         self.predictions: dict[str, torch.Tensor] = {}  # the final evaluation's, per split
 
+    def save(self) -> None:
+        """Checkpoint this epoch (bench.run.checkpoint.save; every rank calls it)."""
+        checkpoint.save(self)
+
+    def resume(self) -> bool:
+        """Restore the last checkpoint of this config, if any (bench.run.checkpoint.resume)."""
+        return checkpoint.resume(self)
+
     def peak_memory(self) -> int:
         """The run's peak memory so far (bytes): over the segments before a resume and, with several
         ranks, the largest rank's. Every rank calls it."""
@@ -208,7 +216,7 @@ class Trainer:
 
     def fit(self, started: str) -> dict[str, Any]:
         """Train (from the last checkpoint, if any) to the end of the budget; returns the record."""
-        resumed = checkpoint.resume(self)
+        resumed = self.resume()
         self._fit_start_epoch, self._fit_start_time = self.epoch, time.perf_counter()
         self.call("on_fit_start")
         metrics.reset_peak_memory(self.device)
@@ -229,7 +237,7 @@ class Trainer:
                 break
             self.history.append(history.epoch_row(self, loss, self.pruner.finalize(self.model)))
             self.epoch += 1
-            checkpoint.save(self)
+            self.save()
             history.write(self)
             self.call("on_epoch_end", self.history[-1])
             bar.update(1)
