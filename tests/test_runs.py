@@ -139,6 +139,27 @@ def test_a_lock_held_by_a_live_process_names_it(tmp_path, capfd):
         pass
 
 
+def test_a_run_waiting_for_a_live_holder_says_who_holds_the_lock(tmp_path, monkeypatch, capfd):
+    from bench import runs
+
+    monkeypatch.setattr(runs, "LOCK_MESSAGE_AFTER_S", 0.0)
+    rd = RunDir(tmp_path, "r")
+    rd.create()
+    code = ("import sys, time\nfrom pathlib import Path\nfrom bench.runs import RunDir\n"
+            "with RunDir(Path(sys.argv[1]), 'r').lock():\n"
+            "    print('held', flush=True)\n    time.sleep(1.5)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with rd.lock():  # waits until the holder lets go
+            assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"waiting for the run's lock, held by PID {holder.pid}" in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("when", ["after an epoch", "after training"])
 def test_a_folder_deleted_mid_run_is_not_recreated_without_its_config(tmp_path, monkeypatch, when):
     import shutil

@@ -649,7 +649,8 @@ mu = 0.6
 
 def history(folder: Path) -> list[dict[str, str]]:
     rows = list(csv.DictReader((folder / "history.csv").open()))
-    return [{k: r[k] for k in ("epoch", "step", "loss", "train_top1", "val_top1", "sparsity", "w_l2_l1")} for r in rows]
+    columns = ("epoch", "step", "loss", "train_top1", "val_top1", "sparsity", "w_l2_l1")
+    return [{k: r[k] for k in columns} for r in rows]
 
 
 def test_local_sweep_end_to_end(tmp_path, monkeypatch, capsys):
