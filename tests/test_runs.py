@@ -238,6 +238,15 @@ def test_threads_default_to_one_and_are_recorded(tmp_path, finished):
         RunConfig(threads=-1)
 
 
+def test_a_runs_threads_are_set_and_recorded(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        record = run(config(budget=Budget(epochs=1), threads=2), tmp_path)
+        assert record["torch_threads"] == 2 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_describe_optimizer_shows_what_the_optimizer_declares():
     p = [torch.nn.Parameter(torch.zeros(1))]
     assert describe_optimizer(torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4)) == (

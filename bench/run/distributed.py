@@ -36,15 +36,13 @@ def set_threads(threads: int) -> int:
 
 def configure_backends(config: RunConfig, device: torch.device) -> None:
     """Process-wide numerics for this run: deterministic algorithms or not; TF32 matrix products
-    for fp32 on CUDA (bf16 autocast needs none); CPU threads (`config.threads`)."""
+    for fp32 on CUDA (bf16 autocast needs none)."""
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
     torch.use_deterministic_algorithms(config.deterministic)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not config.deterministic
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    else:
-        set_threads(config.threads)
 
 
 def dist_info() -> tuple[int, int]:

@@ -37,7 +37,7 @@ from bench.inference import measure_trained
 from bench.io import atomic_write, read_json, remove_temporaries, write_json, write_text
 from bench.record import RunRecord, finished
 from bench.run.checkpoint import BadCheckpoint
-from bench.run.distributed import collective_device, dist_info, resolve_device
+from bench.run.distributed import collective_device, dist_info, resolve_device, set_threads
 from bench.run.result import now
 from bench.run.trainer import Trainer
 from bench.runs import RunDir, RunStatus
@@ -87,6 +87,8 @@ def run(config: RunConfig, out: str | Path, progress: bool = False, force: bool 
             write_json(rd.config, {**config.to_dict(), "run_id": config.run_id,
                                    "config_hash": config.config_hash})
         started = now()
+        if resolve_device(config.device).type == "cpu":  # a run's own threads (recorded: torch_threads)
+            set_threads(config.threads)
         try:
             try:
                 trainer = Trainer(config, rd, progress, callbacks=_callbacks(config, rd, rank, progress))
