@@ -34,8 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("bench.sweep", "run a TOML grid of runs locally or as one SLURM job array"),
     "status": ("bench.status", "done / running / pending / failed / diverged cells of a sweep folder"),
     "gather": ("bench.results", "collect run folders into results.parquet (+ .history.parquet)"),
-    "leaderboard": ("bench.leaderboard", "Markdown + CSV + figures from a results.parquet"),
-    "board": ("bench.board", "run DIR/sweep.toml, gather it, write the leaderboard into DIR"),
+    "leaderboard": ("bench.board.cli:configure_leaderboard",
+                    "Markdown + CSV + figures from a results.parquet"),
+    "board": ("bench.board.cli:configure", "run DIR/sweep.toml, gather it, write the leaderboard into DIR"),
     "calibrate": ("bench.calibrate", "search a pruner's sparsity knob (gRDA c, STR s_weight_decay, VD "
                   "kl_weight) for a target sparsity; the answer is a full-budget run"),
     "compare": ("bench.compare", "two pruners, settings or run sets, paired by seed: differences in top-1 "
