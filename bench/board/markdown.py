@@ -179,8 +179,8 @@ def verdict_text(level: pd.DataFrame) -> str:
     if on.empty:
         return "no pruner on this level"
     lead = on.iloc[0]
-    interval = (f"{100 * lead['top1_mean']:.2f}% [{100 * lead['top1_low']:.2f}, {100 * lead['top1_high']:.2f}]"
-                if lead["seeds"] > 1 else f"{100 * lead['top1_mean']:.2f}% (one seed)")
+    mean, low, high = (100 * lead[c] for c in ("top1_mean", "top1_low", "top1_high"))
+    interval = f"{mean:.2f}% [{low:.2f}, {high:.2f}]" if lead["seeds"] > 1 else f"{mean:.2f}% (one seed)"
     if lead["mark"] == "best":
         return f"**{lead['pruner']}** {interval}"
     if len(on) == 1:
