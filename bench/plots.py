@@ -121,16 +121,15 @@ def accuracy_sparsity(
     tops = [settings["top1_mean"].max(), *([] if dense is None or dense.empty else dense["top1_mean"])]
     top = 100 * np.nanmax(tops)
     near = settings[settings["sparsity_mean"] >= 0.75]["top1_mean"].dropna()
-    floor = 100 * (near.quantile(0.2) if len(near) else settings["top1_mean"].min())
-    low = max(0.0, min(floor, top - 1.0) - 0.5)
+    floor = 100 * (near.quantile(0.3) if len(near) else settings["top1_mean"].min())
+    low = max(0.0, min(floor, top - 1.0) - 0.5, top - 8.0)  # the claims live within a few points of dense
     high = min(100.0, top + 0.5)
     for pruner, p in settings.groupby("pruner", sort=True):
         st = styles[pruner]
         y = 100 * p["top1_mean"]
-        ax.scatter(
-            x(p["sparsity_mean"]), y.clip(lower=low), color=st["color"], marker=st["marker"], s=14, alpha=0.45
-        )
         out = y < low
+        ax.scatter(x(p.loc[~out, "sparsity_mean"]), y[~out], color=st["color"], marker=st["marker"], s=14,
+                   alpha=0.45)
         if out.any():
             ax.scatter(
                 x(p.loc[out, "sparsity_mean"]),
@@ -145,9 +144,9 @@ def accuracy_sparsity(
         st, c = styles[pruner], c.sort_values("sparsity_mean")
         y = 100 * c["top1_mean"]
         err = np.vstack([(y - 100 * c["top1_low"]).clip(lower=0), (100 * c["top1_high"] - y).clip(lower=0)])
-        ax.errorbar(
+        ax.errorbar(  # a cell below the axis leaves its line pointing down, and a triangle on the edge
             x(c["sparsity_mean"]),
-            y.clip(lower=low),
+            y,
             yerr=err,
             color=st["color"],
             marker=st["marker"],
