@@ -128,8 +128,9 @@ def accuracy_sparsity(
         st = styles[pruner]
         y = 100 * p["top1_mean"]
         out = y < low
-        ax.scatter(x(p.loc[~out, "sparsity_mean"]), y[~out], color=st["color"], marker=st["marker"], s=14,
-                   alpha=0.45)
+        ax.scatter(
+            x(p.loc[~out, "sparsity_mean"]), y[~out], color=st["color"], marker=st["marker"], s=14, alpha=0.45
+        )
         if out.any():
             ax.scatter(
                 x(p.loc[out, "sparsity_mean"]),
@@ -290,10 +291,22 @@ def speedup_per_backend(runs: pd.DataFrame, path: str | Path, styles: dict, titl
 
 
 def cost_per_level(
-    runs: pd.DataFrame, cells: pd.DataFrame, path: str | Path, styles: dict, title: str = ""
+    runs: pd.DataFrame,
+    cells: pd.DataFrame,
+    path: str | Path,
+    styles: dict,
+    title: str = "",
+    summary: pd.DataFrame | None = None,
 ) -> Path:
     """At each level, each on-level cell's train time and training peak memory against its own dense
-    (per seed, quiet runs only), mean with a 95% Student-t interval over seeds; 1 dashed."""
+    (per seed, quiet runs only), mean with a 95% Student-t interval over seeds; 1 dashed. Where
+    `summary` holds the timing phase's `time_vs_dense_low`/`_high` for the cell's setting, the time
+    panel shows that ratio and its interval over rounds instead (never mixed with run times)."""
+    timed = None
+    if summary is not None and "time_vs_dense_low" in summary and summary["time_vs_dense_low"].notna().any():
+        timed = summary.set_index(["pruner", "setting"])[
+            ["time_vs_dense", "time_vs_dense_low", "time_vs_dense_high"]
+        ]
     dense = (
         runs[runs["pruner"] == "dense"]
         .groupby(["optimizer_family", "seed"], dropna=False)[["quiet_time_s", "peak_tensor_bytes"]]
@@ -308,6 +321,19 @@ def cost_per_level(
         for i, text in enumerate(labels):
             level, pruner = text.split(" ", 1)
             c = on[(on["pruner"] == pruner) & np.isclose(100 * on["target"], float(level[:-1]))].iloc[0]
+            if col == "quiet_time_s" and timed is not None:
+                if (pruner, c["setting"]) in timed.index:
+                    mid, lo, hi = timed.loc[(pruner, c["setting"])]
+                    ax.errorbar(
+                        [mid],
+                        [i],
+                        xerr=[[mid - lo], [hi - mid]],
+                        color=styles[pruner]["color"],
+                        marker=styles[pruner]["marker"],
+                        capsize=2,
+                        ms=5,
+                    )
+                continue
             r = runs[(runs["pruner"] == pruner) & (runs["setting"] == c["setting"])]
             ref = dense.reindex(pd.MultiIndex.from_arrays([r["optimizer_family"], r["seed"]]))[col].to_numpy()
             ratio = r[col].to_numpy(float) / ref

@@ -117,9 +117,9 @@ class RunRecord:
     peak_tensor_bytes: int | None = _f("metric", "the training's own peak: CUDA: allocator peak over "
                                        "training; CPU: peak bytes of live tensors over a window of "
                                        "training steps (see README)",
-                                       label="training peak", **MIB, board=12, compare=True)
+                                       label="training peak", **MIB, board=13, compare=True)
     state_bytes: int | None = _f("metric", "bytes of parameters, gradients, optimizer and pruner state",
-                                 label="state", **MIB, board=14, compare=True)
+                                 label="state", **MIB, board=15, compare=True)
     train_macs: float | None = _f("metric", "multiply-accumulates spent training (3x forward per example, at "
                                   "the density each layer computes with; scoring passes included)")
     train_compute_multiplier: float | None = _f("metric", "train_macs / those of one dense run of the budget",
@@ -213,12 +213,17 @@ DERIVED: tuple[Shown, ...] = (
           "and no weight decay, gRDA's; sgd_momentum; adam): its dense reference", board=2, interval=False),
     Shown("macs_reduction", "MACs reduction", "×", 1.0, ".2f", "dense / sparse conv/linear multiply-"
           "accumulates of one forward pass (macs_dense / macs_sparse)", board=6),
-    Shown("time_vs_dense", "time vs dense", "", 1.0, ".2f", "train time / that of its dense reference "
-          "(quiet runs only: never a loaded time against a quiet one)", board=11, interval=False),
+    Shown("timed_step_ms", "timed step", "ms", 1.0, ".3g", "median time of one training step in the board's "
+          "timing phase (every setting timed serially on a quiet machine, interleaved with its dense model)",
+          board=11, interval=False),
+    Shown("time_vs_dense", "time vs dense", "", 1.0, ".2f", "from the timing phase where the board has one: "
+          "median over rounds of the step time over its dense model's in the same round; else train time "
+          "over that of its dense reference, quiet runs only (never a loaded time against a quiet one)",
+          board=12, interval=False),
     Shown("memory_vs_dense", "memory vs dense", "", 1.0, ".2f", "training peak / that of its dense reference",
-          board=13, interval=False),
+          board=14, interval=False),
     Shown("state_vs_dense", "state vs dense", "", 1.0, ".2f", "state / that of its dense reference",
-          board=15, interval=False),
+          board=16, interval=False),
 )
 
 

@@ -607,3 +607,36 @@ def test_committed_digits_boards_rebuild_without_running(tmp_path: Path, name: s
     assert matched["top1_low"].min() >= 0 and matched["top1_high"].max() <= 1
     on = matched[matched["on_level"]]
     assert ((on["sparsity_mean"] - on["target"]).abs() <= 0.005 + 1e-9).all()
+
+
+# ------------------------------------------------------------------------------ timing phase
+
+
+def test_timing_phase_times_each_setting_against_dense_and_feeds_the_time_columns(tmp_path: Path) -> None:
+    from bench.board import timing
+    from bench.config import Budget, RunConfig
+
+    budget = Budget(epochs=1, batch_size=32)
+    cells = [RunConfig(pruner="dense", model="mlp", dataset="digits", seed=s, budget=budget) for s in (0, 1)]
+    cells += [RunConfig(pruner="magnitude", model="mlp", dataset="digits", seed=s, budget=budget,
+                        hparams={"sparsity": 0.9}) for s in (0, 1)]
+    (config, run_ids, dense), = timing.settings(cells)
+    assert config.seed == 0 and dense.pruner == "dense" and run_ids == [c.run_id for c in cells[2:]]
+    written = timing.time_board(cells, tmp_path / "timing", steps=2, warmup=1, rounds=3)
+    rec = json.loads(written[0].read_text())
+    assert len(rec["ratio_per_round"]) == 3 and rec["step_ms"] > 0 and rec["dense_step_ms"] > 0
+    t = timing.load_timings(tmp_path / "timing")
+    assert list(t["run_id"]) == run_ids
+    mid, lo, hi = timing._ratio_interval(rec["ratio_per_round"])
+    assert lo <= mid <= hi and t["timed_vs_dense"].iat[0] == pytest.approx(mid)
+    rows = [row(c.run_id, c.pruner, c.seed, 0.9, 0.0 if c.pruner == "dense" else 0.9,
+                {"sparsity": 0.9} if c.pruner != "dense" else None, time=10.0 + 90 * (c.pruner != "dense"))
+            for c in cells]
+    s = summarize(prepare(pd.DataFrame(rows)), t.assign(timing_loaded=False)).set_index("pruner")
+    assert s.loc["magnitude", "time_vs_dense"] == pytest.approx(mid)  # not the runs' 100 s / 10 s
+    assert s.loc["dense", "time_vs_dense"] == 1.0
+    s = summarize(prepare(pd.DataFrame(rows)), t.assign(timing_loaded=True)).set_index("pruner")
+    assert s.loc["magnitude", "time_vs_dense"] == pytest.approx(10.0)  # a loaded record is never used
+    (tmp_path / "timing" / "timing-bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"timing-bad\.json: malformed timing record"):
+        timing.load_timings(tmp_path / "timing")

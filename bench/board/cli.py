@@ -23,6 +23,7 @@ import pandas as pd
 from bench import executors, predictions, results
 from bench.board.prepare import prepare
 from bench.board.published import load_published
+from bench.board.timing import load_timings, time_board
 from bench.board.write import write_leaderboard
 from bench.errors import ConfigError
 from bench.executors import Executor
@@ -38,14 +39,17 @@ def board(
     run: bool = True,
     out: str | Path | None = None,
     force: bool = False,
+    time: bool = False,
 ) -> Path:
     """Run, gather and write the leaderboard of `directory` (holding sweep.toml, and optionally
-    `calibration/`: `bench calibrate` records of the knob values it uses); returns its README.
+    `calibration/`: `bench calibrate` records of the knob values it uses, and `timing/`: the timing
+    phase's records, bench.board.timing); returns its README.
 
     `overrides`: `KEY.PATH=VALUE` changes to the sweep file (bench.spec.apply_overrides); `run`
     False: no cell is run, the tables come from the finished runs there are (or, with none, from
     the board's own results.parquet); `out`: where the board is written (default `directory`);
-    `force`: retrain every cell from scratch (see `bench sweep --force`).
+    `force`: retrain every cell from scratch (see `bench sweep --force`); `time`: after the runs, the
+    timing phase (every setting timed serially, interleaved with dense) into `out`/timing.
     """
     from bench.calibrate import load_calibrations
     from bench.spec import load_sweep
@@ -57,6 +61,8 @@ def board(
     spec = load_sweep(directory / "sweep.toml", overrides)
     runs_dir = check_out(Path(runs_root) / spec.name, "--runs")
     calibrations = load_calibrations(directory / "calibration")  # a malformed record stops us before any run
+    timing_dir = (out if time else directory) / "timing"
+    load_timings(timing_dir)  # likewise
     if run:
         executor = executor or executors.create()
         check_here(spec, executor)
@@ -100,6 +106,19 @@ def board(
             "for times to trust.",
             file=sys.stderr,
         )
+    if time:
+        print(
+            f"timing phase: every setting, serially, interleaved with dense, into {timing_dir}",
+            file=sys.stderr,
+        )
+        time_board(spec.cells, timing_dir)
+    timings = load_timings(timing_dir)
+    if len(timings) and timings["timing_loaded"].any():
+        print(
+            f"warning: {int(timings['timing_loaded'].sum())} timing record(s) were taken on a loaded machine "
+            f"({LOADED_RULE}) and are not used; rerun `--time` on a quiet machine",
+            file=sys.stderr,
+        )
     return write_leaderboard(
         g.runs,
         out,
@@ -110,6 +129,7 @@ def board(
         note=_board_note(directory, runs_dir, len(spec.cells), spec.overrides),
         calibrations=calibrations,
         predictions=predictions.correctness(g.predictions),
+        timings=timings,
     )
 
 
@@ -133,6 +153,7 @@ def cmd_board(args: argparse.Namespace) -> int:
         not args.no_run,
         args.out,
         args.force,
+        args.time,
     )
     print(f"wrote {readme}", file=sys.stderr)
     return 0
@@ -155,6 +176,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--force",
         action="store_true",
         help="retrain every cell from scratch (old results are kept as result.replaced.json)",
+    )
+    p.add_argument(
+        "--time",
+        action="store_true",
+        help="after the runs, time every setting serially against "
+        "dense on this machine (keep it quiet): the board's time columns come from these records",
     )
     executors.add_flags(p)
     p.set_defaults(func=cmd_board)

@@ -61,7 +61,7 @@ def _speedup(s: Section, path: Path, styles: dict) -> Path:
 def _cost(s: Section, path: Path, styles: dict) -> Path:
     from bench import plots
 
-    return plots.cost_per_level(s.runs, s.matched, path, styles, s.title)
+    return plots.cost_per_level(s.runs, s.matched, path, styles, s.title, s.summary)
 
 
 FIGURES: tuple[Figure, ...] = (

@@ -78,6 +78,16 @@ def main_table(s: pd.DataFrame) -> str:
     speed = SHOWN["speedup_best"].header
     backend = s["speedup_backend"].fillna("").astype(str).str.replace("2to4", "2:4")
     t[speed] = t[speed].where((t[speed] == "") | (backend == ""), t[speed] + " (" + backend + ")")
+    ratio, low, high = (s.get(c) for c in ("time_vs_dense", "time_vs_dense_low", "time_vs_dense_high"))
+    if low is not None and low.notna().any():  # from the timing phase: its interval over rounds
+        timed = pd.Series(
+            [
+                f"{r:.2f} [{lo:.2f}, {hi:.2f}]" if pd.notna(lo) else t
+                for r, lo, hi, t in zip(ratio, low, high, t[SHOWN["time_vs_dense"].header], strict=True)
+            ],
+            index=s.index,
+        )
+        t[SHOWN["time_vs_dense"].header] = timed
     time = SHOWN["train_time_s"].header
     t[time] = t[time].where((s["loaded_runs"] < s["seeds"]) | (t[time] == ""), t[time] + " " + LOADED)
     return table(t, right=set(t.columns) - LEFT)

@@ -21,7 +21,11 @@ COSTS = {
 }  # measure -> its ratio to the row's own dense
 REFERENCE = [*SECTION, "optimizer_family"]  # what a row shares with its dense reference
 # averaged over seeds: what selection uses, and every board column that is a per-run quantity
-NOT_AVERAGED = ("optimizer_family", *COSTS.values())  # board columns that are no per-run number
+NOT_AVERAGED = (
+    "optimizer_family",
+    "timed_step_ms",
+    *COSTS.values(),
+)  # board columns that are no per-run number
 MEASURES = ("select_top1", *(s.name for s in record.BOARD if s.name not in NOT_AVERAGED))
 
 
@@ -63,12 +67,14 @@ def _most_common(values: pd.Series) -> str | None:
     return str(counts.index[0]) if len(counts) else None
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, timings: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (section, pruner, setting) over its ok runs: `seeds`, `<measure>_mean`/`_std`
     (sample std)/`_ci` (half-width of the 95% t interval), `validated` (every run has a validation
     top-1), `loaded_runs`, `num_test`, `optimizer_family`, and the cost ratios of means to its own
     dense rows (times: quiet runs on both sides, else NaN). `train_time_s` is over the row's quiet
-    runs when it has any (else over all, and `loaded_runs` == `seeds` marks it)."""
+    runs when it has any (else over all, and `loaded_runs` == `seeds` marks it). `timings`: timing-phase
+    records (bench.board.timing.load_timings); where a row has a quiet one, `timed_step_ms` and
+    `time_vs_dense` (with `time_vs_dense_low`/`_high`) come from it, and a loaded one is never used."""
     ok = ok_runs(df)
     quiet_any = ok.groupby(SETTING, sort=False)["quiet_time_s"].transform("count") > 0
     ok["train_time_s"] = ok["train_time_s"].where(~quiet_any | ~ok["loaded"])
@@ -96,4 +102,34 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     summary["time_vs_dense"] = summary.pop("quiet_time_s") / summary.pop("dense_train_time_s")
     for col in ("peak_tensor_bytes", "state_bytes"):
         summary[COSTS[col]] = summary[f"{col}_mean"] / summary.pop(f"dense_{col}")
+    return _with_timings(summary, ok, timings)
+
+
+def _with_timings(summary: pd.DataFrame, ok: pd.DataFrame, timings: pd.DataFrame | None) -> pd.DataFrame:
+    summary = summary.assign(
+        timed_step_ms=float("nan"), time_vs_dense_low=float("nan"), time_vs_dense_high=float("nan")
+    )
+    if timings is None or timings.empty:
+        return summary
+    quiet = timings[~timings["timing_loaded"]].drop(columns="pruner")
+    timed = ok[[*SETTING, "run_id"]].merge(quiet, on="run_id").groupby(SETTING, sort=False).first()
+    if timed.empty:
+        return summary
+    summary = summary.drop(columns="time_vs_dense")
+    summary = summary.merge(
+        timed[["timed_step_ms", "timed_vs_dense", "timed_vs_dense_low", "timed_vs_dense_high"]].reset_index(),
+        on=SETTING,
+        how="left",
+        suffixes=("_unused", ""),
+    )
+    summary = summary.drop(columns=[c for c in summary.columns if c.endswith("_unused")])
+    summary = summary.rename(
+        columns={
+            "timed_vs_dense": "time_vs_dense",
+            "timed_vs_dense_low": "time_vs_dense_low",
+            "timed_vs_dense_high": "time_vs_dense_high",
+        }
+    )
+    dense = summary["pruner"] == "dense"
+    summary.loc[dense, ["time_vs_dense", "time_vs_dense_low", "time_vs_dense_high"]] = 1.0
     return summary

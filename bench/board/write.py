@@ -25,11 +25,14 @@ FINDING_LEVELS = (0.90, 0.95, 0.98)  # the README's "What the boards find" colum
 
 
 def tables(
-    runs: pd.DataFrame, where: str = "results", predictions: Mapping[str, np.ndarray] | None = None
+    runs: pd.DataFrame,
+    where: str = "results",
+    predictions: Mapping[str, np.ndarray] | None = None,
+    timings: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, ...]:
     """(prepared runs, summary, matched cells with verdicts) of a gathered runs table, each once."""
     df = prepare(runs, where)
-    summary = summarize(df)
+    summary = summarize(df, timings)
     matched = verdicts(matched_cells(summary), ok_runs(df), predictions)
     return df, summary, matched
 
@@ -57,14 +60,16 @@ def write_leaderboard(
     where: str = "results",
     calibrations: pd.DataFrame | None = None,
     predictions: Mapping[str, np.ndarray] | None = None,
+    timings: pd.DataFrame | None = None,
 ) -> Path:
     """Write README.md, leaderboard.csv, matched_sparsity.csv and (with `plots`) PNG and SVG figures
     into `out`; returns the README path. `predictions`: run_id -> per-example test correctness
-    (bench.results.read_predictions), for the seeds-and-examples tests."""
+    (bench.predictions), for the seeds-and-examples tests; `timings`: timing-phase records
+    (bench.board.timing.load_timings), the source of the time columns where there are some."""
     out = Path(out)
     readme = out / "README.md"
     old = _read_readme(readme)  # before any work: a README we cannot merge into stops us here
-    df, summary, matched = tables(runs, where, predictions)
+    df, summary, matched = tables(runs, where, predictions, timings)
     out.mkdir(parents=True, exist_ok=True)
     figures = None
     if plots:
