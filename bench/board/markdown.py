@@ -182,9 +182,9 @@ def significance_text(
     return lines
 
 
-def verdict_text(level: pd.DataFrame) -> str:
+def verdict_text(level: pd.DataFrame, compact: bool = False) -> str:
     """One level of one section for a reader: the best pruner with its interval, or "no significant
-    best", and the pruners tied with the leader."""
+    best", and the pruners tied with the leader (`compact`: how many)."""
     on = level[level["on_level"]].sort_values("rank")
     if on.empty:
         return "no pruner on this level"
@@ -196,6 +196,8 @@ def verdict_text(level: pd.DataFrame) -> str:
     if len(on) == 1:
         return f"{lead['pruner']} {interval} (alone on this level)"
     tied = on.loc[on["mark"] == "tied", "pruner"].tolist()
+    if compact:  # `compact`: the README's one-line cell
+        return f"no significant best (validation leader {lead['pruner']}, {len(tied)} tied)"
     return f"no significant best; tied: {', '.join(tied)}"
 
 

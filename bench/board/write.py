@@ -138,9 +138,21 @@ def findings_table(
         if not path.is_file():
             continue
         m = pd.read_csv(path, dtype={"budget": str})
+        missing = {"on_level", "mark", "top1_low", "top1_high", "rank"} - set(m.columns)
+        if missing:
+            raise ConfigError(
+                f"{path}: written by an older board (no {', '.join(sorted(missing))}); rebuild it "
+                f"with `bench board {board} --no-run`"
+            )
         m["on_level"] = m["on_level"].astype(bool)
         link = f"[{board.name}]({Path(board).resolve().relative_to(Path(relative_to).resolve()).as_posix()}/)"
         for key, sec in m.groupby(SECTION, sort=True):
-            rows.append([link, key[2], *(verdict_text(sec[np.isclose(sec["target"], t)]) for t in levels)])
+            rows.append(
+                [
+                    link,
+                    key[2],
+                    *(verdict_text(sec[np.isclose(sec["target"], t)], compact=True) for t in levels),
+                ]
+            )
     header = ["board", "recipe", *(f"{100 * t:g}%" for t in levels)]
     return table(rows, header)
