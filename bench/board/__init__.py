@@ -8,5 +8,6 @@ prepare (check, section, label) -> summary (per setting: means and intervals ove
 against its own dense) -> cells (at each sparsity level, per pruner, the measured setting that
 landed there, chosen on validation) -> significance (each pruner against the level's leader:
 seeds x examples bootstrap, Holm) -> markdown / figures (a list of specs) -> write (README between
-markers, CSV). Published rows: published.py; the commands: cli.py.
+markers, CSV). Published rows: published.py; the timing phase (time columns from serial,
+interleaved timing on a quiet machine): timing.py; the commands: cli.py.
 """
