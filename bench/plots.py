@@ -352,6 +352,5 @@ def cost_per_level(
         ax.set(xlabel=label)
     axes[0].set_yticks(range(len(labels)), labels, fontsize=7)
     axes[0].invert_yaxis()
-    if title:
-        fig.suptitle(title)
+    axes[0].set_title(title, loc="left")  # an axes title: tight_layout leaves it room
     return _save(fig, path)
