@@ -206,7 +206,7 @@ FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(RunRecord)
 
 # Quantities a board computes from the fields (bench.board.prepare / summary), shown like fields.
 DERIVED: tuple[Shown, ...] = (
-    Shown("drop_vs_dense", "top-1 drop vs own dense", "points", 100.0, ".2f",
+    Shown("drop_vs_dense", "top-1 drop vs own dense", "pp", 100.0, ".2f",
           "the dense model's test top-1 minus this row's, over the seeds both have; the dense model is the "
           "one of the same section trained with the same optimizer family (optimizer_family)", board=1),
     Shown("optimizer_family", "optimizer", "", 1.0, "", "the optimizer family of the row (sgd: no momentum "
@@ -241,7 +241,8 @@ COMPARED: tuple[Shown, ...] = tuple(s for s in SHOWN.values() if s.compare)  # `
 
 def glossary() -> str:
     """The README's column glossary: one line per column of a board's main table."""
-    return "\n".join(f"- **{s.header}**: {s.help}." for s in BOARD) + "\n"
+    units = {"%": " Shown in percent.", "pp": " In percentage points (positive: below its dense model)."}
+    return "\n".join(f"- **{s.header}**: {s.help}.{units.get(s.unit, '')}" for s in BOARD) + "\n"
 
 
 def names(kind: Kind) -> tuple[str, ...]:
