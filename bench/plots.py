@@ -245,17 +245,33 @@ def _median_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tupl
 SPEEDUP_BACKENDS = tuple(b for b in record.SPEEDUP_BACKENDS if b != "dense")  # each measured against dense
 
 
-def speedup_per_backend(runs: pd.DataFrame, path: str | Path, styles: dict, title: str = "") -> Path:
-    """Measured inference speed-up over dense per pruner (rows) and backend (markers): the median over
-    its runs with a 95% interval; a dashed line at 1x. `runs`: one row per run with `speedup_<b>`."""
+def speedup_per_backend(
+    runs: pd.DataFrame, path: str | Path, styles: dict, title: str = "", cells: pd.DataFrame | None = None
+) -> Path:
+    """Measured inference speed-up over dense per row and backend (markers): the median over the
+    row's runs (its seeds) with a 95% distribution-free interval; a dashed line at 1x. Rows: each
+    on-level cell of `cells` (level and pruner: the setting the board reports there), or without
+    `cells` each pruner over all its runs. `runs`: one row per run with `speedup_<b>`."""
     from matplotlib.ticker import FuncFormatter
 
     backends = [b for b in SPEEDUP_BACKENDS if f"speedup_{b}" in runs and runs[f"speedup_{b}"].notna().any()]
-    pruners = [p for p in styles if p in set(runs["pruner"]) and p != "dense"]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(pruners), 4) + 1.2))
+    if cells is not None and len(cells) and cells["on_level"].any():
+        on = cells[cells["on_level"]].sort_values(["target", "pruner"])
+        rows = [
+            (
+                f"{100 * c.target:g}% {c.pruner}",
+                c.pruner,
+                runs[(runs["pruner"] == c.pruner) & (runs["setting"] == c.setting)],
+            )
+            for c in on.itertuples()
+        ]
+    else:
+        rows = [
+            (p, p, runs[runs["pruner"] == p]) for p in styles if p in set(runs["pruner"]) and p != "dense"
+        ]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * max(len(rows), 4) + 1.2))
     shapes = dict(zip(backends, MARKERS, strict=False))
-    for i, pruner in enumerate(pruners):
-        r = runs[runs["pruner"] == pruner]
+    for i, (_, pruner, r) in enumerate(rows):
         for j, b in enumerate(backends):
             med, lo, hi = _median_interval(r[f"speedup_{b}"].to_numpy(float))
             if np.isnan(med):
@@ -274,7 +290,7 @@ def speedup_per_backend(runs: pd.DataFrame, path: str | Path, styles: dict, titl
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
-    ax.set_yticks(range(len(pruners)), pruners)
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set(xlabel="inference speed-up over dense (median over runs, 95% interval)", title=title)
     ax.legend(

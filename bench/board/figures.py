@@ -55,7 +55,7 @@ def _sparsity_epochs(s: Section, path: Path, styles: dict) -> Path:
 def _speedup(s: Section, path: Path, styles: dict) -> Path:
     from bench import plots
 
-    return plots.speedup_per_backend(s.runs, path, styles, s.title)
+    return plots.speedup_per_backend(s.runs, path, styles, s.title, s.matched)
 
 
 def _cost(s: Section, path: Path, styles: dict) -> Path:
