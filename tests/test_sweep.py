@@ -155,7 +155,7 @@ colour = "blue"
 [budget]
 epochs = 0
 lr = "fast"
-batch_size = [16, 32]
+batch_size = [16, 0]
 [grid]
 models = ["mlp", "transformer"]
 datasets = ["digits"]
@@ -163,7 +163,7 @@ seeds = [0, -1]
 [pruners.grda]
 c = [0.01, -0.02]
 mu = 2.0
-epochs = 3
+recipe = "paper"
 bogus = 1
 [pruners.nope]
 """
@@ -179,12 +179,13 @@ def test_every_error_is_reported_at_once_naming_file_table_and_key(tmp_path):
         f"bad.toml: unknown key(s) 'colour'; {valid_top}",
         "bad.toml: [budget] epochs = 0: must be > 0",
         "bad.toml: [budget] lr = 'fast': expected a number",
-        "bad.toml: [budget] batch_size = [16, 32]: the budget is shared by every cell",
+        "bad.toml: [budget] batch_size = 0: must be > 0",
         "bad.toml: [grid] models = 'transformer': unknown model; valid choices: ",
         "bad.toml: [grid] seeds = -1: expected an integer in [0, 1073741823]",
         "bad.toml: [pruners.grda] c = -0.02: must be >= 0",
         "bad.toml: [pruners.grda] mu = 2.0: must be in (0, 1)",
-        "bad.toml: [pruners.grda] epochs: per-pruner budget overrides are not allowed",
+        "bad.toml: [pruners.grda] recipe: set it in [budget]: it is the same for every pruner of a section "
+        "(budget keys a pruner may set: epochs, max_steps",
         "bad.toml: [pruners.grda] unknown key(s) 'bogus'; valid keys: c, mu, prune_all",
         f"bad.toml: [pruners.nope]: unknown pruner 'nope'; valid choices: {', '.join(PRUNERS.names())}",
     ]
