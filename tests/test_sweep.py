@@ -28,7 +28,7 @@ from bench.executors import local as local_executor
 from bench.executors import slurm as slurm_executor
 from bench.io import read_json, write_json
 from bench.registry import PRUNERS
-from bench.spec import TOP_KEYS, load_sweep, sweep_from_dict, sweep_from_toml
+from bench.spec import TOP_KEYS, load_sweep, run_overrides, sweep_from_dict, sweep_from_toml
 from bench.status import cell_statuses, to_submit
 from bench.sweep import run_sweep
 from bench.train import run
@@ -135,6 +135,115 @@ mu = [0.6, 0.7]
         (0.02, 0.7),
     ]
     assert spec.name == "sweep" and spec.budget == Budget()  # defaults: the file's stem, Budget()
+
+
+def test_a_budget_key_under_one_pruner_is_its_own_axis_and_counts_as_its_settings():
+    spec = sweep_from_toml("""
+[budget]
+lr = 0.1
+epochs = 3
+[grid]
+models = "mlp"
+datasets = "digits"
+seeds = [0, 1]
+[pruners.dense]
+[pruners.gmp]
+sparsity = [0.8, 0.9]
+lr = [0.05, 0.1]
+""")
+    gmp = sorted((c.hparams["sparsity"], c.budget.lr, c.seed) for c in spec.cells if c.pruner == "gmp")
+    assert gmp == [(s, lr, seed) for s in (0.8, 0.9) for lr in (0.05, 0.1) for seed in (0, 1)]
+    assert {c.budget.lr for c in spec.cells if c.pruner == "dense"} == {0.1}  # [budget]'s value
+    assert {c.budget.epochs for c in spec.cells} == {3}
+    assert spec.settings_per_pruner() == {"dense": 1, "gmp": 4}
+    assert len({c.run_id for c in spec.cells}) == len(spec.cells) == 2 + 8
+
+
+def test_a_list_in_budget_runs_every_pruner_at_each_value_unless_the_pruner_sets_its_own():
+    spec = sweep_from_toml("""
+[budget]
+weight_decay = [0.0, 5e-4]
+momentum = 0.9
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.dense]
+[pruners.magnitude]
+sparsity = 0.9
+weight_decay = 1e-4
+""")
+    assert sorted(c.budget.weight_decay for c in spec.cells if c.pruner == "dense") == [0.0, 5e-4]
+    assert [c.budget.weight_decay for c in spec.cells if c.pruner == "magnitude"] == [1e-4]
+    assert {c.budget.momentum for c in spec.cells} == {0.9}
+    assert spec.budget.weight_decay == 0.0  # the base budget: each axis at its first value
+
+
+def test_budget_axes_count_towards_max_cells_before_expansion():
+    with pytest.raises(ConfigError, match=r"up to 1,000,000 cells, more than max_cells = 10,000"):
+        sweep_from_toml("""
+[budget]
+lr = [{}]
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.gmp]
+sparsity = [{}]
+""".format(", ".join(str(0.001 * (i + 1)) for i in range(1000)),
+       ", ".join(str(0.0009 * (i + 1)) for i in range(1000))))
+
+
+def test_section_budget_keys_cannot_be_set_per_pruner_and_bad_budget_axes_name_the_table():
+    with pytest.raises(ConfigError) as e:
+        sweep_from_toml("""
+[budget]
+lr = [0.1, -1.0]
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.gmp]
+sparsity = 0.9
+val_fraction = 0.2
+epochs = [2, 0]
+momentum = []
+""", "t.toml")
+    msg = str(e.value)
+    assert "t.toml: [budget] lr = -1.0: must be > 0" in msg
+    assert "t.toml: [pruners.gmp] val_fraction: set it in [budget]" in msg
+    assert "t.toml: [pruners.gmp] epochs = 0: must be > 0" in msg
+    assert "t.toml: [pruners.gmp] momentum = []: an axis must not be empty" in msg
+    assert msg.startswith("4 errors in t.toml:")
+
+
+def test_overrides_drop_a_pruner_or_key_and_set_budget_axes_per_pruner():
+    doc = """
+[budget]
+momentum = 0.9
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.dense]
+[pruners.gmp]
+sparsity = 0.9
+[pruners.imp]
+sparsity = 0.9
+"""
+    spec = sweep_from_toml(doc, "t.toml", ["~pruners.imp", "~budget.momentum", "pruners.gmp.lr=[0.05, 0.1]"])
+    assert sorted(c.pruner for c in spec.cells) == ["dense", "gmp", "gmp"]
+    assert {c.budget.momentum for c in spec.cells} == {0.0}
+    assert sorted(c.budget.lr for c in spec.cells if c.pruner == "gmp") == [0.05, 0.1]
+    with pytest.raises(ConfigError, match="no such key to remove; pruners has: dense, gmp, imp"):
+        sweep_from_toml(doc, "t.toml", ["~pruners.snip"])
+    with pytest.raises(ConfigError, match=r"expected KEY.PATH=VALUE to set a key or ~KEY.PATH to remove one"):
+        sweep_from_toml(doc, "t.toml", ["~pruners.imp=1"])
+
+
+def test_run_overrides_take_the_sweep_grammar_for_one_run():
+    assert run_overrides(["c=0.02", "pruners.grda.mu=0.6", "budget.lr=0.05"], "grda") == (
+        {"c": "0.02", "mu": "0.6"}, {"lr": "0.05"})
+    with pytest.raises(ConfigError, match=r"pruners.grda.KEY=VALUE .*valid budget keys: epochs"):
+        run_overrides(["pruners.gmp.sparsity=0.9"], "grda")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        run_overrides(["budget.lr"], "grda")
 
 
 def test_data_dir_and_device_reach_every_cell():
