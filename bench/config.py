@@ -334,7 +334,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a pruner hyperparameter, repeatable (e.g. --set c=0.02 --set mu=0.6)",
+        help="a pruner hyperparameter (KEY or pruners.PRUNER.KEY) or a budget key (budget.KEY), TOML "
+        "value syntax, repeatable: --set c=0.02 --set mu=0.6 --set budget.momentum=0.9",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="data", help="where on-disk datasets live")

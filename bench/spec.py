@@ -185,13 +185,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
-def run_overrides(sets: list[str] | tuple[str, ...], pruner: str) -> tuple[dict[str, str], dict[str, str]]:
+def run_overrides(
+    sets: list[str] | tuple[str, ...], pruner: str, budget: Budget
+) -> tuple[dict[str, str], Budget]:
     """`--set` of `bench run` and `bench calibrate` in the sweep files' grammar, for their one
-    run: `budget.KEY=VALUE` a budget key, `pruners.<its pruner>.KEY=VALUE` or the short `KEY=VALUE`
-    a hyperparameter of its pruner. Returns (hyperparameters, budget keys), their values as given
-    (each field's type converts them); raises ConfigError naming the override and the valid forms."""
+    run: `budget.KEY=VALUE` a budget key (over its flag), `pruners.<its pruner>.KEY=VALUE` or the
+    short `KEY=VALUE` a hyperparameter of its pruner. Returns (hyperparameters as given, each
+    field's type converts them; `budget` with the budget keys set); raises ConfigError naming the
+    override and the valid forms or choices."""
     hparams: dict[str, str] = {}
-    budget: dict[str, str] = {}
+    changes: dict[str, Any] = {}
+    hints = typing.get_type_hints(Budget)
     for item in sets:
         key, sep, value = item.partition("=")
         parts = [p.strip() for p in key.strip().split(".")]
@@ -199,16 +203,18 @@ def run_overrides(sets: list[str] | tuple[str, ...], pruner: str) -> tuple[dict[
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. --set c=0.02, --set budget.lr=0.05)")
         if len(parts) == 1:
             hparams[parts[0]] = value.strip()
-        elif len(parts) == 2 and parts[0] == "budget":
-            budget[parts[1]] = value.strip()
         elif len(parts) == 3 and parts[:2] == ["pruners", pruner]:
             hparams[parts[2]] = value.strip()
+        elif len(parts) == 2 and parts[0] == "budget" and parts[1] in BUDGET_KEYS:
+            where = f"--set budget.{parts[1]}"
+            changes[parts[1]] = coerce(parse_value(value.strip()), hints[parts[1]], where)
+            _budget_check(parts[1], where)(changes[parts[1]])
         else:
             raise ConfigError(
                 f"--set {item!r}: a run takes KEY=VALUE or pruners.{pruner}.KEY=VALUE (a hyperparameter "
                 f"of its pruner) or budget.KEY=VALUE (valid budget keys: {', '.join(BUDGET_KEYS)})"
             )
-    return hparams, budget
+    return hparams, dataclasses.replace(budget, **changes)
 
 
 def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", source: str = "") -> SweepSpec:

@@ -208,8 +208,9 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
 
 def add_override_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a key of the sweep file, TOML value syntax, repeatable: "
-                   "--set budget.epochs=1 --set pruners.grda.c=0.01 --set 'grid.seeds=[0]'")
+                   help="set a key of the sweep file (TOML value syntax; a list is an axis) or remove "
+                   "one with ~KEY.PATH, repeatable: --set budget.epochs=1 --set pruners.grda.c=0.01 "
+                   "--set 'pruners.gmp.lr=[0.05, 0.1]' --set 'grid.seeds=[0]' --set ~pruners.imp")
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.config import Budget, RunConfig, build_dataclass, dataclass_from_args, parse_sets
+from bench.config import Budget, RunConfig, build_dataclass, dataclass_from_args
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
 
@@ -73,12 +73,15 @@ def check_devices(configs: Sequence[RunConfig], tasks: int) -> None:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """A validated RunConfig (hyperparameters resolved) from `add_run_flags` flags."""
+    from bench.spec import run_overrides  # not at the top: bench.spec imports this module
+
+    hparams, budget = run_overrides(args.sets, args.pruner, dataclass_from_args(Budget, args, "budget"))
     config = RunConfig(
         pruner=args.pruner,
         model=args.model,
         dataset=args.dataset,
-        hparams=parse_sets(args.sets),
-        budget=dataclass_from_args(Budget, args, "budget"),
+        hparams=hparams,
+        budget=budget,
         seed=args.seed,
         data_dir=args.data_dir,
         device=args.device,

@@ -238,12 +238,16 @@ sparsity = 0.9
 
 
 def test_run_overrides_take_the_sweep_grammar_for_one_run():
-    assert run_overrides(["c=0.02", "pruners.grda.mu=0.6", "budget.lr=0.05"], "grda") == (
-        {"c": "0.02", "mu": "0.6"}, {"lr": "0.05"})
+    hp, budget = run_overrides(["c=0.02", "pruners.grda.mu=0.6", "budget.lr=0.05"], "grda", Budget())
+    assert hp == {"c": "0.02", "mu": "0.6"} and budget == Budget(lr=0.05)
     with pytest.raises(ConfigError, match=r"pruners.grda.KEY=VALUE .*valid budget keys: epochs"):
-        run_overrides(["pruners.gmp.sparsity=0.9"], "grda")
+        run_overrides(["pruners.gmp.sparsity=0.9"], "grda", Budget())
+    with pytest.raises(ConfigError, match=r"--set budget.lr = -1.0: must be > 0"):
+        run_overrides(["budget.lr=-1"], "grda", Budget())
+    with pytest.raises(ConfigError, match=r"--set budget.recipe = 'best': valid choices: shared, paper"):
+        run_overrides(["budget.recipe=best"], "grda", Budget())
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
-        run_overrides(["budget.lr"], "grda")
+        run_overrides(["budget.lr"], "grda", Budget())
 
 
 def test_data_dir_and_device_reach_every_cell():
