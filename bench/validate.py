@@ -35,6 +35,10 @@ def check_config(config: RunConfig) -> RunConfig:
     dataset = DATASETS.get(config.dataset, "dataset")
     if dataset.input_shape is not None:
         model.check_fits(config.dataset, dataset.input_shape, dataset.num_classes)
+    count = config.budget.val_fraction
+    if count >= 1 and dataset.num_train is not None and count >= dataset.num_train:
+        raise ConfigError(f"budget.val_fraction = {count:.0f}: a count of examples must be below "
+                          f"{config.dataset}'s {dataset.num_train:,} training examples, or a fraction in [0, 1)")
     return config
 
 

@@ -250,6 +250,38 @@ def test_run_overrides_take_the_sweep_grammar_for_one_run():
         run_overrides(["budget.lr"], "grda", Budget())
 
 
+def test_a_validation_split_of_a_fixed_count_of_examples():
+    from bench.data import validation_indices
+
+    assert Budget(val_fraction=10000).val_fraction == 10000.0
+    with pytest.raises(ConfigError, match=r"val_fraction = 1.5: must be a fraction in \[0, 1\) or"):
+        Budget(val_fraction=1.5)
+    labels = torch.arange(1000) % 10  # 100 examples per class
+    picked = validation_indices(labels, 50)
+    assert len(picked) == 50 and torch.bincount(labels[picked]).tolist() == [5] * 10
+    assert torch.equal(picked, validation_indices(labels, 0.05))  # the same split as the fraction
+    with pytest.raises(ConfigError, match=r"val_fraction = 1000: a count of examples must be below"):
+        validation_indices(labels, 1000)
+    spec = sweep_from_toml('''
+[budget]
+val_fraction = 10000
+[grid]
+models = "resnet50"
+datasets = "imagenet"
+[pruners.dense]
+''')
+    assert spec.cells[0].budget.val_fraction == 10000
+    with pytest.raises(ConfigError, match=r"val_fraction = 2000000: a count of examples must be below imagenet's"):
+        sweep_from_toml('''
+[budget]
+val_fraction = 2000000
+[grid]
+models = "resnet50"
+datasets = "imagenet"
+[pruners.dense]
+''')
+
+
 def test_data_dir_and_device_reach_every_cell():
     spec = sweep_from_dict(
         {
