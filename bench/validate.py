@@ -38,7 +38,7 @@ def check_config(config: RunConfig) -> RunConfig:
     count = config.budget.val_fraction
     if count >= 1 and dataset.num_train is not None and count >= dataset.num_train:
         raise ConfigError(f"budget.val_fraction = {count:.0f}: a count of examples must be below "
-                          f"{config.dataset}'s {dataset.num_train:,} training examples, or a fraction in [0, 1)")
+                          f"{config.dataset}'s {dataset.num_train:,} training examples (or a fraction < 1)")
     return config
 
 

@@ -271,7 +271,7 @@ datasets = "imagenet"
 [pruners.dense]
 ''')
     assert spec.cells[0].budget.val_fraction == 10000
-    with pytest.raises(ConfigError, match=r"val_fraction = 2000000: a count of examples must be below imagenet's"):
+    with pytest.raises(ConfigError, match=r"val_fraction = 2000000: a count of examples must be below imag"):
         sweep_from_toml('''
 [budget]
 val_fraction = 2000000
