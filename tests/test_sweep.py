@@ -31,6 +31,7 @@ from bench.registry import PRUNERS
 from bench.spec import TOP_KEYS, load_sweep, run_overrides, sweep_from_dict, sweep_from_toml
 from bench.status import cell_statuses, to_submit
 from bench.sweep import run_sweep
+from bench.tracks import describe_track, own_optimizer
 from bench.train import run
 from bench.validate import check_config
 
@@ -280,6 +281,20 @@ models = "resnet50"
 datasets = "imagenet"
 [pruners.dense]
 ''')
+
+
+def test_track_text_names_each_method_s_optimizer_and_marks_those_off_the_shared_recipe():
+    pruners = [("dense", {}), ("grda", {}), ("vd", {}), ("gmp", {}), ("vd", {"optimizer": "sgd"})]
+    paper = describe_track("paper", pruners)
+    assert "SGD, no momentum or weight decay for grda" in paper
+    assert "Adam, lr 0.001 for vd;" in paper and "for vd (optimizer = sgd)" in paper
+    assert "momentum 0.9, weight decay 0.0005 for gmp" in paper and "dense" not in paper
+    assert "Not on it" not in paper  # on the paper track every method trains its own way
+    shared = describe_track("shared", pruners, Budget(momentum=0.9, weight_decay=5e-4))
+    assert "(here: SGD, momentum 0.9, weight decay 0.0005)" in shared
+    assert shared.count("gRDA is its own optimizer") == 1 and shared.count("VD needs Adam") == 1
+    assert own_optimizer("shared", "vd", {"optimizer": "sgd"}) is None
+    assert own_optimizer("shared", "gmp", {}) is None and own_optimizer("paper", "grda", {}) is None
 
 
 def test_data_dir_and_device_reach_every_cell():
