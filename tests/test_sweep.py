@@ -22,11 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import cli, executors
-from bench.config import Budget, RunConfig
+from bench.config import Budget, RunConfig, build_dataclass
 from bench.errors import ConfigError
+from bench.estimate import Estimate
 from bench.executors import local as local_executor
 from bench.executors import slurm as slurm_executor
 from bench.io import read_json, write_json
+from bench.pruner import RunContext
 from bench.registry import PRUNERS
 from bench.spec import TOP_KEYS, load_sweep, run_overrides, sweep_from_dict, sweep_from_toml
 from bench.status import cell_statuses, to_submit
@@ -295,6 +297,35 @@ def test_track_text_names_each_method_s_optimizer_and_marks_those_off_the_shared
     assert shared.count("gRDA is its own optimizer") == 1 and shared.count("VD needs Adam") == 1
     assert own_optimizer("shared", "vd", {"optimizer": "sgd"}) is None
     assert own_optimizer("shared", "gmp", {}) is None and own_optimizer("paper", "grda", {}) is None
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/sweep.toml"))
+
+
+def _optimizer_family(cell: RunConfig) -> str:
+    """The optimizer family a cell trains with (`Pruner.optimizer_family`), from its pruner built
+    as a run builds it (no model needed)."""
+    cls = PRUNERS.get(cell.pruner)
+    pruner = cls(build_dataclass(cls.Hparams, cell.hparams, cell.pruner), cell.budget, RunContext())
+    return pruner.optimizer_family
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_sweeps_lead_with_the_paper_track_with_a_dense_row_per_optimizer_family(
+    path, tmp_path, monkeypatch, capsys
+):
+    spec = load_sweep(path)
+    assert spec.budget.recipe == "paper"  # the primary track: the file's (first) recipe
+    for recipe in {c.budget.recipe for c in spec.cells}:
+        cells = [c for c in spec.cells if c.budget.recipe == recipe]
+        dense = {_optimizer_family(c) for c in cells if c.pruner == "dense"}
+        pruned = {_optimizer_family(c) for c in cells if c.pruner != "dense"}
+        assert pruned <= dense, f"{recipe} track: no dense row trained with {sorted(pruned - dense)}"
+    # and the dry run still takes it (its compute probe is not under test here)
+    no_probe = Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
+    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None: no_probe)
+    assert cli.main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    assert f"{len(spec.cells)} cells" in capsys.readouterr().out and not (tmp_path / "out").exists()
 
 
 def test_data_dir_and_device_reach_every_cell():
