@@ -87,16 +87,25 @@ class SweepSpec:
     path: Path
     source: str = ""  # the TOML text, kept in the out folder's manifest
     overrides: tuple[str, ...] = ()  # the `--set KEY=VALUE` applied to it, in order
+    # budget keys tuned in this sweep (a list in [budget] or set under a pruner): part of a
+    # pruner's setting, not of its board section
+    tuned: tuple[str, ...] = ()
 
     def per_pruner(self) -> Counter[str]:
         return Counter(c.pruner for c in self.cells)
 
+    def section_budget(self, cell: RunConfig) -> Budget:
+        """`cell`'s budget with its tuned keys at the sweep's base values: the budget of its
+        board section, the same for every pruner compared in it."""
+        return dataclasses.replace(cell.budget, **{k: getattr(self.budget, k) for k in self.tuned})
+
     def settings_per_pruner(self) -> dict[str, int]:
-        """Per pruner, its distinct settings: (hyperparameters, budget) pairs over its cells,
-        models, datasets and seeds aside. What it was tuned over, budget axes included."""
+        """Per pruner, how many settings it was tuned over: its distinct (hyperparameters, tuned
+        budget keys) over its cells; models, datasets, seeds and sections (recipe track...) aside.
+        The board's tuning count."""
         seen: dict[str, set[str]] = {}
         for c in self.cells:
-            key = repr((sorted(c.hparams.items()), dataclasses.astuple(c.budget)))
+            key = repr((sorted(c.hparams.items()), [getattr(c.budget, k) for k in self.tuned]))
             seen.setdefault(c.pruner, set()).add(key)
         return {p: len(v) for p, v in seen.items()}
 
@@ -283,7 +292,10 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
     if errors:
         raise ConfigError(_format(path, list(dict.fromkeys(errors))))
     base = Budget(**{k: v[0] for k, v in budget_axes.items()})  # each [budget] axis at its first value
-    return SweepSpec(name=name, budget=base, cells=list(cells.values()), path=path, source=source)
+    varied = {k for _, _, b in settings for k in TUNABLE_BUDGET_KEYS if getattr(b, k) != getattr(base, k)}
+    tuned = tuple(k for k in TUNABLE_BUDGET_KEYS if k in varied)
+    return SweepSpec(name=name, budget=base, cells=list(cells.values()), path=path, source=source,
+                     tuned=tuned)
 
 
 def _format(path: Path, errors: list[str]) -> str:

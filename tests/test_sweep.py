@@ -158,7 +158,8 @@ lr = [0.05, 0.1]
     assert gmp == [(s, lr, seed) for s in (0.8, 0.9) for lr in (0.05, 0.1) for seed in (0, 1)]
     assert {c.budget.lr for c in spec.cells if c.pruner == "dense"} == {0.1}  # [budget]'s value
     assert {c.budget.epochs for c in spec.cells} == {3}
-    assert spec.settings_per_pruner() == {"dense": 1, "gmp": 4}
+    assert spec.settings_per_pruner() == {"dense": 1, "gmp": 4} and spec.tuned == ("lr",)
+    assert {spec.section_budget(c) for c in spec.cells} == {Budget(lr=0.1, epochs=3)}  # one section
     assert len({c.run_id for c in spec.cells}) == len(spec.cells) == 2 + 8
 
 
@@ -179,6 +180,18 @@ weight_decay = 1e-4
     assert [c.budget.weight_decay for c in spec.cells if c.pruner == "magnitude"] == [1e-4]
     assert {c.budget.momentum for c in spec.cells} == {0.9}
     assert spec.budget.weight_decay == 0.0  # the base budget: each axis at its first value
+    assert spec.tuned == ("weight_decay",) and spec.settings_per_pruner() == {"dense": 2, "magnitude": 1}
+    tracks = sweep_from_toml("""
+[budget]
+recipe = ["paper", "shared"]
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.gmp]
+sparsity = [0.8, 0.9]
+""")  # a section key: one section per value, not tuning
+    assert tracks.tuned == () and tracks.settings_per_pruner() == {"gmp": 2} and len(tracks.cells) == 4
+    assert {tracks.section_budget(c).recipe for c in tracks.cells} == {"paper", "shared"}
 
 
 def test_budget_axes_count_towards_max_cells_before_expansion():
