@@ -182,6 +182,12 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
     axes = {k: sorted({getattr(c, k) for c in cells}) for k in ("model", "dataset", "seed")}
     print("  " + "; ".join(f"{k}s {', '.join(map(str, v))}" for k, v in axes.items()))
     print(f"  budget: {_budget_line(spec.budget)}")
+    tracks = list(dict.fromkeys(c.budget.recipe for c in cells))
+    if len(tracks) > 1:
+        print(f"  recipe tracks (one board section each): {', '.join(tracks)}")
+    if spec.tuned:
+        settings = ", ".join(f"{p} {n}" for p, n in spec.settings_per_pruner().items())
+        print(f"  tuned budget keys: {', '.join(spec.tuned)}; settings per pruner: {settings}")
     print("timing a few training steps of each (pruner, model, dataset) here...", file=sys.stderr)
     est = estimate(spec, out if out.exists() else None)
     n_done = sum(1 for c in cells if status.finished_result(out if out.exists() else None, c))

@@ -139,6 +139,7 @@ def test_set_drops_a_pruner_and_tunes_a_budget_key_from_the_command_line(tmp_pat
     out = capsys.readouterr().out
     assert "sweep small" in out and ": 6 cells" in out  # dense x 2 seeds + gmp x 2 lr x 2 seeds
     assert "imp" not in out and not (tmp_path / "out").exists()
+    assert "tuned budget keys: lr; settings per pruner: dense 1, gmp 2" in out
     assert cli.main([*argv[:-4], "--set", "~pruners.snip"]) == 2
     assert "no such key to remove; pruners has: dense, gmp, imp" in capsys.readouterr().err
 
