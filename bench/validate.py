@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.config import Budget, RunConfig, build_dataclass, dataclass_from_args, parse_sets
+from bench.config import Budget, RunConfig, build_dataclass, dataclass_from_args
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
 
@@ -35,6 +35,10 @@ def check_config(config: RunConfig) -> RunConfig:
     dataset = DATASETS.get(config.dataset, "dataset")
     if dataset.input_shape is not None:
         model.check_fits(config.dataset, dataset.input_shape, dataset.num_classes)
+    count = config.budget.val_fraction
+    if count >= 1 and dataset.num_train is not None and count >= dataset.num_train:
+        raise ConfigError(f"budget.val_fraction = {count:.0f}: a count of examples must be below "
+                          f"{config.dataset}'s {dataset.num_train:,} training examples (or a fraction < 1)")
     return config
 
 
@@ -73,12 +77,15 @@ def check_devices(configs: Sequence[RunConfig], tasks: int) -> None:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """A validated RunConfig (hyperparameters resolved) from `add_run_flags` flags."""
+    from bench.spec import run_overrides  # not at the top: bench.spec imports this module
+
+    hparams, budget = run_overrides(args.sets, args.pruner, dataclass_from_args(Budget, args, "budget"))
     config = RunConfig(
         pruner=args.pruner,
         model=args.model,
         dataset=args.dataset,
-        hparams=parse_sets(args.sets),
-        budget=dataclass_from_args(Budget, args, "budget"),
+        hparams=hparams,
+        budget=budget,
         seed=args.seed,
         data_dir=args.data_dir,
         device=args.device,
