@@ -197,14 +197,14 @@ def dense_partner(a_dir: Path, runs: pd.DataFrame, where: str) -> Path:
     family = result.get("optimizer_family")
     if family and "optimizer_family" in ok.columns:
         ok = ok[ok["optimizer_family"] == family]
-    want = (f"a dense run of model {config.model}, data set {config.dataset}, seed {config.seed}, "
+    want = (f"dense run of model {config.model}, data set {config.dataset}, seed {config.seed}, "
             f"A's budget" + (f" and optimizer family {family}" if family else ""))
     if ok.empty:
         raise ConfigError(f"B: no {want} under {where}; train one (bench run --pruner dense --model "
                           f"{config.model} --dataset {config.dataset} --seed {config.seed} and A's budget "
                           "flags) or give B")
     if len(ok) > 1:
-        raise ConfigError(f"B: {len(ok)} runs are {want} ({', '.join(ok['run_id'])}); give B")
+        raise ConfigError(f"B: {len(ok)} runs match ({want}: {', '.join(ok['run_id'])}); give B")
     return Path(ok["path"].iat[0])
 
 
@@ -583,7 +583,8 @@ def board_valley(runs: pd.DataFrame, root: str | Path, points: int = 11, top_k: 
     hp = sorted(c for c in ok.columns if c.startswith("hparams."))
     per_run, paths, eig_cache = [], [], {}
     for r in ok[ok["pruner"] != "dense"].to_dict(orient="records"):
-        setting = ", ".join(f"{c.removeprefix('hparams.')}={r[c]}" for c in hp if pd.notna(r[c]))
+        setting = ", ".join(f"{c.removeprefix('hparams.')}={r[c]:g}" if isinstance(r[c], float)
+                            else f"{c.removeprefix('hparams.')}={r[c]}" for c in hp if pd.notna(r[c]))
         base = {"pruner": r["pruner"], "setting": setting, "seed": r["seed"], "sparsity": r.get("sparsity")}
         try:
             b_dir = dense_partner(Path(r["path"]), ok, str(root))
@@ -612,7 +613,8 @@ def board_valley(runs: pd.DataFrame, root: str | Path, points: int = 11, top_k: 
     out = g.agg(seeds=("seed", "nunique"), sparsity=("sparsity", "mean"), barrier_mean=("barrier", "mean"),
                 barrier_sd=("barrier", "std"), n=("barrier", "count"), fraction_mean=("fraction", "mean"),
                 fraction_sd=("fraction", "std"), random_fraction=("random_fraction", "mean"),
-                note=("note", lambda s: "; ".join(sorted({x for x in s if x})) or None)).reset_index()
+                note=("note", lambda s: "; ".join(sorted({x for x in s if isinstance(x, str)})) or None),
+                ).reset_index()
     out["barrier_ci"] = t_halfwidth(out["barrier_sd"], out["n"], confidence)
     out["fraction_ci"] = t_halfwidth(out["fraction_sd"], out["n"], confidence)
     return out[cols], (pd.concat(paths, ignore_index=True) if paths else pd.DataFrame())
