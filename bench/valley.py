@@ -112,8 +112,8 @@ def load_data(config: RunConfig, device: torch.device) -> Data:
 
 
 def load_final_model(run_dir: Path, config: RunConfig, data: Data) -> nn.Module:
-    """The run's final model as it was evaluated (the pruner's `finalize`: masks applied), eval mode.
-    The one place that reads a checkpoint."""
+    """The run's final model as it was evaluated (the pruner's `finalize`: masks applied), eval mode,
+    on the run's device (`config.device`). The one place that reads a checkpoint."""
     from bench.train import Trainer
 
     trainer = Trainer(config, run_dir, progress=False, data=data)
@@ -497,8 +497,6 @@ def valley(run_a: str | Path, run_b: str | Path, points: int = POINTS, top_k: in
            eigs: tuple[np.ndarray, np.ndarray] | None = None) -> Valley:
     """Measure the pair (see the module docstring). `top_k` 0 skips the Hessian; `eigs`: B's
     eigenpairs already computed (a board reuses one dense run's for every pruner)."""
-    import torch
-
     from bench.train import resolve_device
 
     if points < 2:
@@ -516,7 +514,6 @@ def valley(run_a: str | Path, run_b: str | Path, points: int = POINTS, top_k: in
     result = Valley(a.run_id, b.run_id, [n for n in (a.note, b.note, data_order_note(a, b)) if n])
     if a.model is None or b.model is None:
         return result
-    torch.manual_seed(0)
     w_a, w_b = _flat(a.model), _flat(b.model)
     result.parameters, result.distance = w_a.numel(), float((w_a - w_b).norm())
     train = training_batches(data, b.config.seed, train_examples)
@@ -526,8 +523,7 @@ def valley(run_a: str | Path, run_b: str | Path, points: int = POINTS, top_k: in
             model, training_batches(data, b.config.seed, hessian_examples), top_k)
         d = (w_a - w_b).double().cpu().numpy()
         result.eigenvalues = [float(v) for v in vals]
-        result.projections = [float((vecs[:, i] @ d) ** 2 / (d @ d)) if d @ d > 0 else math.nan
-                              for i in range(vecs.shape[1])]
+        result.projections = [span_fraction(vecs[:, i : i + 1], d) for i in range(vecs.shape[1])]
         result.random = [float(f) for f in random_fractions(vecs, draws)]
         result.hessian_examples = min(hessian_examples, data.num_train)
     result.line = walk(model, line(w_a, w_b, points), train, data)
@@ -542,11 +538,33 @@ def valley(run_a: str | Path, run_b: str | Path, points: int = POINTS, top_k: in
 # ------------------------------------------------------------------------------- figures
 
 
+def _figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files, never windows
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """`path` (PNG) and an SVG beside it, each written atomically."""
+    import matplotlib.pyplot as plt
+
+    from bench.io import atomic_write
+
+    path = Path(path)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, metadata={"Software": None}))
+    atomic_write(path.with_suffix(".svg"),
+                 lambda f: fig.savefig(f, format="svg", metadata={"Date": None, "Creator": None}))
+    plt.close(fig)
+    return path
+
+
 def plot_path(result: Valley, path: str | Path) -> Path:
     """Training loss and validation/test top-1 along the path (and the curve): PNG + SVG."""
-    from bench.plots import _save, plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_loss, ax_acc) = _figure(1, 2, figsize=(10, 3.8))
     paths = [("straight", result.line, "-")]
     if result.curve is not None:
         paths.append(("Bezier", result.curve, "--"))
@@ -634,15 +652,33 @@ def _folder(r: dict[str, Any], root: Path) -> Path:
     return found
 
 
+def board_markdown(valleys: pd.DataFrame) -> str:
+    """`board_valley`'s table in Markdown: mean ± half-width over seeds, "n/a" with the reason where
+    the comparison does not apply."""
+
+    def pm(mean: float, ci: float, fmt: str) -> str:
+        if math.isnan(mean):
+            return "n/a"
+        return format(mean, fmt) + ("" if math.isnan(ci) else f" ± {format(ci, fmt)}")
+
+    rows = [[r.pruner, r.setting, r.seeds, "-" if math.isnan(r.sparsity) else f"{100 * r.sparsity:.1f}%",
+             pm(r.barrier_mean, r.barrier_ci, ".3g"), pm(r.fraction_mean, r.fraction_ci, ".3g"),
+             "-" if math.isnan(r.random_fraction) else f"{r.random_fraction:.3g}", r.note or ""]
+            for r in valleys.itertuples(index=False)]
+    header = ["pruner", "setting", "seeds", "sparsity", "barrier", "top-k fraction", "random directions",
+              "note"]
+    return table(rows, header, right=header[2:7])
+
+
 def plot_board_paths(table: pd.DataFrame, paths: pd.DataFrame, level: float, path: str | Path) -> Path:
     """Training loss along the straight path to the dense run, one line per pruner (its setting
     whose mean sparsity is nearest `level`; mean over seeds): PNG + SVG."""
-    from bench.plots import _save, plt, pruner_palette
+    from bench.plots import pruner_palette
 
     if paths.empty:
         raise ConfigError("no measured paths to plot (every comparison was not applicable)")
     palette = pruner_palette(paths["pruner"].unique())
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = _figure(figsize=(6.5, 4))
     measured = table.dropna(subset=["barrier_mean"])
     for pruner, rows in measured.groupby("pruner"):
         best = rows.iloc[(rows["sparsity"] - level).abs().argmin()]
