@@ -134,12 +134,17 @@ def load_endpoint(run_dir: str | Path, data: Data | None = None,
     data = data or load_data(config, device)
     final = load_final_model(run_dir, config, data)
     dense = MODELS.get(config.model).build(data.num_classes).to(device)
-    try:
-        dense.load_state_dict(final.state_dict())
-    except RuntimeError as e:
-        why = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        return Endpoint(run_dir, config, result, None,
-                        f"not applicable: {config.pruner} changes the architecture ({why})"), data
+    mine, want = final.state_dict(), dense.state_dict()
+
+    def shape(state: dict[str, Any], key: str) -> str:
+        return "x".join(map(str, state[key].shape)) if key in state else "absent"
+
+    differ = [k for k in {**want, **mine} if shape(mine, k) != shape(want, k)]
+    if differ:
+        k = differ[0]
+        return Endpoint(run_dir, config, result, None, f"not applicable: {config.pruner} changes the "
+                        f"architecture ({k}: {shape(mine, k)}, dense {shape(want, k)})"), data
+    dense.load_state_dict(mine)
     return Endpoint(run_dir, config, result, dense.eval()), data
 
 
@@ -663,7 +668,8 @@ def board_markdown(valleys: pd.DataFrame) -> str:
 
     rows = [[r.pruner, r.setting, r.seeds, "-" if math.isnan(r.sparsity) else f"{100 * r.sparsity:.1f}%",
              pm(r.barrier_mean, r.barrier_ci, ".3g"), pm(r.fraction_mean, r.fraction_ci, ".3g"),
-             "-" if math.isnan(r.random_fraction) else f"{r.random_fraction:.3g}", r.note or ""]
+             "-" if math.isnan(r.random_fraction) else f"{r.random_fraction:.3g}",
+             r.note if isinstance(r.note, str) else ""]
             for r in valleys.itertuples(index=False)]
     header = ["pruner", "setting", "seeds", "sparsity", "barrier", "top-k fraction", "random directions",
               "note"]

@@ -211,6 +211,9 @@ def test_board_table_and_figure(runs, tmp_path):
     assert np.isnan(channel["barrier_mean"]) and "changes the architecture" in channel["note"]
     assert set(paths["pruner"]) == {"grda"} and len(paths) == 3
     md = valley.board_markdown(table)
-    assert "| grda | c=0.02, mu=0.6 | 1 |" in md and "| n/a | n/a |" in md
+    row = {line.split(" | ")[0]: line for line in md.splitlines()}
+    assert row["| grda"].startswith("| grda | c=0.02, mu=0.6") and row["| grda"].endswith("|  |")
+    assert "| n/a | n/a | - | not applicable: channel changes the architecture (1.weight: " \
+        in row["| channel"]
     figure = valley.plot_board_paths(table, paths, 0.9, tmp_path / "paths.png")
     assert figure.is_file()
