@@ -711,6 +711,8 @@ def cmd_valley(args: argparse.Namespace) -> int:
                              ("--hessian-examples", args.hessian_examples, 1), ("--draws", args.draws, 2)):
         if value < low:
             raise ConfigError(f"{flag} = {value}: must be at least {low}")
+    if args.train_examples is not None and args.train_examples < 1:
+        raise ConfigError(f"--train-examples = {args.train_examples}: must be at least 1 (or left out: all)")
     if args.figure and Path(args.figure).suffix != ".png":
         raise ConfigError(f"--figure = {args.figure!r}: must end in .png (an SVG is written beside it)")
     if args.figure and not Path(args.figure).resolve().parent.is_dir():

@@ -181,6 +181,8 @@ def test_cli_finds_the_dense_run_of_the_seed(runs, tmp_path, capsys):
     (["/"], "not a run folder"),
     (["grda", "--points", "1"], "--points = 1: must be at least 2"),
     (["grda", "--figure", "v.jpg"], "--figure = 'v.jpg': must end in .png"),
+    (["grda", "--train-examples", "0"], "--train-examples = 0: must be at least 1"),
+    (["grda", "--device", "cuda:7"], "--device = 'cuda:7': no such device"),
 ])
 def test_bad_input_is_a_clear_error(runs, argv, message, capsys):
     assert cli.main(["valley", *argv, "--in", str(runs["dense"].parent)]) == 2
