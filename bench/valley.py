@@ -577,7 +577,9 @@ def plot_path(result: Valley, path: str | Path) -> Path:
         ax_loss.plot(df["t"], df["loss"], style, marker=".", color="C0", label=name)
         ax_acc.plot(df["t"], df["val_top1"], style, marker=".", color="C1", label=f"{name}: validation")
         ax_acc.plot(df["t"], df["test_top1"], style, marker=".", color="C2", label=f"{name}: test")
-    ax_loss.set(xlabel="t (0: A, 1: B)", ylabel="training loss", title=f"barrier {result.barrier:.3g}")
+    title = f"barrier {result.barrier:.3g}" + (
+        f" (Bezier curve: {result.curve_barrier:.3g})" if result.curve is not None else "")
+    ax_loss.set(xlabel="t (0: A, 1: B)", ylabel="training loss", title=title)
     ax_acc.set(xlabel="t (0: A, 1: B)", ylabel="top-1")
     for ax in (ax_loss, ax_acc):
         ax.legend(fontsize=8)
