@@ -35,6 +35,7 @@ the paper's fixed-batch comparison.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -608,8 +609,7 @@ def board_valley(runs: pd.DataFrame, root: str | Path, points: int = 11, top_k: 
     hp = sorted(c for c in ok.columns if c.startswith("hparams."))
     per_run, paths, eig_cache = [], [], {}
     for r in ok[ok["pruner"] != "dense"].to_dict(orient="records"):
-        setting = ", ".join(f"{c.removeprefix('hparams.')}={r[c]:g}" if isinstance(r[c], float)
-                            else f"{c.removeprefix('hparams.')}={r[c]}" for c in hp if pd.notna(r[c]))
+        setting = _setting(r, hp)
         base = {"pruner": r["pruner"], "setting": setting, "seed": r["seed"], "sparsity": r.get("sparsity")}
         try:
             b_dir = dense_partner(Path(r["path"]), ok, str(root))
@@ -643,6 +643,23 @@ def board_valley(runs: pd.DataFrame, root: str | Path, points: int = 11, top_k: 
     out["barrier_ci"] = t_halfwidth(out["barrier_sd"], out["n"], confidence)
     out["fraction_ci"] = t_halfwidth(out["fraction_sd"], out["n"], confidence)
     return out[cols], (pd.concat(paths, ignore_index=True) if paths else pd.DataFrame())
+
+
+def _setting(r: dict[str, Any], columns: list[str]) -> str:
+    """A run's hyperparameters that differ from its pruner's defaults ("defaults" if none)."""
+    from bench.registry import PRUNERS
+
+    try:
+        defaults = dataclasses.asdict(PRUNERS.get(r["pruner"]).Hparams())
+    except ConfigError:  # a plugin's pruner not loaded here: every value
+        defaults = {}
+    parts = []
+    for c in columns:
+        key, value = c.removeprefix("hparams."), r[c]
+        if (isinstance(value, float) and math.isnan(value)) or defaults.get(key, object()) == value:
+            continue
+        parts.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    return ", ".join(parts) or "defaults"
 
 
 def _folder(r: dict[str, Any], root: Path) -> Path:
