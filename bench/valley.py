@@ -243,27 +243,29 @@ def _flat(model: nn.Module) -> torch.Tensor:
     return parameters_to_vector(model.parameters()).detach().clone()
 
 
-def _has_bn(model: nn.Module) -> bool:
-    from torch import nn
-
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 def recompute_bn(model: nn.Module, batches: Batches) -> None:
-    """Batch-norm running statistics as the exact average over `batches` (no-op without BN)."""
+    """Batch-norm running statistics recomputed over `batches` (no-op without BN): the mean is the
+    exact mean over their examples, the variance the example-weighted mean of the batch variances
+    (as Garipov et al.'s `bn_update`)."""
     import torch
     from torch import nn
 
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
+    momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average
     model.train()
+    seen = 0
     with torch.no_grad():
         for x, _ in batches:
+            for m in bns:  # weight of this batch in the running average: its share of the examples
+                m.momentum = len(x) / (seen + len(x))
             model(x)
+            seen += len(x)
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
     model.eval()
 
 

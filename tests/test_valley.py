@@ -110,6 +110,16 @@ def test_barrier():
     assert valley.barrier(bump) == pytest.approx(3.0 - 0.5)
 
 
+def test_batch_norm_statistics_are_recomputed_exactly():
+    model, batches = _tiny()
+    valley.recompute_bn(model, batches)
+    hidden = [model[0](x).detach() for x, _ in batches]
+    torch.testing.assert_close(model[1].running_mean, torch.cat(hidden).mean(0))
+    n = sum(len(h) for h in hidden)  # the batches' (unbiased) variances, weighted by their sizes
+    torch.testing.assert_close(model[1].running_var, sum(len(h) / n * h.var(0) for h in hidden))
+    assert not model.training and model[1].momentum == 0.1
+
+
 def test_end_points_reproduce_each_runs_record(runs):
     v = valley.valley(runs["grda"], runs["dense"], points=5, top_k=3, hessian_examples=200, draws=4)
     assert v.applicable and v.notes == []
