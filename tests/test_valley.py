@@ -229,3 +229,14 @@ def test_board_table_and_figure(runs, tmp_path):
         in row["| channel"]
     figure = valley.plot_board_paths(table, paths, 0.9, tmp_path / "paths.png")
     assert figure.is_file()
+
+
+def test_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom bench.cli import main\ntry:\n    main(['valley', '--help'])\n"
+            "except SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert "usage: bench valley" in out and "TORCH False" in out
