@@ -11,7 +11,8 @@ falsi once the target is bracketed, steps by the last known slope until then):
    grows with the step count), so only a full-budget run is ever the answer.
 
 Search runs live in a temporary folder (deleted) unless `search_dir` is given; the answer's run
-folder is copied into `out` like any `bench run`, next to the JSON record of the search.
+folder is copied into `out` like any `bench run`, next to the JSON record of the search
+(`calibration-*.json`, read back by `load_calibrations`: a board shows what landing cost).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from typing import Any
 
 from bench.config import RunConfig, add_run_flags, parse_sets
 from bench.errors import ConfigError
-from bench.io import write_json
+from bench.io import read_json, write_json
 from bench.pruner import SparsityKnob
 from bench.registry import PRUNERS
 from bench.run.job import run
-from bench.validate import check_config, config_from_args
+from bench.spec import config_from_args
+from bench.validate import check_config
 
 LOGIT_CLIP = 1e-3  # sparsity 0 or 1 (saturated) counts as 0.001 or 0.999
 
@@ -236,6 +238,46 @@ def search_cost(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "steps": sum(t.get("steps", 0) for t in trials),
         "train_macs": sum(t.get("train_macs", 0.0) for t in trials),
     }
+
+
+CALIBRATION_COLUMNS = ["dataset", "model", "pruner", "recipe", "target", "knob", "value", "sparsity",
+                       "within_tolerance", "runs", "steps", "budgets"]
+
+
+def _calibration_row(path: Path) -> dict[str, Any]:
+    r = read_json(path)
+    if not isinstance(r, dict):
+        raise ConfigError(f"{path}: not a calibration record (a JSON object); remake it with "
+                          "`bench calibrate` or remove it")
+    cost, trials, knob = r.get("cost"), r.get("trials", []), r.get("knob")
+    fields = {"cost.runs": (cost or {}).get("runs") if isinstance(cost, dict) else None,
+              "cost.steps": (cost or {}).get("steps") if isinstance(cost, dict) else None,
+              "target": r.get("target"), "sparsity": r.get("sparsity")}
+    bad = [k for k, v in fields.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+    if bad or not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
+        raise ConfigError(f"{path}: malformed calibration record (field(s) {', '.join(bad) or 'trials'} "
+                          "missing or not numbers); remake it with `bench calibrate` or remove it")
+    full = [t for t in trials if t.get("phase") == "full" and isinstance(t.get("steps"), int | float)
+            and t["steps"] > 0]
+    budget_steps = full[-1]["steps"] if full else None
+    return {
+        "dataset": r.get("dataset"), "model": r.get("model"), "pruner": r.get("pruner"),
+        "recipe": (r.get("budget") or {}).get("recipe", "shared"), "target": r["target"],
+        "knob": knob.get("name") if isinstance(knob, dict) else knob,
+        "value": r.get("value"), "sparsity": r["sparsity"], "within_tolerance": r.get("within_tolerance"),
+        "runs": cost["runs"], "steps": cost["steps"],
+        "budgets": cost["steps"] / budget_steps if budget_steps else math.nan,
+    }
+
+
+def load_calibrations(folder: str | Path) -> Any:
+    """The calibration records in `folder` (calibration-*.json) as a DataFrame, one row each: what
+    landing a knob pruner on each target sparsity cost (runs, optimizer steps, in budgets: steps /
+    the steps of its full-budget run). A malformed record is a ConfigError naming the file."""
+    import pandas as pd
+
+    rows = [_calibration_row(p) for p in sorted(Path(folder).glob("calibration-*.json"))]
+    return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
 
 
 def _publish(src: Path, out: Path, config: RunConfig) -> Path:

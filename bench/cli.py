@@ -27,7 +27,8 @@ from bench.config import Budget, add_run_flags
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.runs import RunDir
-from bench.validate import check_data, check_device_here, check_out, config_from_args
+from bench.spec import config_from_args
+from bench.validate import check_data, check_device_here, check_out
 
 # name -> ("module:function" that adds the command's flags to its parser, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,8 +37,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("bench.sweep", "run a TOML grid of runs locally or as one SLURM job array"),
     "status": ("bench.status", "done / running / pending / failed / diverged cells of a sweep folder"),
     "gather": ("bench.results", "collect run folders into results.parquet (+ .history.parquet)"),
-    "leaderboard": ("bench.leaderboard", "Markdown + CSV + figures from a results.parquet"),
-    "board": ("bench.board", "run DIR/sweep.toml, gather it, write the leaderboard into DIR"),
+    "leaderboard": ("bench.board.cli:configure_leaderboard",
+                    "Markdown + CSV + figures from a results.parquet"),
+    "board": ("bench.board.cli:configure", "run DIR/sweep.toml, gather it, write the leaderboard into DIR"),
     "calibrate": ("bench.calibrate", "search a pruner's sparsity knob (gRDA c, STR s_weight_decay, VD "
                   "kl_weight) for a target sparsity; the answer is a full-budget run"),
     "compare": ("bench.compare", "two pruners, settings or run sets, paired by seed: differences in top-1 "
@@ -46,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "loading it back"),
     "speedup": ("bench.speedup", "measure the inference speed-up per backend of finished runs (no "
                 "retraining)"),
+    "valley": ("bench.valley", "is a pruned model in its dense run's valley: loss along the path between "
+               "them, barrier, Hessian top-k projection of their difference"),
     "perf": ("bench.perf", "wall time and memory of every pruner vs dense SGD-momentum, and the harness's "
              "speed"),
 }

@@ -7,11 +7,16 @@ board folder: that whole run set) or a filter on the runs of `--in` (default `ru
 `sparsity` the target of gmp, not the measured sparsity); any other key is a column of the runs
 table. Values are TOML (`0.02`, `"layer"`, `true`).
 
-Only finished runs (status ok) take part. Runs are paired by (model, dataset, seed): on each side
-at most one run per pair, so a selector that matches several settings is refused with the
-settings it matched. For each metric (test and validation top-1, sparsity, train time, training
-peak memory, process peak RSS, state bytes) the table gives both means over the pairs and the
-mean difference A - B with its 95% interval and the paired t-test's p-value (bench.stats.paired_t):
+Only finished runs (status ok) take part; how many others were left out is said. Runs are paired
+by (model, dataset, seed): on each side at most one run per pair, so a selector that matches
+several settings is refused with the settings it matched; pairs whose budgets differ are refused
+unless `--unequal-budgets` is given. For each metric (the run-record fields declared `compare`:
+test and validation top-1, sparsity, train time, training peak memory, process peak RSS, state;
+labels and units from bench.record) the table gives both means over the pairs and the mean
+difference A - B with its 95% interval and p-value: for test top-1, where every paired run stored
+its per-example predictions, the two-level bootstrap over seeds and test examples
+(bench.stats.paired_bootstrap, as the boards use); otherwise the paired t-test over seeds
+(bench.stats.paired_t):
 
     bench compare grda:c=0.01648 gmp:sparsity=0.9 --in runs/digits-mlp
     bench compare leaderboards/digits-mlp runs/my-rerun --json
@@ -31,35 +36,30 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.errors import ConfigError
 from bench.markdown import table
+from bench.predictions import read_predictions, read_run_predictions
+from bench.record import COMPARED, SHOWN
 from bench.results import load
 from bench.spec import parse_value
-from bench.stats import PairedT, paired_t
+from bench.stats import PairedBootstrap, PairedT, paired_bootstrap, paired_t
 
 PAIR_KEYS = ("model", "dataset", "seed")
-# metric column -> (label, unit scale, format) for the table
-METRICS: dict[str, tuple[str, float, str]] = {
-    "top1": ("test top-1", 1.0, ".4f"),
-    "val_top1": ("validation top-1", 1.0, ".4f"),
-    "sparsity": ("sparsity", 1.0, ".4f"),
-    "train_time_s": ("train time (s)", 1.0, ".4g"),
-    "peak_tensor_bytes": ("training peak memory (MiB)", 2.0**-20, ".4g"),
-    "peak_memory_bytes": ("process peak RSS (MiB)", 2.0**-20, ".4g"),
-    "state_bytes": ("state (MiB)", 2.0**-20, ".4g"),
-}
+METRICS = tuple(s.name for s in COMPARED)  # labels, units and formats: bench.record.SHOWN
 
 
 @dataclass(frozen=True)
 class MetricDiff:
-    """One metric over the pairs: both means and the paired difference A - B."""
+    """One metric over the pairs: both means and the paired difference A - B (`test` names how)."""
 
     metric: str
     a_mean: float
     b_mean: float
-    diff: PairedT
+    diff: PairedT | PairedBootstrap
+    test: str = "paired t over seeds"
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class Comparison:
     b: str
     pairs: pd.DataFrame  # model, dataset, seed, run_id_a, run_id_b, <metric>_a, <metric>_b
     metrics: list[MetricDiff]
+    left_out: int = 0  # runs of the run sets not taking part: not finished with status ok
 
     def metric(self, name: str) -> MetricDiff:
         for m in self.metrics:
@@ -84,7 +85,9 @@ class Comparison:
             "b": self.b,
             "paired_by": list(PAIR_KEYS),
             "pairs": self.pairs[[*PAIR_KEYS, "run_id_a", "run_id_b"]].to_dict(orient="records"),
-            "metrics": {m.metric: {"a_mean": _num(m.a_mean), "b_mean": _num(m.b_mean),
+            "left_out": self.left_out,
+            "metrics": {m.metric: {"a_mean": _num(m.a_mean), "b_mean": _num(m.b_mean), "test": m.test,
+                                   "n": len(self.pairs),
                                    **{k: _num(v) for k, v in asdict(m.diff).items()}}
                         for m in self.metrics},
         }
@@ -94,17 +97,16 @@ class Comparison:
         labels, the difference being A - B."""
         rows = []
         for m in self.metrics:
-            label, scale, fmt = METRICS[m.metric]
-            d = m.diff
+            shown, d = SHOWN[m.metric], m.diff
 
-            def f(x: float, scale: float = scale, fmt: str = fmt) -> str:
-                return "-" if math.isnan(x) else format(x * scale, fmt)
+            def f(x: float, shown: Any = shown) -> str:
+                return "-" if math.isnan(x) else shown.format(x)
 
-            rows.append([label, f(m.a_mean), f(m.b_mean), f(d.mean), f"[{f(d.low)}, {f(d.high)}]",
-                         "-" if math.isnan(d.p) else f"{d.p:.3g}", d.n])
+            rows.append([shown.header, f(m.a_mean), f(m.b_mean), f(d.mean), f"[{f(d.low)}, {f(d.high)}]",
+                         "-" if math.isnan(d.p) else f"{d.p:.3g}", m.test])
         level = self.metrics[0].diff.level if self.metrics else 0.95
-        header = ["metric", "A", "B", "A - B", f"{level:.0%} interval", "p (paired t)", "pairs"]
-        return table(rows, header, right=header[1:])
+        header = ["metric", "A", "B", "A - B", f"{level:.0%} interval", "p", "test"]
+        return table(rows, header, right=header[1:-1])
 
 
 def _num(x: Any) -> Any:
@@ -152,23 +154,68 @@ def _settings(df: pd.DataFrame) -> str:
                      for row in df[cols].drop_duplicates().itertuples(index=False))
 
 
-def _side(runs: pd.DataFrame, selector: str) -> pd.DataFrame:
+def _ok(runs: pd.DataFrame, what: str) -> pd.DataFrame:
     ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
     if ok.empty:
-        raise ConfigError(f"{selector!r}: no finished (status ok) runs")
-    return select(ok, selector)
+        raise ConfigError(f"{what}: no finished (status ok) runs among its {len(runs)}")
+    return ok
+
+
+def _budget_problem(pairs: pd.DataFrame) -> str | None:
+    """The budget fields on which some pair's runs differ, with an example, or None."""
+    fields = sorted(c.removesuffix("_a") for c in pairs.columns
+                    if c.startswith("budget.") and c.endswith("_a") and f"{c.removesuffix('_a')}_b" in pairs)
+    out = []
+    for f in fields:
+        a, b = pairs[f"{f}_a"].astype(str), pairs[f"{f}_b"].astype(str)
+        if (a != b).any():
+            i = int(np.argmax((a != b).to_numpy()))
+            out.append(f"{f.removeprefix('budget.')} ({a.iat[i]} vs {b.iat[i]})")
+    return ", ".join(out) or None
+
+
+def _predictions_of(runs: pd.DataFrame, sources: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """run_id -> per test example, whether the run was right: from the run folders (`path`) that
+    still exist, and the predictions file beside any results table among `sources`."""
+    found: dict[str, dict[str, np.ndarray]] = {}
+    for src in sources:
+        p = Path(src)
+        table_file = p / "results.parquet" if p.is_dir() else p
+        if table_file.suffix == ".parquet":
+            found |= read_predictions(table_file)
+    if "path" in runs.columns:
+        for run_id, folder in runs[["run_id", "path"]].itertuples(index=False):
+            if run_id not in found and isinstance(folder, str) and Path(folder).is_dir():
+                got = read_run_predictions(folder)
+                if isinstance(got, dict):
+                    found[run_id] = got
+    return {k: a["test_pred"] == a["test_true"] for k, a in found.items() if "test_pred" in a}
+
+
+def _top1_bootstrap(pairs: pd.DataFrame, correct: dict[str, np.ndarray],
+                    level: float) -> PairedBootstrap | None:
+    ids = list(zip(pairs["run_id_a"], pairs["run_id_b"], strict=True))
+    if not ids or not all(a in correct and b in correct for a, b in ids):
+        return None
+    rows = [correct[a].astype(float) - correct[b].astype(float) for a, b in ids]
+    if len({len(r) for r in rows}) != 1:
+        return None
+    return paired_bootstrap(np.stack(rows), level=level)
 
 
 # ---------------------------------------------------------------------------------- comparing
 
 
 def compare(runs: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame], a: str, b: str,
-            level: float = 0.95) -> Comparison:
-    """Compare the runs `a` selects with those `b` selects, paired by (model, dataset, seed).
+            level: float = 0.95, unequal_budgets: bool = False,
+            correct: dict[str, np.ndarray] | None = None) -> Comparison:
+    """Compare the ok runs `a` selects with those `b` selects, paired by (model, dataset, seed).
 
     `runs`: one runs table both selectors filter, or a pair of tables (A's, B's) for two run sets
     (then a selector may be `"all"`, or `""`, for the whole set). Raises ConfigError when a side
-    selects nothing or no pair has both sides.
+    selects nothing, no pair has both sides, or (unless `unequal_budgets`) a pair's budgets differ.
+    `correct`: run_id -> per test example, whether it was right (bench.predictions), for the
+    seeds-and-examples test of test top-1.
 
     >>> runs = pd.DataFrame({"pruner": ["grda"] * 3 + ["gmp"] * 3, "model": "mlp", "dataset": "digits",
     ...     "seed": [0, 1, 2] * 2, "run_id": list("abcdef"), "status": "ok",
@@ -178,14 +225,17 @@ def compare(runs: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame], a: str, b: s
     (0.0167, 3)
     """
     ra, rb = runs if isinstance(runs, tuple) else (runs, runs)
-    side_a = ra if a in ("", "all") else _side(ra, a)
-    side_b = rb if b in ("", "all") else _side(rb, b)
+    ok_a, ok_b = _ok(ra, a or "A"), _ok(rb, b or "B")
+    left_out = len(ra) - len(ok_a) + (len(rb) - len(ok_b) if isinstance(runs, tuple) else 0)
+    side_a = ok_a if a in ("", "all") else select(ok_a, a)
+    side_b = ok_b if b in ("", "all") else select(ok_b, b)
     for sel, side in ((a, side_a), (b, side_b)):
         if side.duplicated(list(PAIR_KEYS)).any():
             raise ConfigError(f"{sel or 'the run set'}: several runs per (model, dataset, seed), from "
                               f"the settings {_settings(side)}; select one, e.g. grda:c=0.02,mu=0.6")
     metrics = [m for m in METRICS if m in side_a.columns and m in side_b.columns]
-    keep = [*PAIR_KEYS, "run_id", *metrics]
+    budget = [c for c in side_a.columns if c.startswith("budget.") and c in side_b.columns]
+    keep = [*PAIR_KEYS, "run_id", *metrics, *budget]
     pairs = side_a[keep].merge(side_b[keep], on=list(PAIR_KEYS), suffixes=("_a", "_b"))
     if pairs.empty:
         def seen(s: pd.DataFrame) -> str:
@@ -193,13 +243,20 @@ def compare(runs: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame], a: str, b: s
         raise ConfigError(f"no (model, dataset, seed) has runs on both sides: A ({a}) has {seen(side_a)}; "
                           f"B ({b}) has {seen(side_b)}")
     pairs = pairs.sort_values(list(PAIR_KEYS)).reset_index(drop=True)
+    problem = _budget_problem(pairs)
+    if problem and not unequal_budgets:
+        raise ConfigError(f"A and B trained under different budgets: {problem}; a difference between them "
+                          "is not the pruners'. Pass --unequal-budgets to compare them anyway")
     diffs = []
     for m in metrics:
         both = pairs[[f"{m}_a", f"{m}_b"]].astype(float).dropna()
-        diffs.append(MetricDiff(m, float(both[f"{m}_a"].mean()) if len(both) else math.nan,
-                                float(both[f"{m}_b"].mean()) if len(both) else math.nan,
-                                paired_t((both[f"{m}_a"] - both[f"{m}_b"]).tolist(), level)))
-    return Comparison(a, b, pairs, diffs)
+        means = [float(both[c].mean()) if len(both) else math.nan for c in (f"{m}_a", f"{m}_b")]
+        boot = _top1_bootstrap(pairs, correct or {}, level) if m == "top1" else None
+        if boot is not None:
+            diffs.append(MetricDiff(m, *means, boot, "seeds × examples bootstrap"))
+        else:
+            diffs.append(MetricDiff(m, *means, paired_t((both[f"{m}_a"] - both[f"{m}_b"]).tolist(), level)))
+    return Comparison(a, b, pairs, diffs, left_out)
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -216,17 +273,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not (_is_path(args.a) and _is_path(args.b)):
             raise ConfigError(f"compare: {args.a!r} and {args.b!r}: give two run sets (paths) or two "
                               "selectors of the runs in --in, not one of each")
-        result = compare((load(args.a), load(args.b)), "all", "all", args.level)
-        result = Comparison(args.a, args.b, result.pairs, result.metrics)
+        sides = []
+        for path in (args.a, args.b):
+            runs = load(path)
+            if runs.empty:
+                raise ConfigError(f"compare: no runs under {path}")
+            sides.append(runs)
+        both = pd.concat(sides, ignore_index=True)
+        result = compare((sides[0], sides[1]), "all", "all", args.level, args.unequal_budgets,
+                         _predictions_of(both, (args.a, args.b)))
+        result = Comparison(args.a, args.b, result.pairs, result.metrics, result.left_out)
     else:
         runs = load(*args.runs_in)
         if runs.empty:
             raise ConfigError(f"compare: no runs under {', '.join(args.runs_in)} (set --in)")
-        result = compare(runs, args.a, args.b, args.level)
+        result = compare(runs, args.a, args.b, args.level, args.unequal_budgets,
+                         _predictions_of(runs, tuple(args.runs_in)))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
-        print(f"A: {result.a}\nB: {result.b}\npaired by {', '.join(PAIR_KEYS)}: {len(result.pairs)} pairs\n")
+        print(f"A: {result.a}\nB: {result.b}\npaired by {', '.join(PAIR_KEYS)}: {len(result.pairs)} pairs")
+        if result.left_out:
+            print(f"left out {result.left_out} run(s) not finished with status ok")
+        print()
         print(result.markdown())
     return 0
 
@@ -240,5 +309,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", type=float, default=0.95,
                    help="confidence level of the intervals (default 0.95)")
     p.add_argument("--json", action="store_true", help="the comparison as JSON")
+    p.add_argument("--unequal-budgets", action="store_true",
+                   help="compare pairs whose training budgets differ (refused by default)")
     p.set_defaults(func=cmd_compare)
 

@@ -59,8 +59,9 @@ class Budget:
     prune_first_last: bool = hp(True, "whether the first and last layers are prunable")
     val_fraction: float = hp(
         0.1,
-        "fraction of the training set held out for validation (selection of settings); a fixed, "
-        "class-stratified split of the data set, the same for every seed (0: train on all of it)",
+        "fraction of the training set held out for validation (selection of settings), or a whole "
+        "number >= 1: that many examples (e.g. 10000 on ImageNet); a fixed, class-stratified split of "
+        "the data set, the same for every seed (0: train on all of it)",
         legacy=0.0,  # runs written before the split existed trained on the whole training set
     )
     recipe: str = hp(
@@ -94,7 +95,8 @@ class Budget:
         _check(0 < self.lr_gamma <= 1, "budget.lr_gamma", self.lr_gamma, "must be in (0, 1]")
         _check(0 <= self.momentum < 1, "budget.momentum", self.momentum, "must be in [0, 1)")
         _check(self.weight_decay >= 0, "budget.weight_decay", self.weight_decay, "must be >= 0")
-        _check(0 <= self.val_fraction < 1, "budget.val_fraction", self.val_fraction, "must be in [0, 1)")
+        _check(0 <= self.val_fraction < 1 or float(self.val_fraction).is_integer(), "budget.val_fraction",
+               self.val_fraction, "must be a fraction in [0, 1) or a whole number of examples >= 1")
         _check(self.recipe in RECIPES, "budget.recipe", self.recipe, f"valid choices: {', '.join(RECIPES)}")
         _check(self.precision in PRECISIONS, "budget.precision", self.precision,
                f"valid choices: {', '.join(PRECISIONS)}")
@@ -341,7 +343,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a pruner hyperparameter, repeatable (e.g. --set c=0.02 --set mu=0.6)",
+        help="a pruner hyperparameter (KEY or pruners.PRUNER.KEY) or a budget key (budget.KEY), TOML "
+        "value syntax, repeatable: --set c=0.02 --set mu=0.6 --set budget.momentum=0.9",
     )
     add_run_level_flags(parser)
     add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)

@@ -1,7 +1,7 @@
 """Leaderboard figures (seaborn on matplotlib's Agg backend: no display needed).
 
-Each function takes tidy tables built by `bench.leaderboard` and a palette from `pruner_palette`
-(one colour per pruner, the same in every figure of a board), writes a PNG and an SVG beside it,
+Each function takes tidy tables built by `bench.board` and the styles from `pruner_styles`
+(a colour, marker and line per pruner, the same in every figure), writes a PNG and an SVG beside it,
 and returns the PNG's path. Error bars are 95% Student-t confidence intervals over seeds.
 """
 
@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from scipy import stats
 
 from bench import record
@@ -30,20 +29,46 @@ CONFIDENCE = 0.95
 matplotlib.rcParams["svg.hashsalt"] = "prunebench"  # stable ids: the same figure gives the same SVG
 
 
-def pruner_palette(names: Iterable[str] = ()) -> dict[str, tuple[float, float, float]]:
-    """One colour per pruner, fixed by the registry's order (dense first, then every registered
-    pruner by name), so a pruner keeps its colour across the figures of a board and across boards;
-    `names` not registered (a plugin not loaded here, a published-only row) follow, sorted."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
+LINES = ("-", "--", "-.", ":")
+
+
+def pruner_styles(names: Iterable[str] = ()) -> dict[str, dict]:
+    """Per pruner a colour, a marker and a line style, fixed by the registry's order (dense first,
+    then every registered pruner by name), so a pruner looks the same in every figure of a board and
+    across boards; `names` not registered (a plugin not loaded here, a published-only row) follow,
+    sorted. Ten saturated colours x twelve markers x four line styles: no two pruners share all
+    three, and neighbours differ in colour and marker."""
     from bench.registry import PRUNERS
 
     registered = PRUNERS.names()
     order = ["dense", *(n for n in registered if n != "dense")]
     order += sorted(set(names) - set(order))
-    # tab20's ten saturated hues first, then their light partners: neighbours never share a hue
-    tab20 = sns.color_palette("tab20", 20)
-    hues = tab20[0::2] + tab20[1::2]
-    colours = [hues[i % len(hues)] for i in range(len(order))]
-    return dict(zip(order, colours, strict=True))
+    hues = sns.color_palette("tab10", 10)
+    return {
+        name: {
+            "color": hues[i % 10],
+            "marker": MARKERS[i % len(MARKERS)],
+            "ls": LINES[(i // 10) % len(LINES)],
+        }
+        for i, name in enumerate(order)
+    }
+
+
+def _legend(ax: plt.Axes, styles: dict, shown: Iterable[str], extra: list | None = None) -> None:
+    """One legend entry per pruner shown (colour, marker and line as drawn), outside the plot area."""
+    handles = [
+        Line2D([], [], color=styles[p]["color"], marker=styles[p]["marker"], ls=styles[p]["ls"], label=p)
+        for p in styles
+        if p in set(shown)
+    ]
+    ax.legend(
+        handles=handles + (extra or []),
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+    )
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -71,205 +96,277 @@ def _halfwidth(values: pd.Series) -> float:
     return float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
+LEVEL_TICKS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)  # sparsity ticks of the accuracy axis
+
+
 def accuracy_sparsity(
-    points: pd.DataFrame,
-    fronts: pd.DataFrame,
+    settings: pd.DataFrame,
+    cells: pd.DataFrame,
     path: str | Path,
-    palette: dict,
+    styles: dict,
     published: pd.DataFrame | None = None,
-    dense: tuple[float, float] | None = None,
+    dense: pd.DataFrame | None = None,
     title: str = "",
-    log_density: bool = False,
 ) -> Path:
-    """Test top-1 against sparsity: per-setting seed means with 95% CI bars (`top1_ci`), each pruner's
-    validation Pareto front (circled, joined; dotted where it holds flat below its least sparse point),
-    published rows as crosses and published dense rows as dash-dotted horizontal lines, dense SGD of
-    this budget as a dashed line with its CI band. `log_density`: the x axis is the density (% of
-    weights kept) on a log scale, sparser to the right, which spreads out the 95-99% range (the
-    compression ratio is 100 / density). Tables hold `pruner`, `sparsity`, `top1` as fractions."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    """Test top-1 against sparsity on a log-density axis (ticks labelled with the sparsity levels),
+    so that 80-99% spread evenly: every setting's seed mean as a small marker, the cell each pruner
+    holds at each level circled and joined (its error bar: 95% interval over seeds), published rows
+    as crosses, the dense models as dashed lines with their interval band. The y range is set from
+    the points near dense; lower points sit on the bottom edge, marked by a downward triangle."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
 
     def x(sparsity: pd.Series | float) -> pd.Series | float:
-        return 100 * (1 - sparsity) if log_density else 100 * sparsity
+        return 100 * (1 - np.asarray(sparsity, float))
 
-    ci = points["top1_ci"] if "top1_ci" in points.columns else pd.Series(np.nan, index=points.index)
-    for pruner, p in points.groupby("pruner", sort=True):
-        ax.errorbar(
-            x(p["sparsity"]),
-            100 * p["top1"],
-            yerr=100 * ci[p.index].fillna(0),
-            fmt="o",
-            ms=5,
-            color=palette[pruner],
-            alpha=0.7,
+    tops = [settings["top1_mean"].max(), *([] if dense is None or dense.empty else dense["top1_mean"])]
+    top = 100 * np.nanmax(tops)
+    near = settings[settings["sparsity_mean"] >= 0.75]["top1_mean"].dropna()
+    floor = 100 * (near.quantile(0.3) if len(near) else settings["top1_mean"].min())
+    low = max(0.0, min(floor, top - 1.0) - 0.5, top - 8.0)  # the claims live within a few points of dense
+    high = min(100.0, top + 0.5)
+    for pruner, p in settings.groupby("pruner", sort=True):
+        st = styles[pruner]
+        y = 100 * p["top1_mean"]
+        out = y < low
+        ax.scatter(
+            x(p.loc[~out, "sparsity_mean"]), y[~out], color=st["color"], marker=st["marker"], s=14, alpha=0.45
+        )
+        if out.any():
+            ax.scatter(
+                x(p.loc[out, "sparsity_mean"]),
+                [low] * int(out.sum()),
+                color=st["color"],
+                marker="v",
+                s=30,
+                clip_on=False,
+            )
+    on = cells[cells["on_level"]] if len(cells) else cells
+    for pruner, c in on.groupby("pruner", sort=True):
+        st, c = styles[pruner], c.sort_values("sparsity_mean")
+        y = 100 * c["top1_mean"]
+        err = np.vstack([(y - 100 * c["top1_low"]).clip(lower=0), (100 * c["top1_high"] - y).clip(lower=0)])
+        ax.errorbar(  # a cell below the axis leaves its line pointing down, and a triangle on the edge
+            x(c["sparsity_mean"]),
+            y,
+            yerr=err,
+            color=st["color"],
+            marker=st["marker"],
+            ls=st["ls"],
+            ms=6,
+            lw=1.3,
             capsize=2,
-            lw=1,
         )
-    lowest = points.groupby("pruner")["sparsity"].min()
-    for pruner, front in fronts.groupby("pruner", sort=True):
-        ax.plot(
-            x(front["sparsity"]),
-            100 * front["top1"],
-            color=palette[pruner],
-            lw=1.5,
-            marker="o",
-            ms=10,
-            mfc="none",
-        )
-        # the front holds flat down to the least sparse run (what matched sparsity reads off)
-        first = front.iloc[0]
-        ax.plot(
-            [x(lowest[pruner]), x(first["sparsity"])],
-            [100 * first["top1"]] * 2,
-            color=palette[pruner],
-            lw=1,
-            ls=":",
-        )
-    shown = set(points["pruner"])
-    styles = [
-        Line2D([], [], color="black", marker="o", ls="", label="setting: mean ± 95% CI over seeds"),
-        Line2D(
-            [],
-            [],
-            color="black",
-            marker="o",
-            ms=10,
-            mfc="none",
-            lw=1.5,
-            label="Pareto front (selected on validation)",
-        ),
-        Line2D([], [], color="black", ls=":", lw=1, label="front held flat below its least sparse point"),
+    shown = set(settings["pruner"])
+    extra = [
+        Line2D([], [], color="black", marker="o", ms=3, ls="", alpha=0.45, label="a setting (seed mean)"),
+        Line2D([], [], color="black", marker="o", ls="-", label="cell at a level ± 95% CI"),
+        Line2D([], [], color="black", marker="v", ls="", label="below the axis"),
     ]
     if published is not None and len(published):
-        pub_dense = published[published["pruner"] == "dense"]
         pub = published[published["pruner"] != "dense"]
         if len(pub):
             ax.scatter(
-                x(pub["sparsity"]), 100 * pub["top1"], c=[palette[p] for p in pub["pruner"]], marker="x", s=50
+                x(pub["sparsity"]),
+                (100 * pub["top1"]).clip(low, high),
+                c=[styles[p]["color"] for p in pub["pruner"]],
+                marker="x",
+                s=40,
             )
             shown |= set(pub["pruner"])
-            styles.append(Line2D([], [], color="black", marker="x", ls="", label="published"))
-        for _, row in pub_dense.iterrows():
-            ax.axhline(100 * row["top1"], color=palette["dense"], ls="-.", lw=1)
-        if len(pub_dense):
-            styles.append(Line2D([], [], color=palette["dense"], ls="-.", lw=1, label="published dense"))
+            extra.append(Line2D([], [], color="black", marker="x", ls="", label="published"))
     if dense is not None:
-        mean, half = dense
-        ax.axhline(100 * mean, color=palette["dense"], ls="--", lw=1)
-        if not np.isnan(half):
-            ax.axhspan(100 * (mean - half), 100 * (mean + half), color=palette["dense"], alpha=0.15, lw=0)
-        styles.append(
-            Line2D([], [], color=palette["dense"], ls="--", label="dense SGD, this budget (± 95% CI)")
-        )
-        shown.add("dense")
-    if log_density:
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel("density (% of weights kept, log scale; compression = 100 / density)")
-    else:
-        ax.set_xlabel("sparsity (% zero weights)")
-    ax.set(ylabel="test top-1 (%)", title=title)
-    colours = [Patch(color=palette[p], label=p) for p in palette if p in shown]
-    ax.legend(handles=colours + styles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        for _, d in dense.iterrows():
+            mean, half = d["top1_mean"], d["top1_ci"]
+            ax.axhline(100 * mean, color=styles["dense"]["color"], ls="--", lw=1)
+            if not np.isnan(half):
+                ax.axhspan(
+                    100 * max(mean - half, 0),
+                    100 * min(mean + half, 1),
+                    color=styles["dense"]["color"],
+                    alpha=0.12,
+                    lw=0,
+                )
+        if len(dense):
+            extra.append(Line2D([], [], color=styles["dense"]["color"], ls="--", label="dense ± 95% CI"))
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ticks = [t for t in LEVEL_TICKS if settings["sparsity_mean"].max() >= t - 0.3]
+    ax.set_xticks([x(t) for t in ticks], [f"{100 * t:g}%" for t in ticks])
+    ax.minorticks_off()
+    ax.set_ylim(low, high)
+    ax.set(
+        xlabel="sparsity (log density axis: each step keeps a fraction of the weights)",
+        ylabel="test top-1 (%)",
+        title=title,
+    )
+    ax.grid(axis="x", color="0.9")
+    _legend(ax, styles, shown, extra)
     return _save(fig, path)
 
 
-def sparsity_epochs(history: pd.DataFrame, path: str | Path, palette: dict, title: str = "") -> Path:
-    """Sparsity against epoch, one line per setting (mean over seeds), coloured by pruner.
-    `history` holds `pruner`, `setting`, `epoch`, `sparsity` (fraction)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    mean = (
-        history.groupby(["pruner", "setting", "epoch"], as_index=False)["sparsity"]
-        .mean()
-        .assign(sparsity=lambda d: 100 * d["sparsity"])
-    )
-    mean["line"] = mean["pruner"] + " " + mean["setting"]
-    order = [p for p in palette if p in set(mean["pruner"])]
-    sns.lineplot(
-        data=mean,
-        x="epoch",
-        y="sparsity",
-        hue="pruner",
-        units="line",
-        estimator=None,
-        hue_order=order,
-        palette={p: palette[p] for p in order},
-        lw=1.2,
-        ax=ax,
-        legend=False,
-    )
-    ax.legend(
-        handles=[
-            Line2D([], [], color=palette[p], label=f"{p} (a line per setting, mean over seeds)")
-            for p in order
-        ],
-        fontsize=8,
-        loc="lower right",
+def sparsity_epochs(history: pd.DataFrame, path: str | Path, styles: dict, title: str = "") -> Path:
+    """Sparsity against epoch, one line per setting (mean over seeds), in each pruner's colour and
+    line style. `history` holds `pruner`, `setting`, `epoch`, `sparsity` (fraction)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    mean = history.groupby(["pruner", "setting", "epoch"], as_index=False)["sparsity"].mean()
+    for (pruner, _), line in mean.groupby(["pruner", "setting"], sort=True):
+        st = styles[pruner]
+        ax.plot(
+            line["epoch"],
+            100 * line["sparsity"],
+            color=st["color"],
+            ls=st["ls"],
+            lw=1.2,
+            marker=st["marker"],
+            markevery=max(1, len(line) // 4),
+            ms=4,
+        )
+    _legend(
+        ax,
+        styles,
+        set(mean["pruner"]),
+        [Line2D([], [], color="none", label="a line per setting, mean over seeds")],
     )
     ax.set(xlabel="epoch", ylabel="sparsity (% zero weights)", title=title)
     return _save(fig, path)
 
 
-def cost_vs_dense(runs: pd.DataFrame, path: str | Path, palette: dict, title: str = "") -> Path:
-    """Per pruner: train time, training peak memory and state bytes of each run relative to the mean
-    of the dense runs (bars: mean; whiskers: 95% Student-t CI over runs). `runs` holds `pruner` and
-    the three `*_vs_dense`."""
-    measures = {
-        "time_vs_dense": "train time",
-        "memory_vs_dense": "training peak memory",
-        "state_vs_dense": "state bytes",
-    }
-    order = [p for p in palette if p in set(runs["pruner"])]
-    fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 3.6))
-    for ax, (col, label) in zip(axes, measures.items(), strict=True):
-        g = runs.groupby("pruner")[col]
-        means = g.mean().reindex(order)
-        halves = g.apply(_halfwidth).reindex(order)
-        ax.bar(range(len(order)), means, yerr=halves.fillna(0), capsize=3, color=[palette[p] for p in order])
-        ax.axhline(1.0, color="grey", ls="--", lw=1)
-        ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
-        ax.set(title=label, ylabel="relative to dense SGD" if ax is axes[0] else "")
-    fig.legend(
-        handles=[
-            Line2D([], [], color="black", marker="|", ls="", ms=10, label="95% CI over runs"),
-            Line2D([], [], color="grey", ls="--", label="dense SGD = 1"),
-        ],
-        fontsize=8,
-        loc="upper right",
-    )
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+def _median_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Median and its distribution-free interval (order statistics of the binomial): no normal
+    assumption, and no upward bias from taking a maximum."""
+    v = np.sort(values[~np.isnan(values)])
+    n = len(v)
+    if n == 0:
+        return np.nan, np.nan, np.nan
+    lo_k, hi_k = stats.binom.ppf([(1 - confidence) / 2, (1 + confidence) / 2], n, 0.5).astype(int)
+    return float(np.median(v)), float(v[max(lo_k - 1, 0)]), float(v[min(hi_k, n - 1)])
 
 
 SPEEDUP_BACKENDS = tuple(b for b in record.SPEEDUP_BACKENDS if b != "dense")  # each measured against dense
 
 
-def speedup_vs_theoretical(runs: pd.DataFrame, path: str | Path, palette: dict, title: str = "") -> Path:
-    """Measured inference speed-up (dots) against the theoretical one (dense MACs / remaining MACs,
-    crosses) over sparsity: one panel per backend that was measured, and one for the best backend
-    per run; log scale, 1x dashed. `runs`: one row per run with the `speedup_*` fields."""
+def speedup_per_backend(
+    runs: pd.DataFrame, path: str | Path, styles: dict, title: str = "", cells: pd.DataFrame | None = None
+) -> Path:
+    """Measured inference speed-up over dense per row and backend (markers): the median over the
+    row's runs (its seeds) with a 95% distribution-free interval; a dashed line at 1x. Rows: each
+    on-level cell of `cells` (level and pruner: the setting the board reports there), or without
+    `cells` each pruner over all its runs. `runs`: one row per run with `speedup_<b>`."""
     from matplotlib.ticker import FuncFormatter
 
-    cols = [b for b in SPEEDUP_BACKENDS if f"speedup_{b}" in runs and runs[f"speedup_{b}"].notna().any()]
-    panels = [*cols, "best"]
-    d = runs.assign(sparsity_pct=100 * runs["sparsity"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), sharey=True, squeeze=False,
-                             dpi=DPI)
-    for ax, panel in zip(axes[0], panels, strict=True):
-        col = "speedup_best" if panel == "best" else f"speedup_{panel}"
-        sns.scatterplot(data=d, x="sparsity_pct", y="speedup_theoretical", hue="pruner", palette=palette,
-                        marker="X", s=40, alpha=0.5, legend=False, ax=ax)
-        sns.scatterplot(data=d.dropna(subset=[col]), x="sparsity_pct", y=col, hue="pruner", palette=palette,
-                        s=40, legend=panel == "best", ax=ax)
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_yscale("log", base=2)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
-        ax.set_xlabel("sparsity (%)")
-        ax.set_ylabel("inference speed-up over dense (x)")
-        ax.set_title("best backend" if panel == "best" else f"{panel.replace('2to4', '2:4')} backend")
-    axes[0][-1].legend(title="pruner (dot: measured, x: theoretical)", fontsize=7, title_fontsize=7,
-                       loc="upper left", bbox_to_anchor=(1.02, 1))
-    if title:
-        fig.suptitle(title)
+    backends = [b for b in SPEEDUP_BACKENDS if f"speedup_{b}" in runs and runs[f"speedup_{b}"].notna().any()]
+    if cells is not None and len(cells) and cells["on_level"].any():
+        on = cells[cells["on_level"]].sort_values(["target", "pruner"])
+        rows = [
+            (
+                f"{100 * c.target:g}% {c.pruner}",
+                c.pruner,
+                runs[(runs["pruner"] == c.pruner) & (runs["setting"] == c.setting)],
+            )
+            for c in on.itertuples()
+        ]
+    else:
+        rows = [
+            (p, p, runs[runs["pruner"] == p]) for p in styles if p in set(runs["pruner"]) and p != "dense"
+        ]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * max(len(rows), 4) + 1.2))
+    shapes = dict(zip(backends, MARKERS, strict=False))
+    for i, (_, pruner, r) in enumerate(rows):
+        for j, b in enumerate(backends):
+            med, lo, hi = _median_interval(r[f"speedup_{b}"].to_numpy(float))
+            if np.isnan(med):
+                continue
+            y = i + (j - (len(backends) - 1) / 2) * 0.18
+            ax.errorbar(
+                [med],
+                [y],
+                xerr=[[med - lo], [hi - med]],
+                color=styles[pruner]["color"],
+                marker=shapes[b],
+                ms=5,
+                capsize=2,
+                lw=1,
+            )
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="inference speed-up over dense (median over runs, 95% interval)", title=title)
+    ax.legend(
+        handles=[
+            Line2D([], [], color="black", marker=shapes[b], ls="", label=b.replace("2to4", "2:4"))
+            for b in backends
+        ],
+        title="backend",
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+    )
+    return _save(fig, path)
+
+
+def cost_per_level(
+    runs: pd.DataFrame,
+    cells: pd.DataFrame,
+    path: str | Path,
+    styles: dict,
+    title: str = "",
+    summary: pd.DataFrame | None = None,
+) -> Path:
+    """At each level, each on-level cell's train time and training peak memory against its own dense
+    (per seed, quiet runs only), mean with a 95% Student-t interval over seeds; 1 dashed. Where
+    `summary` holds the timing phase's `time_vs_dense_low`/`_high` for the cell's setting, the time
+    panel shows that ratio and its interval over rounds instead (never mixed with run times)."""
+    timed = None
+    if summary is not None and "time_vs_dense_low" in summary and summary["time_vs_dense_low"].notna().any():
+        timed = summary.set_index(["pruner", "setting"])[
+            ["time_vs_dense", "time_vs_dense_low", "time_vs_dense_high"]
+        ]
+    dense = (
+        runs[runs["pruner"] == "dense"]
+        .groupby(["optimizer_family", "seed"], dropna=False)[["quiet_time_s", "peak_tensor_bytes"]]
+        .mean()
+    )
+    measures = {"quiet_time_s": "train time vs own dense", "peak_tensor_bytes": "training peak vs own dense"}
+    on = cells[cells["on_level"]]
+    levels = sorted(on["target"].unique())
+    fig, axes = plt.subplots(1, len(measures), figsize=(11, 0.3 * max(len(on), 6) + 1.2), sharey=True)
+    labels = [f"{100 * t:g}% {p}" for t in levels for p in sorted(on.loc[on["target"] == t, "pruner"])]
+    for ax, (col, label) in zip(axes, measures.items(), strict=True):
+        for i, text in enumerate(labels):
+            level, pruner = text.split(" ", 1)
+            c = on[(on["pruner"] == pruner) & np.isclose(100 * on["target"], float(level[:-1]))].iloc[0]
+            if col == "quiet_time_s" and timed is not None:
+                if (pruner, c["setting"]) in timed.index:
+                    mid, lo, hi = timed.loc[(pruner, c["setting"])]
+                    ax.errorbar(
+                        [mid],
+                        [i],
+                        xerr=[[mid - lo], [hi - mid]],
+                        color=styles[pruner]["color"],
+                        marker=styles[pruner]["marker"],
+                        capsize=2,
+                        ms=5,
+                    )
+                continue
+            r = runs[(runs["pruner"] == pruner) & (runs["setting"] == c["setting"])]
+            ref = dense.reindex(pd.MultiIndex.from_arrays([r["optimizer_family"], r["seed"]]))[col].to_numpy()
+            ratio = r[col].to_numpy(float) / ref
+            ratio = ratio[~np.isnan(ratio)]
+            if len(ratio):
+                ax.errorbar(
+                    [ratio.mean()],
+                    [i],
+                    xerr=[[_halfwidth(pd.Series(ratio))]] if len(ratio) > 1 else None,
+                    color=styles[pruner]["color"],
+                    marker=styles[pruner]["marker"],
+                    capsize=2,
+                    ms=5,
+                )
+        ax.axvline(1.0, color="grey", ls="--", lw=1)
+        ax.set(xlabel=label)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=7)
+    axes[0].invert_yaxis()
+    axes[0].set_title(title, loc="left")  # an axes title: tight_layout leaves it room
     return _save(fig, path)

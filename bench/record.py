@@ -6,7 +6,10 @@ metric (what it measured) or provenance (where and with what). Every metric and 
 has a default, so a result written before a field existed loads with that default instead of
 dropping out of tables; only the identity fields and `status` are required.
 
-A new metric is one new field below (with its default and help), nothing else.
+A new metric is one new field below (with its default and help), nothing else. A field that a
+reader sees also carries its label, unit and format (`shown`): the board's main table (`board=`:
+its position there), `bench compare`'s metrics (`compare=True`) and the README's column glossary
+(`glossary()`) are all derived from these declarations, so a new board column is one declaration.
 """
 
 from __future__ import annotations
@@ -21,8 +24,46 @@ STATUSES = ("ok", "diverged", "failed")  # what a finished attempt records
 FINISHED = ("ok", "diverged")  # statuses that are final: re-running returns them
 
 
-def _f(kind: Kind, help: str, default: Any = None, required: bool = False) -> Any:
-    return field(default=default, metadata={"kind": kind, "help": help, "required": required})
+@dataclass(frozen=True)
+class Shown:
+    """How a quantity is shown to readers: `label` and `unit` make its column header, values are
+    multiplied by `scale` and written with `fmt`; `board`: its position in a board's main table
+    (None: not there); `compare`: one of `bench compare`'s metrics; `interval`: shown as mean ±
+    the half-width of its 95% interval over seeds (else the plain value)."""
+
+    name: str
+    label: str
+    unit: str = ""
+    scale: float = 1.0
+    fmt: str = ".4g"
+    help: str = ""
+    board: int | None = None
+    compare: bool = False
+    interval: bool = True
+
+    @property
+    def header(self) -> str:
+        return f"{self.label} {self.unit}".strip()
+
+    def format(self, value: Any) -> str:
+        """`value` in the column's unit ("" for a missing one)."""
+        if value is None or value != value:
+            return ""
+        return format(float(value) * self.scale, self.fmt)
+
+
+def _f(kind: Kind, help: str, default: Any = None, required: bool = False, *, label: str | None = None,
+       unit: str = "", scale: float = 1.0, fmt: str = ".4g", board: int | None = None,
+       compare: bool = False, interval: bool = True) -> Any:
+    meta: dict[str, Any] = {"kind": kind, "help": help, "required": required}
+    if label is not None:
+        meta["shown"] = dict(label=label, unit=unit, scale=scale, fmt=fmt, board=board, compare=compare,
+                             interval=interval)
+    return field(default=default, metadata=meta)
+
+
+PERCENT = dict(unit="%", scale=100.0, fmt=".2f")
+MIB = dict(unit="MiB", scale=2.0**-20, fmt=".3f")
 
 
 @dataclass
@@ -42,11 +83,14 @@ class RunRecord:
     status: str = _f("identity", "ok | diverged | failed", "", True)
 
     # -- metrics: what the run measured -------------------------------------------------------
-    top1: float | None = _f("metric", "test top-1 accuracy of the final model (fraction)")
+    top1: float | None = _f("metric", "test top-1 accuracy of the final model (fraction)",
+                            label="test top-1", **PERCENT, board=3, compare=True)
     val_top1: float | None = _f("metric", "validation top-1 of the final model (fraction; None: trained "
-                                "without a validation split, e.g. a result from before it existed)")
+                                "without a validation split, e.g. a result from before it existed)",
+                            label="val top-1", **PERCENT, board=4, compare=True)
     top5: float | None = _f("metric", "test top-5 accuracy (fraction)")
-    sparsity: float | None = _f("metric", "fraction of zero conv/linear weights (removed ones count as zero)")
+    sparsity: float | None = _f("metric", "fraction of zero conv/linear weights (removed ones count as zero)",
+                                label="sparsity", **PERCENT, board=5, compare=True)
     sparsity_all: float | None = _f("metric", "fraction of zero parameters, all of them (the gRDA paper's)")
     layer_sparsity: dict[str, float] | None = _f("metric", "per conv/linear layer, its fraction of zeros")
     nonzero_params: int | None = _f("metric", "non-zero parameters of the final model")
@@ -63,25 +107,31 @@ class RunRecord:
     epochs_completed: int | None = _f("metric", "epochs trained")
     steps: int | None = _f("metric", "optimizer steps taken")
     samples_seen: int | None = _f("metric", "training examples seen")
-    train_time_s: float | None = _f("metric", "wall time of the training loop (no evaluation), seconds")
+    train_time_s: float | None = _f("metric", "wall time of the training loop (no evaluation), seconds",
+                                    label="train time", unit="s", fmt=".1f", board=10, compare=True)
     step_time_ms: float | None = _f("metric", "median time of one training step, milliseconds")
     step_time_iqr_ms: float | None = _f("metric", "interquartile range of the step times, milliseconds")
-    loaded: bool | None = _f("metric", "timed on a loaded machine: the 1-minute load average at the start or "
-                             "end of training exceeded the machine's core count (times not comparable)")
-    peak_memory_bytes: int | None = _f("metric", "CUDA: allocator peak; CPU: process peak resident memory")
+    loaded: bool | None = _f("metric", "timed on a loaded machine (see is_loaded: times not comparable)")
+    peak_memory_bytes: int | None = _f("metric", "CUDA: allocator peak; CPU: process peak resident memory",
+                                       label="process peak RSS", **MIB, compare=True)
     peak_tensor_bytes: int | None = _f("metric", "the training's own peak: CUDA: allocator peak over "
                                        "training; CPU: peak bytes of live tensors over a window of "
-                                       "training steps (see README)")
-    state_bytes: int | None = _f("metric", "bytes of parameters, gradients, optimizer and pruner state")
+                                       "training steps (see README)",
+                                       label="training peak", **MIB, board=13, compare=True)
+    state_bytes: int | None = _f("metric", "bytes of parameters, gradients, optimizer and pruner state",
+                                 label="state", **MIB, board=15, compare=True)
     train_macs: float | None = _f("metric", "multiply-accumulates spent training (3x forward per example, at "
                                   "the density each layer computes with; scoring passes included)")
-    train_compute_multiplier: float | None = _f("metric", "train_macs / those of one dense run of the budget")
+    train_compute_multiplier: float | None = _f("metric", "train_macs / those of one dense run of the budget",
+                                                label="train compute", unit="× dense", fmt=".3g", board=9,
+                                                interval=False)
     budget_multiplier: float | None = _f("metric", "optimizer steps run / the budget's (IMP, full budget "
                                          "per round: > 1)")
     resumed: bool | None = _f("metric", "whether the run resumed from a checkpoint")
     # measured inference speed-up of the final model (bench.inference); per backend: below
     speedup_theoretical: float | None = _f("metric", "dense MACs / remaining MACs of one forward pass")
-    speedup_best: float | None = _f("metric", "best measured speed-up over dense, throughput batch (>= 1)")
+    speedup_best: float | None = _f("metric", "best measured speed-up over dense, throughput batch (>= 1)",
+                                    label="measured speed-up", unit="×", fmt=".2f", board=8)
     speedup_best_backend: str | None = _f("metric", "the backend giving speedup_best")
     speedup_best_b1: float | None = _f("metric", "best measured speed-up over dense at batch 1")
     speedup_best_backend_b1: str | None = _f("metric", "the backend giving speedup_best_b1")
@@ -110,8 +160,9 @@ class RunRecord:
     slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
     hostname: str | None = _f("provenance", "machine")
     optimizer: str | None = _f("provenance", "the optimizer the pruner trained with, and its settings")
-    optimizer_family: str | None = _f("provenance", "sgd | sgd_momentum | adam: the family of the dense "
-                                      "model the run is compared with")
+    optimizer_family: str | None = _f("provenance", "the family of the dense model this run is compared "
+                                      "with: sgd (no momentum, no weight decay; gRDA maps here), "
+                                      "sgd_momentum, adam")
     cpu_model: str | None = _f("provenance", "CPU model name")
     cpu_count: int | None = _f("provenance", "logical CPUs of the machine")
     torch_threads: int | None = _f("provenance", "torch intra-op threads of the run")
@@ -153,6 +204,47 @@ RunRecord.__doc__ = "One run's result (`runs/<run_id>/result.json`)."
 FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(RunRecord)
 
 
+# Quantities a board computes from the fields (bench.board.prepare / summary), shown like fields.
+DERIVED: tuple[Shown, ...] = (
+    Shown("drop_vs_dense", "top-1 drop vs own dense", "pp", 100.0, ".2f",
+          "the dense model's test top-1 minus this row's, over the seeds both have; the dense model is the "
+          "one of the same section trained with the same optimizer family (optimizer_family)", board=1),
+    Shown("optimizer_family", "optimizer", "", 1.0, "", "the optimizer family of the row (sgd: no momentum "
+          "and no weight decay, gRDA's; sgd_momentum; adam): its dense reference", board=2, interval=False),
+    Shown("macs_reduction", "MACs reduction", "×", 1.0, ".2f", "dense / sparse conv/linear multiply-"
+          "accumulates of one forward pass (macs_dense / macs_sparse)", board=6),
+    Shown("timed_step_ms", "timed step", "ms", 1.0, ".3g", "median time of one training step in the board's "
+          "timing phase (every setting timed serially on a quiet machine, interleaved with its dense model)",
+          board=11, interval=False),
+    Shown("time_vs_dense", "time vs dense", "", 1.0, ".2f", "from the timing phase where the board has one: "
+          "median over rounds of the step time over its dense model's in the same round; else train time "
+          "over that of its dense reference, quiet runs only (never a loaded time against a quiet one)",
+          board=12, interval=False),
+    Shown("memory_vs_dense", "memory vs dense", "", 1.0, ".2f", "training peak / that of its dense reference",
+          board=14, interval=False),
+    Shown("state_vs_dense", "state vs dense", "", 1.0, ".2f", "state / that of its dense reference",
+          board=16, interval=False),
+)
+
+
+def _shown(f: dataclasses.Field) -> Shown | None:
+    meta = f.metadata.get("shown")
+    return None if meta is None else Shown(f.name, help=f.metadata["help"], **meta)
+
+
+SHOWN: dict[str, Shown] = {s.name: s for s in (*filter(None, map(_shown, dataclasses.fields(RunRecord))),
+                                                 *DERIVED)}
+BOARD: tuple[Shown, ...] = tuple(sorted((s for s in SHOWN.values() if s.board is not None),
+                                        key=lambda s: s.board or 0))  # the main table's columns, in order
+COMPARED: tuple[Shown, ...] = tuple(s for s in SHOWN.values() if s.compare)  # `bench compare`'s metrics
+
+
+def glossary() -> str:
+    """The README's column glossary: one line per column of a board's main table."""
+    units = {"%": " Shown in percent.", "pp": " In percentage points (positive: below its dense model)."}
+    return "\n".join(f"- **{s.header}**: {s.help}.{units.get(s.unit, '')}" for s in BOARD) + "\n"
+
+
 def names(kind: Kind) -> tuple[str, ...]:
     return tuple(f.name for f in FIELDS if f.metadata["kind"] == kind)
 
@@ -191,6 +283,8 @@ def _type_problem(key: str, value: Any) -> str | None:
     kinds = TYPES[key]
     if value is None and DEFAULTS[key] is None and key not in NESTED:
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        return f"{key} = {value!r:.30}: beyond the 64-bit integer range a table can hold"
     if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):  # true is no number
         return None
     expected = next(_EXPECTED[k] for k in (float, *kinds) if k in kinds and k in _EXPECTED)
@@ -236,6 +330,8 @@ def with_defaults(record: dict[str, Any]) -> dict[str, Any]:
 
 
 LOAD_FACTOR = 1.5  # runnable processes per core above which a machine counts as loaded
+LOADED_RULE = (f"a run is loaded when the 1-minute load average at the start or end of its timing exceeds "
+               f"{LOAD_FACTOR:g} per logical core (bench.record.is_loaded)")
 
 
 def is_loaded(before: float | None, after: float | None, cores: int | None) -> bool | None:

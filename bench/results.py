@@ -37,6 +37,7 @@ import pandas as pd
 from bench import record as schema
 from bench.errors import ConfigError
 from bench.io import atomic_write
+from bench.predictions import predictions_path, read_run_predictions
 from bench.record import IDENTITY, METRICS, NESTED, PROVENANCE, STATUSES
 
 RESULT, CONFIG, HISTORY = "result.json", "config.json", "history.csv"
@@ -64,6 +65,7 @@ class Gathered:
     history: pd.DataFrame
     skipped: list[Skipped] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # bench.predictions
 
     def report(self, limit: int = 20) -> str:
         """Human-readable summary of the runs and of every skipped folder and duplicate."""
@@ -71,7 +73,8 @@ class Gathered:
         lines = [
             f"gathered {len(self.runs)} runs ("
             + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
-            + f"), {len(self.history)} history rows; skipped {len(self.skipped)} folders, "
+            + f"), {len(self.history)} history rows, {len(self.predictions)} with per-example predictions; "
+            f"skipped {len(self.skipped)} folders, "
             f"{len(self.duplicates)} duplicate run_ids"
         ]
         lines += [f"  skipped {s.path}: {s.reason}" for s in self.skipped[:limit]]
@@ -285,9 +288,23 @@ def _history_frame(runs: pd.DataFrame, blobs: list[bytes | None]) -> tuple[pd.Da
 # ------------------------------------------------------------------------------------ API
 
 
-def gather(*dirs: str | Path, history: bool = True, workers: int = 1) -> Gathered:
+def _gather_predictions(runs: pd.DataFrame) -> tuple[dict[str, dict[str, np.ndarray]], list[Skipped]]:
+    found, skipped = {}, []
+    for run_id, folder, status in runs[["run_id", "path", "status"]].itertuples(index=False):
+        if status != "ok":
+            continue
+        got = read_run_predictions(folder)
+        if isinstance(got, str):
+            skipped.append(Skipped(folder, got))
+        elif got is not None:
+            found[run_id] = got
+    return found, skipped
+
+
+def gather(*dirs: str | Path, history: bool = True, workers: int = 1, predictions: bool = True) -> Gathered:
     """Every run folder under `dirs`: the runs table (one row per run_id), the per-epoch history
-    (empty if `history` is False) and the folders skipped and duplicates dropped. `workers` > 1
+    (empty if `history` is False), the per-example predictions of the ok runs that stored them
+    (unless `predictions` is False) and the folders skipped and duplicates dropped. `workers` > 1
     reads folders in that many threads (for network filesystems)."""
     if workers < 1:
         raise ConfigError(f"gather: workers = {workers}; expected an integer >= 1")
@@ -300,11 +317,13 @@ def gather(*dirs: str | Path, history: bool = True, workers: int = 1) -> Gathere
         return Gathered(pd.DataFrame(columns=_order(IDENTITY)), pd.DataFrame(columns=list(HISTORY_IDENTITY)),
                         skipped, [])
     runs, duplicates = _dedupe(_runs_frame([row for row, _ in found]))
+    preds, bad_preds = _gather_predictions(runs) if predictions else ({}, [])
     if not history:
-        return Gathered(runs, pd.DataFrame(columns=list(HISTORY_IDENTITY)), skipped, duplicates)
+        no_history = pd.DataFrame(columns=list(HISTORY_IDENTITY))
+        return Gathered(runs, no_history, skipped + bad_preds, duplicates, preds)
     blob = {row["path"]: b for row, b in found}
     hist, bad = _history_frame(runs, [blob[p] for p in runs["path"]])
-    return Gathered(runs, hist, skipped + bad, duplicates)
+    return Gathered(runs, hist, skipped + bad + bad_preds, duplicates, preds)
 
 
 def _warn(g: Gathered) -> None:
@@ -367,14 +386,34 @@ def history_path(results: str | Path) -> Path:
 
 
 def write(g: Gathered, path: str | Path, history: bool = True) -> list[Path]:
-    """Write the runs table to `path` and (if `history`) the history beside it, atomically."""
+    """Write the runs table to `path`, the history (if `history`) and the per-example predictions
+    (if any) beside it, together: every file is written in full under a temporary name first,
+    then all are renamed into place; a companion file left from an earlier gather that this one
+    does not write is removed, so that no table ever sits beside another gather's."""
     path = Path(path)
-    atomic_write(path, lambda f: g.runs.to_parquet(f, index=False))
-    if not history:
-        return [path]
-    hpath = history_path(path)
-    atomic_write(hpath, lambda f: g.history.to_parquet(f, index=False))
-    return [path, hpath]
+    parts: list[tuple[Path, Any]] = [(path, lambda f: g.runs.to_parquet(f, index=False))]
+    if history:
+        parts.append((history_path(path), lambda f: g.history.to_parquet(f, index=False)))
+    if g.predictions:
+        flat = {f"{run_id}.{k}": a for run_id, arrays in g.predictions.items() for k, a in arrays.items()}
+        parts.append((predictions_path(path), lambda f: np.savez_compressed(f, **flat)))
+    staged = []
+    try:
+        for target, write_to in parts:
+            tmp = target.with_name(f".{target.name}.gather-tmp")
+            atomic_write(tmp, write_to)
+            staged.append((tmp, target))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    written = [target for _, target in staged]
+    for stale in (history_path(path), predictions_path(path)):
+        if stale not in written and stale.is_file():
+            stale.unlink()
+    return written
 
 
 def read(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -386,6 +425,13 @@ def read(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         runs = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a file that is not parquet
         raise ConfigError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+    missing = [c for c in ("run_id", "pruner", "model", "dataset", "seed", "status") if c not in runs.columns]
+    if missing:
+        raise ConfigError(f"{path}: not a runs table (no column(s) {', '.join(missing)}); make one with "
+                          f"`bench gather DIR -o {path}`")
+    if runs.empty:
+        raise ConfigError(f"{path}: the runs table has no rows; gather finished runs into it with "
+                          f"`bench gather DIR -o {path}`")
     hpath = history_path(path)
     if not hpath.is_file():
         return runs, None
@@ -402,7 +448,7 @@ def read(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 def check_output(path: str | Path) -> Path:
     """Raise ConfigError unless the table (and its history beside it) can be written at `path`."""
     path = Path(path)
-    for p in (path, history_path(path)):
+    for p in (path, history_path(path), predictions_path(path)):
         if p.is_dir():
             raise ConfigError(f"-o {path}: {p} is a folder; give a file name, e.g. {p / 'results.parquet'}")
     parent = path.parent

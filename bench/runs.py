@@ -118,9 +118,10 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self.path
 
-    def check_present(self) -> None:
-        """A run folder removed while its run trained is not silently made again: raise instead."""
-        if not self.path.is_dir() or not self.config.is_file():
+    def check_present(self, config: bool = True) -> None:
+        """A run folder removed while its run trained is not silently made again: raise instead
+        (`config`: its config.json must be there too)."""
+        if not self.path.is_dir() or (config and not self.config.is_file()):
             raise ConfigError(f"{self.path}: the run folder (or its config.json) disappeared while "
                               "the run was training; start the run again")
 

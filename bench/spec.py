@@ -1,4 +1,4 @@
-"""Sweep files: a TOML grid of runs under one shared budget, parsed and validated into a
+"""Sweep files: a TOML grid of runs under one training budget, parsed and validated into a
 `SweepSpec` whose cells are `RunConfig`s with resolved hyperparameters. Nothing here runs.
 
     name = "digits-demo"         # default out folder: runs/<name>
@@ -16,17 +16,30 @@
     [pruners.grda]               # a list is a grid axis, a scalar is fixed
     c = [0.01, 0.02]
     mu = 0.6
+    [pruners.gmp]
+    sparsity = 0.9
+    lr = [0.05, 0.1]             # a budget key under a pruner: that pruner's own value (or axis)
     [pruners.dense]              # no keys: one cell per (model, dataset, seed)
 
-cells = models x datasets x seeds x (for each pruner table, the product of its list-valued keys);
-`[[pruners.grda]]` (an array of tables) adds several such tables for one pruner. Identical cells
-(same run_id) run once. Every error in a file is reported at once, each naming file, table and key.
+cells = models x datasets x seeds x (for each pruner table, the product of its list-valued keys
+and of the [budget] lists it does not set itself); `[[pruners.grda]]` (an array of tables) adds
+several such tables for one pruner. Identical cells (same run_id) run once. Every error in a file
+is reported at once, each naming file, table and key.
 
-Overrides change a parsed file before it is validated, with TOML value syntax, so a paper-scale
-sweep can be smoke-tested without editing it (`bench sweep` and `bench board` take `--set`):
+Budget keys as axes: a list in [budget] (`lr = [0.05, 0.1]`) runs every pruner at each value; a
+budget key in a pruner's table replaces [budget]'s for that pruner (tuning its lr, epochs or weight
+decay with as many settings as another pruner's knob). The keys of SECTION_BUDGET_KEYS define what
+is compared (the recipe track, the validation split, augmentation, the layers that may be pruned,
+the arithmetic): a list of them in [budget] gives one board section per value, and a pruner table
+may not set them. A pruner's settings are its distinct (hyperparameters, budget) pairs
+(`SweepSpec.settings_per_pruner`, the board's tuning count).
+
+Overrides (`--set`, one grammar for `bench run`, `bench sweep` and `bench board`, see
+`apply_overrides` and `run_overrides`) change a parsed file before it is validated, with TOML value
+syntax, so a paper-scale sweep can be smoke-tested without editing it:
 
     load_sweep("leaderboards/cifar10-vgg16/sweep.toml",
-               ["budget.epochs=1", "pruners.grda.c=0.01", "grid.seeds=[0]"])
+               ["budget.epochs=1", "pruners.grda.c=0.01", "grid.seeds=[0]", "~pruners.imp"])
 
 The number of cells is counted from the axes before anything is expanded: a few bytes of TOML can
 ask for millions of cells, which `max_cells` refuses before they cost time or memory.
@@ -34,6 +47,7 @@ ask for millions of cells, which `max_cells` refuses before they cost time or me
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import itertools
@@ -45,7 +59,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import DEVICE_RE, MAX_SEED, Budget, RunConfig, coerce
+from bench.config import (
+    DEVICE_RE,
+    MAX_SEED,
+    Budget,
+    RunConfig,
+    coerce,
+    dataclass_from_args,
+    run_level_from_args,
+)
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.validate import check_config, check_data, check_loggers
@@ -57,6 +79,11 @@ GRID_KEYS = ("models", "datasets", "seeds")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 100  # characters: the name is a folder name (255 bytes at most) and a SLURM job name
 MAX_CELLS = 10_000  # the default of `max_cells`
+BUDGET_KEYS = tuple(f.name for f in dataclasses.fields(Budget))
+# budget keys that define what is compared, the same for every pruner of a board section
+SECTION_BUDGET_KEYS = ("recipe", "val_fraction", "augment", "prune_first_last", "precision")
+# budget keys a pruner table may set (its own value or axis): counted as tuning by the board
+TUNABLE_BUDGET_KEYS = tuple(k for k in BUDGET_KEYS if k not in SECTION_BUDGET_KEYS)
 
 
 @dataclass(frozen=True)
@@ -69,9 +96,27 @@ class SweepSpec:
     path: Path
     source: str = ""  # the TOML text, kept in the out folder's manifest
     overrides: tuple[str, ...] = ()  # the `--set KEY=VALUE` applied to it, in order
+    # budget keys tuned in this sweep (a list in [budget] or set under a pruner): part of a
+    # pruner's setting, not of its board section
+    tuned: tuple[str, ...] = ()
 
     def per_pruner(self) -> Counter[str]:
         return Counter(c.pruner for c in self.cells)
+
+    def section_budget(self, cell: RunConfig) -> Budget:
+        """`cell`'s budget with its tuned keys at the sweep's base values: the budget of its
+        board section, the same for every pruner compared in it."""
+        return dataclasses.replace(cell.budget, **{k: getattr(self.budget, k) for k in self.tuned})
+
+    def settings_per_pruner(self) -> dict[str, int]:
+        """Per pruner, how many settings it was tuned over: its distinct (hyperparameters, tuned
+        budget keys) over its cells; models, datasets, seeds and sections (recipe track...) aside.
+        The board's tuning count."""
+        seen: dict[str, set[str]] = {}
+        for c in self.cells:
+            key = repr((sorted(c.hparams.items()), [getattr(c.budget, k) for k in self.tuned]))
+            seen.setdefault(c.pruner, set()).add(key)
+        return {p: len(v) for p, v in seen.items()}
 
 
 # ------------------------------------------------------------------------------------- parsing
@@ -109,32 +154,85 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """A copy of a parsed sweep document with each `KEY.PATH=VALUE` set (VALUE in TOML syntax:
-    `budget.epochs=1`, `pruners.grda.c=0.01`, `grid.seeds=[0]`, `grid.models=["mlp"]`). A key under
-    an array of tables (`[[pruners.grda]]`) is set in each of its tables. Unknown keys are left
-    to the validation that follows, which names the valid ones."""
+    """A copy of a parsed sweep document with each override applied, in order:
+
+    - `KEY.PATH=VALUE` sets a key (VALUE in TOML syntax: `budget.epochs=1`, `pruners.grda.c=0.01`,
+      `pruners.gmp.lr=[0.05, 0.1]`, `grid.seeds=[0]`, `grid.models=["mlp"]`); the tables on the
+      path are created if missing (`pruners.snip.sparsity=0.9` adds snip);
+    - `~KEY.PATH` removes a key or table (`~pruners.imp` drops a pruner; `~budget.momentum` brings
+      back the default); it must exist.
+
+    A key under an array of tables (`[[pruners.grda]]`) is set in (or removed from) each of its
+    tables. Unknown keys are left to the validation that follows, which names the valid ones."""
     data = copy.deepcopy(data)
     for item in overrides:
-        key, sep, value = item.partition("=")
+        remove = item.strip().startswith("~")
+        key, sep, value = item.strip().removeprefix("~").partition("=")
         parts = [p.strip() for p in key.strip().split(".")]
-        if not sep or not all(parts):
-            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE (e.g. --set budget.epochs=1)")
+        if remove == bool(sep) or not all(parts):
+            raise ConfigError(
+                f"--set {item!r}: expected KEY.PATH=VALUE to set a key or ~KEY.PATH to remove one "
+                "(e.g. --set budget.epochs=1, --set ~pruners.imp)"
+            )
         tables: list[Any] = [data]
         for depth, part in enumerate(parts[:-1]):
             nxt = []
             for t in tables:
-                child = t.setdefault(part, {})
+                child = t.get(part) if remove else t.setdefault(part, {})
                 if isinstance(child, list) and child and all(isinstance(c, dict) for c in child):
                     nxt += child
                 elif isinstance(child, dict):
                     nxt.append(child)
-                else:
+                elif not (remove and child is None):
                     where = ".".join(parts[: depth + 1])
                     raise ConfigError(f"--set {item!r}: {where} = {child!r} is not a table")
             tables = nxt
+        if remove:
+            holders = [t for t in tables if parts[-1] in t]
+            if not holders:
+                parent = ".".join(parts[:-1])
+                keys = sorted({k for t in tables for k in t})
+                where = f"{parent} has" if parent else "the sweep file has"
+                have = ", ".join(keys) or "(none)"
+                raise ConfigError(f"--set {item!r}: no such key to remove; {where}: {have}")
+            for t in holders:
+                del t[parts[-1]]
+            continue
         for t in tables:
             t[parts[-1]] = parse_value(value.strip())
     return data
+
+
+def run_overrides(
+    sets: list[str] | tuple[str, ...], pruner: str, budget: Budget
+) -> tuple[dict[str, str], Budget]:
+    """`--set` of `bench run` and `bench calibrate` in the sweep files' grammar, for their one
+    run: `budget.KEY=VALUE` a budget key (over its flag), `pruners.<its pruner>.KEY=VALUE` or the
+    short `KEY=VALUE` a hyperparameter of its pruner. Returns (hyperparameters as given, each
+    field's type converts them; `budget` with the budget keys set); raises ConfigError naming the
+    override and the valid forms or choices."""
+    hparams: dict[str, str] = {}
+    changes: dict[str, Any] = {}
+    hints = typing.get_type_hints(Budget)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        parts = [p.strip() for p in key.strip().split(".")]
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. --set c=0.02, --set budget.lr=0.05)")
+        if len(parts) == 1:
+            hparams[parts[0]] = value.strip()
+        elif len(parts) == 3 and parts[:2] == ["pruners", pruner]:
+            hparams[parts[2]] = value.strip()
+        elif len(parts) == 2 and parts[0] == "budget" and parts[1] in BUDGET_KEYS:
+            where = f"--set budget.{parts[1]}"
+            changes[parts[1]] = coerce(parse_value(value.strip()), hints[parts[1]], where)
+            _budget_check(parts[1], where)(changes[parts[1]])
+        else:
+            raise ConfigError(
+                f"--set {item!r}: a run takes KEY=VALUE or pruners.{pruner}.KEY=VALUE (a hyperparameter "
+                f"of its pruner) or budget.KEY=VALUE (valid budget keys: {', '.join(BUDGET_KEYS)})"
+            )
+    return hparams, dataclasses.replace(budget, **changes)
 
 
 def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", source: str = "") -> SweepSpec:
@@ -169,16 +267,17 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
         check_loggers(tuple(loggers))
     except ConfigError as e:
         errors.append(str(e))
-    budget = _parse_budget(data.get("budget", {}), errors)
+    budget_axes = _parse_budget(data.get("budget", {}), errors)
     grid = _parse_grid(data.get("grid"), errors)
-    settings = _parse_pruners(data.get("pruners"), grid, max_cells, errors)
+    raw_budget = data.get("budget") if isinstance(data.get("budget"), dict) else {}
+    settings = _parse_pruners(data.get("pruners"), grid, budget_axes, raw_budget, max_cells, errors)
     if not errors:
         _check_fits(grid, errors)
     if errors:
         raise ConfigError(_format(path, errors))
 
     cells: dict[str, RunConfig] = {}
-    for (pruner, hparams), model, dataset, seed in itertools.product(
+    for (pruner, hparams, budget), model, dataset, seed in itertools.product(
         settings, grid["models"], grid["datasets"], grid["seeds"]
     ):
         config = RunConfig(
@@ -201,7 +300,11 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
         cells.setdefault(config.run_id, config)
     if errors:
         raise ConfigError(_format(path, list(dict.fromkeys(errors))))
-    return SweepSpec(name=name, budget=budget, cells=list(cells.values()), path=path, source=source)
+    base = Budget(**{k: v[0] for k, v in budget_axes.items()})  # each [budget] axis at its first value
+    varied = {k for _, _, b in settings for k in TUNABLE_BUDGET_KEYS if getattr(b, k) != getattr(base, k)}
+    tuned = tuple(k for k in TUNABLE_BUDGET_KEYS if k in varied)
+    return SweepSpec(name=name, budget=base, cells=list(cells.values()), path=path, source=source,
+                     tuned=tuned)
 
 
 def _format(path: Path, errors: list[str]) -> str:
@@ -221,35 +324,63 @@ def _unknown_keys(table: dict[str, Any], valid: tuple[str, ...], where: str, err
         )
 
 
-def _parse_budget(table: Any, errors: list[str]) -> Budget:
+def _axis(value: Any, hint: Any) -> list[Any] | None:
+    """A key's values: a list is an axis, except for a list-typed field (`lr_milestones`), whose
+    axis is a list of lists. None for an empty axis."""
+    list_typed = typing.get_origin(hint) in (tuple, list)
+    nested = isinstance(value, list) and bool(value) and all(isinstance(v, list) for v in value)
+    if isinstance(value, list) and (not list_typed or nested or not value):
+        return value or None
+    return [value]
+
+
+def _coerce_axis(values: list[Any], hint: Any, where: str, errors: list[str],
+                 check: Any = None) -> list[Any] | None:
+    """The values coerced to the field's type, duplicates dropped; None (errors noted) if any is bad.
+    `check(value)` raises ConfigError for a value out of range."""
+    coerced, ok = [], True
+    for v in values:
+        try:
+            c = coerce(v, hint, where)
+            if check is not None:
+                check(c)
+            coerced.append(c)
+        except ConfigError as e:
+            errors.append(str(e))
+            ok = False
+    return list(dict.fromkeys(coerced)) if ok else None
+
+
+def _budget_check(key: str, where: str) -> Any:
+    def check(value: Any) -> None:  # range checks, one field at a time to report them all
+        try:
+            Budget(**{key: value})
+        except ConfigError as e:
+            raise ConfigError(str(e).replace(f"budget.{key}", where, 1)) from None
+
+    return check
+
+
+def _parse_budget(table: Any, errors: list[str]) -> dict[str, list[Any]]:
+    """[budget] as axes: key -> its values (one for a scalar), each checked."""
     if not isinstance(table, dict):
         errors.append(f"[budget] must be a table of Budget fields, got {table!r}")
-        return Budget()
-    fields = [f.name for f in dataclasses.fields(Budget)]
+        return {}
     hints = typing.get_type_hints(Budget)
-    _unknown_keys(table, tuple(fields), "[budget]", errors)
-    values: dict[str, Any] = {}
+    _unknown_keys(table, BUDGET_KEYS, "[budget]", errors)
+    axes: dict[str, list[Any]] = {}
     for key, value in table.items():
-        if key not in fields:
+        if key not in BUDGET_KEYS:
             continue
         where = f"[budget] {key}"
-        if isinstance(value, list) and typing.get_origin(hints[key]) is not tuple:
-            errors.append(
-                f"{where} = {value!r}: the budget is shared by every cell, it cannot be a grid "
-                "axis (use one sweep file per budget)"
-            )
+        values = _axis(value, hints[key])
+        if values is None:
+            errors.append(f"{where} = []: an axis must not be empty")
             continue
-        try:
-            values[key] = coerce(value, hints[key], where)
-            Budget(**{key: values[key]})  # range checks, one field at a time to report them all
-        except ConfigError as e:
-            values.pop(key, None)
-            errors.append(str(e).replace(f"budget.{key}", where, 1))
-    try:
-        return Budget(**values)
-    except ConfigError as e:
-        errors.append(f"[budget] {e}")
-        return Budget()
+        coerced = _coerce_axis(values, hints[key], where, errors, _budget_check(key, where))
+        if coerced is not None:
+            axes[key] = coerced
+    return axes
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -294,9 +425,11 @@ def _parse_grid(table: Any, errors: list[str]) -> dict[str, list[Any]]:
 
 
 def _parse_pruners(
-    table: Any, grid: dict[str, list[Any]], max_cells: int, errors: list[str]
-) -> list[tuple[str, dict[str, Any]]]:
-    """(pruner, hparams) for every setting in the grid: each table's product of its list values.
+    table: Any, grid: dict[str, list[Any]], budget_axes: dict[str, list[Any]], raw_budget: dict[str, Any],
+    max_cells: int, errors: list[str],
+) -> list[tuple[str, dict[str, Any], Budget]]:
+    """(pruner, hparams, budget) for every setting in the grid: each table's product of its list
+    values and of the [budget] axes it does not set itself.
 
     The cells are counted from the axes' lengths first; more than `max_cells` is an error, and
     nothing is expanded."""
@@ -305,7 +438,6 @@ def _parse_pruners(
             "[pruners] needs at least one [pruners.NAME] table; valid names: " + ", ".join(PRUNERS.names())
         )
         return []
-    settings: list[tuple[str, dict[str, Any]]] = []
     tables_by_pruner: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
     for name, entry in table.items():
         if name not in PRUNERS.names():
@@ -325,22 +457,25 @@ def _parse_pruners(
             continue
         tables_by_pruner.append((name, tables))
     per_setting = len(grid["models"]) * len(grid["datasets"]) * len(grid["seeds"])
-    n_cells = per_setting * sum(_settings_count(t) for _, tables in tables_by_pruner for _, t in tables)
+    n_cells = per_setting * sum(
+        _settings_count({**raw_budget, **t}) for _, tables in tables_by_pruner for _, t in tables
+    )
     if n_cells > max_cells:
         errors.append(
             f"the grid asks for up to {n_cells:,} cells, more than max_cells = {max_cells:,}; to run "
             f"it, set max_cells = {n_cells} at the top of the file"
         )
         return []
+    settings: list[tuple[str, dict[str, Any], Budget]] = []
     for name, tables in tables_by_pruner:
         for where, t in tables:
-            settings += [(name, hp) for hp in _expand_hparams(name, t, where, errors)]
+            settings += [(name, hp, b) for hp, b in _expand_table(name, t, where, budget_axes, errors)]
     return settings
 
 
 def _settings_count(table: dict[str, Any]) -> int:
-    """How many settings a pruner table expands into: the product of its axes' distinct values
-    (an upper bound when a value appears twice under different spellings)."""
+    """How many settings a pruner table (merged over [budget]) expands into: the product of its
+    axes' distinct values (an upper bound when a value appears twice under different spellings)."""
     n = 1
     for value in table.values():
         if isinstance(value, list) and value and not all(isinstance(v, list) for v in value):
@@ -350,46 +485,42 @@ def _settings_count(table: dict[str, Any]) -> int:
     return n
 
 
-def _expand_hparams(
-    pruner: str, table: dict[str, Any], where: str, errors: list[str]
-) -> list[dict[str, Any]]:
+def _expand_table(
+    pruner: str, table: dict[str, Any], where: str, budget_axes: dict[str, list[Any]], errors: list[str]
+) -> list[tuple[dict[str, Any], Budget]]:
+    """A pruner table's settings: its hyperparameter axes x its budget axes (its own budget keys
+    replacing [budget]'s)."""
     cls = PRUNERS.get(pruner).Hparams
     fields = tuple(f.name for f in dataclasses.fields(cls))
     hints = typing.get_type_hints(cls)
+    budget_hints = typing.get_type_hints(Budget)
     n_errors = len(errors)
     axes: dict[str, list[Any]] = {}
+    own_budget: dict[str, list[Any]] = {}
     for key, value in table.items():
         if key in fields:
-            pass
-        elif key in {f.name for f in dataclasses.fields(Budget)}:
+            hint, check, into = hints[key], None, axes
+        elif key in SECTION_BUDGET_KEYS:
             errors.append(
-                f"{where} {key}: per-pruner budget overrides are not allowed: the budget is "
-                f"shared by every pruner; set it in [budget]"
+                f"{where} {key}: set it in [budget]: it is the same for every pruner of a section "
+                f"(budget keys a pruner may set: {', '.join(TUNABLE_BUDGET_KEYS)})"
             )
             continue
+        elif key in BUDGET_KEYS:
+            hint, check, into = budget_hints[key], _budget_check(key, f"{where} {key}"), own_budget
         elif key in GRID_KEYS:
             errors.append(f"{where} {key}: set it in [grid] (shared by every pruner)")
             continue
         else:
-            _unknown_keys({key: value}, fields, where, errors)
+            _unknown_keys({key: value}, fields + TUNABLE_BUDGET_KEYS, where, errors)
             continue
-        # a tuple-valued hyperparameter takes a list as its value; a list of lists is its axis
-        tuple_typed = typing.get_origin(hints[key]) in (tuple, list)
-        nested = bool(value) and all(isinstance(v, list) for v in value) if isinstance(value, list) else False
-        is_axis = isinstance(value, list) and (not tuple_typed or nested)
-        values = value if is_axis else [value]
-        if not values:
+        values = _axis(value, hint)
+        if values is None:
             errors.append(f"{where} {key} = []: an axis must not be empty")
             continue
-        coerced, ok = [], True
-        for v in values:
-            try:
-                coerced.append(coerce(v, hints[key], f"{where} {key}"))
-            except ConfigError as e:
-                errors.append(str(e))
-                ok = False
-        if ok:  # the keys with bad values are left out of the checks across keys below
-            axes[key] = list(dict.fromkeys(coerced))
+        coerced = _coerce_axis(values, hint, f"{where} {key}", errors, check)
+        if coerced is not None:  # the keys with bad values are left out of the checks across keys below
+            into[key] = coerced
     combos = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     for hp in combos:
         try:
@@ -399,7 +530,17 @@ def _expand_hparams(
             if not any(msg.startswith(f"{k} ") for k in hp):  # a check across keys: name the cell
                 msg += f" (with {', '.join(f'{k} = {v!r}' for k, v in hp.items())})"
             errors.append(f"{where} {msg}")
-    return combos if len(errors) == n_errors else []
+    merged = budget_axes | own_budget
+    budgets = []
+    for combo in itertools.product(*merged.values()):
+        values = dict(zip(merged, combo, strict=True))
+        try:
+            budgets.append(Budget(**values))
+        except ConfigError as e:  # a check across budget keys
+            errors.append(f"{where} {e} (with {', '.join(f'{k} = {v!r}' for k, v in values.items())})")
+    if len(errors) != n_errors:
+        return []
+    return [(hp, b) for hp in combos for b in dict.fromkeys(budgets)]
 
 
 def _check_fits(grid: dict[str, list[Any]], errors: list[str]) -> None:
@@ -426,3 +567,17 @@ def check_local_data(spec: SweepSpec) -> None:
             errors.append(f"{key}: {e}")
     if errors:
         raise ConfigError(_format(spec.path, errors))
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """A validated RunConfig (hyperparameters resolved) from `add_run_flags` flags."""
+    hparams, budget = run_overrides(args.sets, args.pruner, dataclass_from_args(Budget, args, "budget"))
+    config = RunConfig(
+        pruner=args.pruner,
+        model=args.model,
+        dataset=args.dataset,
+        hparams=hparams,
+        budget=budget,
+        **run_level_from_args(args),
+    )
+    return check_config(config)

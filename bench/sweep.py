@@ -182,6 +182,12 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
     axes = {k: sorted({getattr(c, k) for c in cells}) for k in ("model", "dataset", "seed")}
     print("  " + "; ".join(f"{k}s {', '.join(map(str, v))}" for k, v in axes.items()))
     print(f"  budget: {_budget_line(spec.budget)}")
+    tracks = list(dict.fromkeys(c.budget.recipe for c in cells))
+    if len(tracks) > 1:
+        print(f"  recipe tracks (one board section each): {', '.join(tracks)}")
+    if spec.tuned:
+        settings = ", ".join(f"{p} {n}" for p, n in spec.settings_per_pruner().items())
+        print(f"  tuned budget keys: {', '.join(spec.tuned)}; settings per pruner: {settings}")
     print("timing a few training steps of each (pruner, model, dataset) here...", file=sys.stderr)
     est = estimate(spec, out if out.exists() else None)
     n_done = sum(1 for c in cells if status.finished_result(out if out.exists() else None, c))
@@ -208,8 +214,9 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
 
 def add_override_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a key of the sweep file, TOML value syntax, repeatable: "
-                   "--set budget.epochs=1 --set pruners.grda.c=0.01 --set 'grid.seeds=[0]'")
+                   help="set a key of the sweep file (TOML value syntax; a list is an axis) or remove "
+                   "one with ~KEY.PATH, repeatable: --set budget.epochs=1 --set pruners.grda.c=0.01 "
+                   "--set 'pruners.gmp.lr=[0.05, 0.1]' --set 'grid.seeds=[0]' --set ~pruners.imp")
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -7,21 +7,13 @@ field and the valid choices); nothing here trains or loads data.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.config import (
-    Budget,
-    RunConfig,
-    build_dataclass,
-    dataclass_from_args,
-    parse_sets,
-    run_level_from_args,
-)
+from bench.config import RunConfig, build_dataclass
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.runs import check_path_text
@@ -43,6 +35,10 @@ def check_config(config: RunConfig) -> RunConfig:
     dataset = DATASETS.get(config.dataset, "dataset")
     if dataset.input_shape is not None:
         model.check_fits(config.dataset, dataset.input_shape, dataset.num_classes)
+    count = config.budget.val_fraction
+    if count >= 1 and dataset.num_train is not None and count >= dataset.num_train:
+        raise ConfigError(f"budget.val_fraction = {count:.0f}: a count of examples must be below "
+                          f"{config.dataset}'s {dataset.num_train:,} training examples (or a fraction < 1)")
     return config
 
 
@@ -77,19 +73,6 @@ def check_devices(configs: Sequence[RunConfig], tasks: int) -> None:
             f"device = {pinned[0]!r} with --gpus {tasks}: each rank uses its own GPU; valid choices "
             "with --gpus > 1: auto, cuda, cpu"
         )
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """A validated RunConfig (hyperparameters resolved) from `add_run_flags` flags."""
-    config = RunConfig(
-        pruner=args.pruner,
-        model=args.model,
-        dataset=args.dataset,
-        hparams=parse_sets(args.sets),
-        budget=dataclass_from_args(Budget, args, "budget"),
-        **run_level_from_args(args),
-    )
-    return check_config(config)
 
 
 def check_device_here(device: str, where: str = "--device") -> None:

@@ -32,8 +32,8 @@ def test_paired_t_matches_the_hand_computed_interval():
 def test_paired_t_edge_cases():
     one = paired_t([0.3])
     assert one.mean == 0.3 and math.isnan(one.low) and math.isnan(one.p)
-    same = paired_t([0.1, 0.1, 0.1])
-    assert (same.low, same.high, same.p) == pytest.approx((0.1, 0.1, 0.0))
+    same = paired_t([0.1, 0.1, 0.1])  # no spread: no t statistic, and never "p = 0"
+    assert (same.low, same.high) == pytest.approx((0.1, 0.1)) and math.isnan(same.p)
     assert paired_t([0.0, 0.0]).p == 1.0
     assert paired_t([]).n == 0
     with pytest.raises(ValueError, match="level"):
@@ -73,7 +73,7 @@ def test_compare_pairs_by_seed_with_the_hand_computed_interval():
     assert c.metric("sparsity").diff.mean == pytest.approx(0.02)
     assert c.metric("train_time_s").diff.mean == pytest.approx(11.5 - 12.0)
     md = c.markdown()
-    assert "| test top-1 | 0.9650 | 0.9400 | 0.0250 |" in md and "process peak RSS (MiB)" in md
+    assert "| test top-1 % | 96.50 | 94.00 | 2.50 |" in md and "process peak RSS MiB" in md
     d = c.to_dict()
     assert d["metrics"]["top1"]["p"] == pytest.approx(top1.diff.p)
     assert [p["seed"] for p in d["pairs"]] == [0, 1, 2, 3]
@@ -106,7 +106,7 @@ def test_cli_compare_table_and_json(tmp_path, capsys):
     runs.to_parquet(table, index=False)
     assert cli.main(["compare", "grda:c=0.02", "pruner=gmp", "--in", str(table)]) == 0
     out = capsys.readouterr().out
-    assert "4 pairs" in out and "| test top-1 | 0.9650 | 0.9400 | 0.0250 |" in out
+    assert "4 pairs" in out and "| test top-1 % | 96.50 | 94.00 | 2.50 |" in out
     assert cli.main(["compare", "grda:c=0.02", "gmp", "--in", str(table), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["metrics"]["top1"]["mean"] == pytest.approx(0.025) and d["metrics"]["top1"]["n"] == 4
@@ -139,3 +139,46 @@ def test_empty_run_folder_is_refused(tmp_path, capsys):
     assert "no runs under" in capsys.readouterr().err
     assert cli.main(["compare", "grda", "gmp", "--in", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_compare_on_paths_uses_ok_runs_and_says_how_many_it_left_out(tmp_path, capsys):
+    runs = _runs()
+    a = runs[runs["hparams.c"] == 0.02].copy()
+    b = runs[runs["pruner"] == "gmp"].copy()
+    b.loc[b.index[0], "status"] = "diverged"
+    for name, t in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        t.to_parquet(tmp_path / name / "results.parquet", index=False)
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "3 pairs" in out and "left out 1 run(s) not finished with status ok" in out
+    b["status"] = "failed"
+    b.to_parquet(tmp_path / "b" / "results.parquet", index=False)
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "no finished (status ok) runs among its 4" in capsys.readouterr().err
+
+
+def test_compare_refuses_unequal_budgets_unless_asked():
+    runs = _runs()
+    runs["budget.epochs"] = [30 if p == "gmp" else 60 for p in runs["pruner"]]
+    with pytest.raises(ConfigError, match=r"different budgets: epochs \(60 vs 30\).*--unequal-budgets"):
+        compare(runs, "grda:c=0.02", "gmp")
+    assert compare(runs, "grda:c=0.02", "gmp", unequal_budgets=True).metric("top1").diff.n == 4
+
+
+def test_compare_uses_per_example_predictions_for_test_top1():
+    import numpy as np
+
+    runs = _runs()
+    ids = runs.set_index(["pruner", "hparams.c", "seed"])["run_id"]
+    correct = {}
+    for seed in range(4):
+        right = np.ones(100, bool)
+        correct[ids[("grda", 0.02, seed)]] = right
+        wrong = right.copy()
+        wrong[3] = False  # the same one image, every seed
+        correct[ids.xs("gmp", level="pruner").xs(seed, level="seed").iat[0]] = wrong
+    c = compare(runs, "grda:c=0.02", "gmp", correct=correct)
+    top1 = c.metric("top1")
+    assert top1.test == "seeds × examples bootstrap" and top1.diff.p > 0.05
+    assert c.metric("sparsity").test == "paired t over seeds"

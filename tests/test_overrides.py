@@ -1,5 +1,5 @@
-"""`--set` overrides of sweep files (`bench sweep`, `bench board`), `bench board --no-run/--out`,
-and `bench.results.load` of a board folder."""
+"""`--set` overrides (one grammar for `bench run`, `bench sweep` and `bench board`), `bench board
+--no-run/--out`, and `bench.results.load` of a board folder."""
 
 from __future__ import annotations
 
@@ -110,3 +110,53 @@ def test_load_reads_a_board_folder():
     assert len(load(DIGITS / "results.parquet")) == cells
     hist = load_history(DIGITS)
     assert set(hist["run_id"]) == set(runs["run_id"])
+
+
+SMALL = """
+name = "small"
+[budget]
+epochs = 1
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+seeds = [0, 1]
+[pruners.dense]
+[pruners.gmp]
+sparsity = 0.9
+[pruners.imp]
+sparsity = 0.9
+"""
+
+
+def test_set_drops_a_pruner_and_tunes_a_budget_key_from_the_command_line(tmp_path, capsys, monkeypatch):
+    no_probe = Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
+    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None: no_probe)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(SMALL)
+    argv = ["sweep", str(sweep), "--dry-run", "--out", str(tmp_path / "out"),
+            "--set", "~pruners.imp", "--set", "pruners.gmp.lr=[0.05, 0.1]"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sweep small" in out and ": 6 cells" in out  # dense x 2 seeds + gmp x 2 lr x 2 seeds
+    assert "imp" not in out and not (tmp_path / "out").exists()
+    assert "tuned budget keys: lr; settings per pruner: dense 1, gmp 2" in out
+    assert cli.main([*argv[:-4], "--set", "~pruners.snip"]) == 2
+    assert "no such key to remove; pruners has: dense, gmp, imp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["budget.lr=-1"], "--set budget.lr = -1.0: must be > 0"),
+        (["budget.recipe=best"], "--set budget.recipe = 'best': valid choices: shared, paper"),
+        (["pruners.grda.c=0.01"], "a run takes KEY=VALUE or pruners.gmp.KEY=VALUE"),
+        (["pruners.gmp.sparsity=1.5"], "sparsity = 1.5: must be in [0, 1)"),
+    ],
+)
+def test_run_takes_the_same_set_grammar_and_names_the_key(tmp_path, capsys, sets, message):
+    argv = ["run", "--pruner", "gmp", "--out", str(tmp_path / "runs"), "--quiet"]
+    for s in sets:
+        argv += ["--set", s]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -11,6 +11,7 @@ import pytest
 
 from bench import cli, record, results
 from bench.config import Budget, RunConfig
+from bench.errors import ConfigError
 from bench.io import write_json, write_text
 from bench.record import RENAMED
 from bench.run.job import run
@@ -214,3 +215,60 @@ def test_a_result_older_than_a_field_loads_with_its_default(tmp_path):
     row = g.runs.set_index("run_id").loc["old"]
     assert pd.isna(row["step_time_ms"]) and pd.isna(row["state_bytes"])
     assert set(record.METRICS) <= set(g.runs.columns)
+
+
+def write_predictions(folder: Path, test_pred: list[int], test_true: list[int], **change: Any) -> None:
+    import numpy as np
+
+    arrays = {"val_pred": np.array([1, 2], np.int16), "val_true": np.array([1, 1], np.int16),
+              "test_pred": np.array(test_pred, np.int16), "test_true": np.array(test_true, np.int16)}
+    np.savez(folder / "predictions.npz", **(arrays | change))
+
+
+def test_predictions_are_gathered_and_written_with_the_tables(tmp_path: Path) -> None:
+    import numpy as np
+
+    from bench import predictions
+
+    a = make_run(tmp_path / "runs", fake_result("a"))
+    b = make_run(tmp_path / "runs", fake_result("b", seed=1))
+    make_run(tmp_path / "runs", fake_result("old", seed=2))  # written before predictions: none, still a row
+    write_predictions(a, [1, 2, 3], [1, 2, 0])
+    write_predictions(b, [0, 0, 0], [1, 2, 0], val_pred=np.array([[1]], np.int16))  # malformed
+    g = results.gather(tmp_path / "runs")
+    assert len(g.runs) == 3 and set(g.predictions) == {"a"}
+    assert any("predictions.npz lacks or has malformed arrays (val_pred)" in s.reason for s in g.skipped)
+    table = tmp_path / "out" / "results.parquet"
+    written = results.write(g, table)
+    names = ["results.parquet", "results.history.parquet", "results.predictions.npz"]
+    assert [p.name for p in written] == names
+    back = predictions.read_predictions(table)
+    assert list(back["a"]["test_pred"]) == [1, 2, 3] and back["a"]["test_pred"].dtype == np.int16
+    assert list(predictions.correctness(back)["a"]) == [True, True, False]
+    # a later gather without history or predictions leaves no stale table beside the new one
+    results.write(results.gather(tmp_path / "runs", predictions=False), table, history=False)
+    assert not results.history_path(table).exists() and not predictions.predictions_path(table).exists()
+    assert predictions.read_predictions(table) == {}  # old tables without it still load
+    predictions.predictions_path(table).write_bytes(b"PK garbage")
+    with pytest.raises(ConfigError, match=r"results\.predictions\.npz: not a readable predictions file"):
+        predictions.read_predictions(table)
+
+
+def test_an_integer_beyond_int64_skips_that_run_only(tmp_path: Path) -> None:
+    make_run(tmp_path / "runs", fake_result("big", steps=2**70))
+    make_run(tmp_path / "runs", fake_result("fine", seed=1))
+    g = results.gather(tmp_path / "runs")
+    assert list(g.runs["run_id"]) == ["fine"]
+    why = "steps = 1180591620717411303424: beyond the 64-bit integer range"
+    assert any(why in s.reason for s in g.skipped)
+    results.write(g, tmp_path / "results.parquet")
+
+
+def test_foreign_and_empty_tables_are_one_line_errors(tmp_path: Path) -> None:
+    path = tmp_path / "results.parquet"
+    pd.DataFrame({"x": [1]}).to_parquet(path)
+    with pytest.raises(ConfigError, match=r"results\.parquet: not a runs table \(no column\(s\) run_id"):
+        results.read(path)
+    pd.DataFrame({c: [] for c in ("run_id", "pruner", "model", "dataset", "seed", "status")}).to_parquet(path)
+    with pytest.raises(ConfigError, match=r"results\.parquet: the runs table has no rows"):
+        results.read(path)

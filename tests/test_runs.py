@@ -18,8 +18,9 @@ import torch
 
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
+from bench.predictions import read_run_predictions as load_predictions
 from bench.run.checkpoint import load_model
-from bench.run.job import load_predictions, run
+from bench.run.job import run
 from bench.run.result import describe_optimizer
 from bench.runs import Backend, RunDir, RunStatus, check_path_text
 from bench.validate import check_config

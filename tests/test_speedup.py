@@ -299,7 +299,7 @@ def test_kernel_table_rows_and_markdown():
     assert md.count("\n| tiny linear 32>64 |") == 4 + 2 and "Crossover" in md
 
 
-def test_speedup_figure_has_a_panel_per_measured_backend(tmp_path):
+def test_speedup_figure_has_a_marker_per_measured_backend(tmp_path):
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -308,10 +308,10 @@ def test_speedup_figure_has_a_panel_per_measured_backend(tmp_path):
     rows = [{"pruner": pruner, "sparsity": sparsity, "speedup_theoretical": theo, "speedup_best": 1.5,
              "speedup_compact": 1.2, "speedup_sparse": 1.5, "speedup_2to4": None}
             for pruner, sparsity, theo in (("grda", 0.9, 8.0), ("channel", 0.5, 3.0))]
-    path = plots.speedup_vs_theoretical(pd.DataFrame(rows), tmp_path / "s.png",
-                                        plots.pruner_palette(["grda", "channel"]), title="digits / mlp")
+    path = plots.speedup_per_backend(pd.DataFrame(rows), tmp_path / "s.png",
+                                     plots.pruner_styles(["grda", "channel"]), title="digits / mlp")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = path.with_suffix(".svg").read_text()
-    assert "compact backend" in svg and "sparse backend" in svg and "best backend" in svg
-    assert "2:4 backend" not in svg  # never measured: no panel
+    assert "compact" in svg and "sparse" in svg and "median over runs" in svg
+    assert "2:4" not in svg  # never measured: not in the legend
     assert not plt.get_fignums()  # closed after saving

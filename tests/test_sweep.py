@@ -22,16 +22,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import cli, executors
-from bench.config import Budget, RunConfig
+from bench.config import Budget, RunConfig, build_dataclass
 from bench.errors import ConfigError
+from bench.estimate import Estimate
 from bench.executors import local as local_executor
 from bench.executors import slurm as slurm_executor
 from bench.io import read_json, write_json
+from bench.pruner import RunContext
 from bench.registry import PRUNERS
 from bench.run.job import run
-from bench.spec import TOP_KEYS, load_sweep, sweep_from_dict, sweep_from_toml
+from bench.spec import TOP_KEYS, load_sweep, run_overrides, sweep_from_dict, sweep_from_toml
 from bench.status import cell_statuses, to_submit
 from bench.sweep import run_sweep
+from bench.tracks import describe_track, own_optimizer
 from bench.validate import check_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -137,6 +140,207 @@ mu = [0.6, 0.7]
     assert spec.name == "sweep" and spec.budget == Budget()  # defaults: the file's stem, Budget()
 
 
+def test_a_budget_key_under_one_pruner_is_its_own_axis_and_counts_as_its_settings():
+    spec = sweep_from_toml("""
+[budget]
+lr = 0.1
+epochs = 3
+[grid]
+models = "mlp"
+datasets = "digits"
+seeds = [0, 1]
+[pruners.dense]
+[pruners.gmp]
+sparsity = [0.8, 0.9]
+lr = [0.05, 0.1]
+""")
+    gmp = sorted((c.hparams["sparsity"], c.budget.lr, c.seed) for c in spec.cells if c.pruner == "gmp")
+    assert gmp == [(s, lr, seed) for s in (0.8, 0.9) for lr in (0.05, 0.1) for seed in (0, 1)]
+    assert {c.budget.lr for c in spec.cells if c.pruner == "dense"} == {0.1}  # [budget]'s value
+    assert {c.budget.epochs for c in spec.cells} == {3}
+    assert spec.settings_per_pruner() == {"dense": 1, "gmp": 4} and spec.tuned == ("lr",)
+    assert {spec.section_budget(c) for c in spec.cells} == {Budget(lr=0.1, epochs=3)}  # one section
+    assert len({c.run_id for c in spec.cells}) == len(spec.cells) == 2 + 8
+
+
+def test_a_list_in_budget_runs_every_pruner_at_each_value_unless_the_pruner_sets_its_own():
+    spec = sweep_from_toml("""
+[budget]
+weight_decay = [0.0, 5e-4]
+momentum = 0.9
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.dense]
+[pruners.magnitude]
+sparsity = 0.9
+weight_decay = 1e-4
+""")
+    assert sorted(c.budget.weight_decay for c in spec.cells if c.pruner == "dense") == [0.0, 5e-4]
+    assert [c.budget.weight_decay for c in spec.cells if c.pruner == "magnitude"] == [1e-4]
+    assert {c.budget.momentum for c in spec.cells} == {0.9}
+    assert spec.budget.weight_decay == 0.0  # the base budget: each axis at its first value
+    assert spec.tuned == ("weight_decay",) and spec.settings_per_pruner() == {"dense": 2, "magnitude": 1}
+    tracks = sweep_from_toml("""
+[budget]
+recipe = ["paper", "shared"]
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.gmp]
+sparsity = [0.8, 0.9]
+""")  # a section key: one section per value, not tuning
+    assert tracks.tuned == () and tracks.settings_per_pruner() == {"gmp": 2} and len(tracks.cells) == 4
+    assert {tracks.section_budget(c).recipe for c in tracks.cells} == {"paper", "shared"}
+
+
+def test_budget_axes_count_towards_max_cells_before_expansion():
+    with pytest.raises(ConfigError, match=r"up to 1,000,000 cells, more than max_cells = 10,000"):
+        sweep_from_toml("""
+[budget]
+lr = [{}]
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.gmp]
+sparsity = [{}]
+""".format(", ".join(str(0.001 * (i + 1)) for i in range(1000)),
+       ", ".join(str(0.0009 * (i + 1)) for i in range(1000))))
+
+
+def test_section_budget_keys_cannot_be_set_per_pruner_and_bad_budget_axes_name_the_table():
+    with pytest.raises(ConfigError) as e:
+        sweep_from_toml("""
+[budget]
+lr = [0.1, -1.0]
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.gmp]
+sparsity = 0.9
+val_fraction = 0.2
+epochs = [2, 0]
+momentum = []
+""", "t.toml")
+    msg = str(e.value)
+    assert "t.toml: [budget] lr = -1.0: must be > 0" in msg
+    assert "t.toml: [pruners.gmp] val_fraction: set it in [budget]" in msg
+    assert "t.toml: [pruners.gmp] epochs = 0: must be > 0" in msg
+    assert "t.toml: [pruners.gmp] momentum = []: an axis must not be empty" in msg
+    assert msg.startswith("4 errors in t.toml:")
+
+
+def test_overrides_drop_a_pruner_or_key_and_set_budget_axes_per_pruner():
+    doc = """
+[budget]
+momentum = 0.9
+[grid]
+models = "mlp"
+datasets = "digits"
+[pruners.dense]
+[pruners.gmp]
+sparsity = 0.9
+[pruners.imp]
+sparsity = 0.9
+"""
+    spec = sweep_from_toml(doc, "t.toml", ["~pruners.imp", "~budget.momentum", "pruners.gmp.lr=[0.05, 0.1]"])
+    assert sorted(c.pruner for c in spec.cells) == ["dense", "gmp", "gmp"]
+    assert {c.budget.momentum for c in spec.cells} == {0.0}
+    assert sorted(c.budget.lr for c in spec.cells if c.pruner == "gmp") == [0.05, 0.1]
+    with pytest.raises(ConfigError, match="no such key to remove; pruners has: dense, gmp, imp"):
+        sweep_from_toml(doc, "t.toml", ["~pruners.snip"])
+    with pytest.raises(ConfigError, match=r"expected KEY.PATH=VALUE to set a key or ~KEY.PATH to remove one"):
+        sweep_from_toml(doc, "t.toml", ["~pruners.imp=1"])
+
+
+def test_run_overrides_take_the_sweep_grammar_for_one_run():
+    hp, budget = run_overrides(["c=0.02", "pruners.grda.mu=0.6", "budget.lr=0.05"], "grda", Budget())
+    assert hp == {"c": "0.02", "mu": "0.6"} and budget == Budget(lr=0.05)
+    with pytest.raises(ConfigError, match=r"pruners.grda.KEY=VALUE .*valid budget keys: epochs"):
+        run_overrides(["pruners.gmp.sparsity=0.9"], "grda", Budget())
+    with pytest.raises(ConfigError, match=r"--set budget.lr = -1.0: must be > 0"):
+        run_overrides(["budget.lr=-1"], "grda", Budget())
+    with pytest.raises(ConfigError, match=r"--set budget.recipe = 'best': valid choices: shared, paper"):
+        run_overrides(["budget.recipe=best"], "grda", Budget())
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        run_overrides(["budget.lr"], "grda", Budget())
+
+
+def test_a_validation_split_of_a_fixed_count_of_examples():
+    from bench.data import validation_indices
+
+    assert Budget(val_fraction=10000).val_fraction == 10000.0
+    with pytest.raises(ConfigError, match=r"val_fraction = 1.5: must be a fraction in \[0, 1\) or"):
+        Budget(val_fraction=1.5)
+    labels = torch.arange(1000) % 10  # 100 examples per class
+    picked = validation_indices(labels, 50)
+    assert len(picked) == 50 and torch.bincount(labels[picked]).tolist() == [5] * 10
+    assert torch.equal(picked, validation_indices(labels, 0.05))  # the same split as the fraction
+    with pytest.raises(ConfigError, match=r"val_fraction = 1000: a count of examples must be below"):
+        validation_indices(labels, 1000)
+    spec = sweep_from_toml('''
+[budget]
+val_fraction = 10000
+[grid]
+models = "resnet50"
+datasets = "imagenet"
+[pruners.dense]
+''')
+    assert spec.cells[0].budget.val_fraction == 10000
+    with pytest.raises(ConfigError, match=r"val_fraction = 2000000: a count of examples must be below imag"):
+        sweep_from_toml('''
+[budget]
+val_fraction = 2000000
+[grid]
+models = "resnet50"
+datasets = "imagenet"
+[pruners.dense]
+''')
+
+
+def test_track_text_names_each_method_s_optimizer_and_marks_those_off_the_shared_recipe():
+    pruners = [("dense", {}), ("grda", {}), ("vd", {}), ("gmp", {}), ("vd", {"optimizer": "sgd"})]
+    paper = describe_track("paper", pruners)
+    assert "SGD, no momentum or weight decay for grda" in paper
+    assert "Adam, lr 0.001 for vd;" in paper and "for vd (optimizer = sgd)" in paper
+    assert "momentum 0.9, weight decay 0.0005 for gmp" in paper and "dense" not in paper
+    assert "Not on it" not in paper  # on the paper track every method trains its own way
+    shared = describe_track("shared", pruners, Budget(momentum=0.9, weight_decay=5e-4))
+    assert "(here: SGD, momentum 0.9, weight decay 0.0005)" in shared
+    assert shared.count("gRDA is its own optimizer") == 1 and shared.count("VD needs Adam") == 1
+    assert own_optimizer("shared", "vd", {"optimizer": "sgd"}) is None
+    assert own_optimizer("shared", "gmp", {}) is None and own_optimizer("paper", "grda", {}) is None
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/sweep.toml"))
+
+
+def _optimizer_family(cell: RunConfig) -> str:
+    """The optimizer family a cell trains with (`Pruner.optimizer_family`), from its pruner built
+    as a run builds it (no model needed)."""
+    cls = PRUNERS.get(cell.pruner)
+    pruner = cls(build_dataclass(cls.Hparams, cell.hparams, cell.pruner), cell.budget, RunContext())
+    return pruner.optimizer_family
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_sweeps_lead_with_the_paper_track_with_a_dense_row_per_optimizer_family(
+    path, tmp_path, monkeypatch, capsys
+):
+    spec = load_sweep(path)
+    assert spec.budget.recipe == "paper"  # the primary track: the file's (first) recipe
+    for recipe in {c.budget.recipe for c in spec.cells}:
+        cells = [c for c in spec.cells if c.budget.recipe == recipe]
+        dense = {_optimizer_family(c) for c in cells if c.pruner == "dense"}
+        pruned = {_optimizer_family(c) for c in cells if c.pruner != "dense"}
+        assert pruned <= dense, f"{recipe} track: no dense row trained with {sorted(pruned - dense)}"
+    # and the dry run still takes it (its compute probe is not under test here)
+    no_probe = Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
+    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None: no_probe)
+    assert cli.main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    assert f"{len(spec.cells)} cells" in capsys.readouterr().out and not (tmp_path / "out").exists()
+
+
 def test_data_dir_and_device_reach_every_cell():
     spec = sweep_from_dict(
         {
@@ -155,7 +359,7 @@ colour = "blue"
 [budget]
 epochs = 0
 lr = "fast"
-batch_size = [16, 32]
+batch_size = [16, 0]
 [grid]
 models = ["mlp", "transformer"]
 datasets = ["digits"]
@@ -163,7 +367,7 @@ seeds = [0, -1]
 [pruners.grda]
 c = [0.01, -0.02]
 mu = 2.0
-epochs = 3
+recipe = "paper"
 bogus = 1
 [pruners.nope]
 """
@@ -179,12 +383,13 @@ def test_every_error_is_reported_at_once_naming_file_table_and_key(tmp_path):
         f"bad.toml: unknown key(s) 'colour'; {valid_top}",
         "bad.toml: [budget] epochs = 0: must be > 0",
         "bad.toml: [budget] lr = 'fast': expected a number",
-        "bad.toml: [budget] batch_size = [16, 32]: the budget is shared by every cell",
+        "bad.toml: [budget] batch_size = 0: must be > 0",
         "bad.toml: [grid] models = 'transformer': unknown model; valid choices: ",
         "bad.toml: [grid] seeds = -1: expected an integer in [0, 1073741823]",
         "bad.toml: [pruners.grda] c = -0.02: must be >= 0",
         "bad.toml: [pruners.grda] mu = 2.0: must be in (0, 1)",
-        "bad.toml: [pruners.grda] epochs: per-pruner budget overrides are not allowed",
+        "bad.toml: [pruners.grda] recipe: set it in [budget]: it is the same for every pruner of a section "
+        "(budget keys a pruner may set: epochs, max_steps",
         "bad.toml: [pruners.grda] unknown key(s) 'bogus'; valid keys: c, mu, prune_all",
         f"bad.toml: [pruners.nope]: unknown pruner 'nope'; valid choices: {', '.join(PRUNERS.names())}",
     ]

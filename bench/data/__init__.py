@@ -24,6 +24,7 @@ from typing import Protocol
 
 import torch
 
+from bench.errors import ConfigError
 from bench.registry import DATASETS
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -92,8 +93,14 @@ VALIDATION_SEED = 0  # the validation split depends on the data set only, never 
 
 def validation_indices(labels: torch.Tensor, fraction: float) -> torch.Tensor:
     """Indices (into `labels`, sorted) of a class-stratified validation split: per class,
-    `round(fraction * class size)` examples drawn with a generator seeded by VALIDATION_SEED."""
+    `round(fraction * class size)` examples drawn with a generator seeded by VALIDATION_SEED.
+    A `fraction` >= 1 is a count of examples: the fraction `fraction / len(labels)`."""
     labels = labels.cpu()
+    if fraction >= 1:
+        if fraction >= len(labels):
+            raise ConfigError(f"budget.val_fraction = {fraction:.0f}: a count of examples must be below the "
+                              f"training set's {len(labels)}")
+        fraction = fraction / len(labels)
     g = torch.Generator().manual_seed(VALIDATION_SEED)
     perm = torch.randperm(len(labels), generator=g)
     picked = []

@@ -35,7 +35,9 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from bench import leaderboard, metrics, results
+from bench import metrics, results
+from bench.board.published import load_published
+from bench.board.write import write_leaderboard
 from bench.compact import remove_zero_channels, zero_random_channels
 from bench.config import RunConfig
 from bench.data import TensorData, crop_flip
@@ -301,8 +303,8 @@ def bench_results(n: int, repeats: int) -> dict[str, Any]:
             g = results.gather(root)
             gather_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            leaderboard.write_leaderboard(g.runs, Path(tmp) / f"board{r}", g.history,
-                                          leaderboard.load_published(), plots=False)
+            write_leaderboard(g.runs, Path(tmp) / f"board{r}", g.history,
+                              load_published(), plots=False)
             board_s.append(time.perf_counter() - t0)
     return {"runs": n, "gathered": len(g.runs), "history_rows": len(g.history),
             "gather_s": statistics.median(gather_s), "leaderboard_s": statistics.median(board_s)}

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bench.config import RunConfig
+from bench.data import Data
 from bench.errors import ConfigError
 from bench.io import load_checkpoint, read_json, save_checkpoint
 from bench.pruner import Pruner
@@ -52,7 +53,7 @@ def save(trainer: Trainer) -> None:
     peak = trainer.peak_memory()
     if trainer.rank != 0:
         return
-    trainer.run.check_present()  # a folder deleted mid-run is not made again without its config
+    trainer.run.check_present(config=False)  # a folder deleted mid-run is not made again without its config
     save_checkpoint(trainer.run.checkpoint, {
         "config_hash": trainer.config.config_hash,
         "epoch": trainer.epoch,
@@ -125,13 +126,14 @@ def stored_config(run_dir: str | Path) -> RunConfig:
     return RunConfig.from_dict({k: v for k, v in stored.items() if k in known})
 
 
-def load_built(run_dir: str | Path, device: str | None = None) -> tuple[Built, nn.Module]:
-    """A finished run rebuilt (its data loaded) with its last checkpoint's weights, and its final
-    model (the pruner's `finalize`: the model its result was evaluated on), in eval mode.
+def load_built(run_dir: str | Path, device: str | None = None, data: Data | None = None,
+               ) -> tuple[Built, nn.Module]:
+    """A finished run rebuilt (its data loaded, or `data`) with its last checkpoint's weights, and
+    its final model (the pruner's `finalize`: the model its result was evaluated on), in eval mode.
     `device` (default: the run's own) may differ from the one it trained on."""
     rd = RunDir.at(run_dir)
     config = stored_config(rd.path)
-    built = build(dataclasses.replace(config, device=device or config.device))
+    built = build(dataclasses.replace(config, device=device or config.device), data=data)
     ckpt = load_checkpoint(rd.checkpoint)
     if not isinstance(ckpt, dict) or ckpt.get("config_hash") != config.config_hash:
         raise ConfigError(f"{rd.path}: no checkpoint.pt of this run's config to rebuild its final model from")

@@ -127,25 +127,17 @@ def _speedup(trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_predictions(rd: RunDir, predictions: dict[str, torch.Tensor]) -> None:
-    """predictions.npz: int16 `<split>_pred` and `<split>_true` for each evaluated split (val,
-    test), in the data set's fixed example order."""
+    """predictions.npz: int16 `val_pred`, `val_true`, `test_pred`, `test_true` (predicted and true
+    class per example, in the data set's fixed order; empty arrays for a split the run has not:
+    no validation split). Read by bench.predictions."""
     if not predictions:
         return
-    arrays = {f"{split}_{name}": t[i].numpy().astype(np.int16)
-              for split, t in predictions.items() for i, name in enumerate(("pred", "true"))}
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    arrays = {f"{split}_{name}": predictions.get(split, empty)[i].numpy().astype(np.int16)
+              for split in ("val", "test") for i, name in enumerate(("pred", "true"))}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write(rd.predictions, lambda f: f.write(buf.getvalue()))
-
-
-def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray] | None:
-    """A run's predictions.npz as arrays, or None when it has none (runs written before it)."""
-    path = RunDir.at(run_dir).predictions
-    try:
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
-    except (OSError, ValueError):
-        return None
 
 
 def retire(run_dir: Path) -> None:
