@@ -176,3 +176,49 @@ def test_bad_input_exits_2_before_anything_runs(argv: list[str], expected: str, 
 def test_cuda_without_a_gpu_is_a_config_error(capsys) -> None:
     assert main(["perf", "--quick", "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ start-up
+
+
+def test_a_digits_run_imports_neither_torchvision_nor_sklearn(tmp_path, monkeypatch) -> None:
+    """The registry imports only the modules of the names asked for; the digits split comes from
+    the user cache after the first run (which imports scikit-learn to compute it)."""
+    from bench.perf.startup import heavy_imports
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    first = heavy_imports(str(tmp_path / "runs"))
+    assert "torchvision" not in first and "sklearn" in first
+    assert list((tmp_path / "cache").glob("digits-split-*.npz"))
+    second = heavy_imports(str(tmp_path / "runs"))
+    assert "torchvision" not in second and "sklearn" not in second and "pandas" not in second
+
+
+def test_registry_imports_a_module_only_when_its_entry_is_asked_for() -> None:
+    code = ("import sys; from bench.registry import MODELS, PRUNERS; "
+            "names = MODELS.names(); assert 'resnet50' in names and 'mlp' in names, names; "
+            "assert 'bench.models.torchvision_models' not in sys.modules; "
+            "MODELS.get('mlp'); assert 'bench.models.torchvision_models' not in sys.modules; "
+            "assert 'baselines.vd' not in sys.modules; PRUNERS.get('dense'); "
+            "assert 'baselines.vd' not in sys.modules; "
+            "info = MODELS.get('resnet50'); assert 'torchvision' not in sys.modules; "
+            "info.build(10); assert 'torchvision' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_unknown_name_lists_every_builtin_choice() -> None:
+    from bench.errors import ConfigError
+    from bench.registry import MODELS
+
+    with pytest.raises(ConfigError, match=r"model: unknown model 'nope'; valid choices: .*resnet50"):
+        MODELS.get("nope", "model")
+
+
+def test_declared_names_are_read_from_the_decorators(tmp_path) -> None:
+    from bench.registry import declared_names
+
+    path = tmp_path / "m.py"
+    path.write_text('@register_model(\n    "a", input_shapes=()\n)\ndef a(n): ...\n\n'
+                    '@other("b")\ndef b(): ...\n\n@register_pruner("c")\nclass C: ...\n'
+                    '# @register_model("d")\n')
+    assert declared_names(path) == ["a", "c"]
