@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules: the single-node SLURM test cluster."""
+"""Fixtures shared by the test modules: the single-node SLURM test cluster, a fresh user cache."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ import pytest
 from bench.io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> None:
+    """No test reads a dry-run probe or data split cached by the user or an earlier session."""
+    os.environ["PRUNEBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

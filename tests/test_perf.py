@@ -222,3 +222,64 @@ def test_declared_names_are_read_from_the_decorators(tmp_path) -> None:
                     '@other("b")\ndef b(): ...\n\n@register_pruner("c")\nclass C: ...\n'
                     '# @register_model("d")\n')
     assert declared_names(path) == ["a", "c"]
+
+
+# ------------------------------------------------------------------------------------ dry runs
+
+DRY = """
+name = "dry"
+[budget]
+epochs = 2
+batch_size = 32
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+seeds = [0, 1]
+[pruners.dense]
+"""
+
+
+def test_step_counts_leave_out_the_validation_split() -> None:
+    from bench.estimate import _total_steps
+
+    def config(**budget) -> RunConfig:
+        return RunConfig("dense", "mlp", "digits", {}, Budget(epochs=2, batch_size=32, **budget))
+
+    assert _total_steps(config(val_fraction=0.0), 1437) == 2 * 45
+    assert _total_steps(config(val_fraction=0.1), 1437) == 2 * 41  # 1293 examples, as a run has
+    assert _total_steps(config(val_fraction=0.1, max_steps=50), 1437) == 50
+
+
+def test_a_dry_run_reuses_its_cached_probe_unless_asked_to_probe(tmp_path, monkeypatch) -> None:
+    from bench import estimate
+    from bench.sweep import load_sweep
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "s.toml").write_text(DRY)
+    spec = load_sweep(tmp_path / "s.toml")
+    probes = []
+    real = estimate._probe
+    monkeypatch.setattr(estimate, "_probe", lambda c, steps: probes.append(c) or real(c, steps))
+    first = estimate.estimate(spec)
+    assert len(probes) == 1 and "timed probe" in first.rates["dense/mlp/digits"]
+    again = estimate.estimate(spec)
+    assert len(probes) == 1 and "scaled to 32; cached " in again.rates["dense/mlp/digits"]
+    assert again.total_s == pytest.approx(first.total_s)
+    estimate.estimate(spec, probe=True)
+    assert len(probes) == 2
+
+
+def test_a_large_model_is_estimated_from_its_macs_at_the_device_rate(tmp_path, monkeypatch) -> None:
+    from bench import estimate
+    from bench.sweep import load_sweep
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(estimate, "PROBE_MAX_MACS", 0.0)  # the MLP counts as large
+    monkeypatch.setattr(estimate, "_probe", lambda c, steps: pytest.fail("probed"))
+    (tmp_path / "s.toml").write_text(DRY)
+    est = estimate.estimate(load_sweep(tmp_path / "s.toml"))
+    how = est.rates["dense/mlp/digits"]
+    assert "MAC estimate: 3 x " in how and "x 82 steps" in how and "GMAC/s" in how
+    cell = est.cells["dense/mlp/digits"]
+    assert cell.steps_per_epoch == 41 and finite_positive(cell.epoch_s) and est.total_s == 2 * cell.total_s
+    assert {"macs.json", "rates.json"} <= {p.name for p in (tmp_path / "cache").iterdir()}
