@@ -60,9 +60,14 @@ def _builtin_modules(source: str) -> list[tuple[str, Path]]:
 
 
 def declared_names(path: Path) -> list[str]:
-    """The names a module's `@register_*("name", ...)` decorators declare, read from its source."""
+    """The names a module's `@register_*("name", ...)` decorators declare, read from its source
+    ([] if it cannot be read: the module is then imported whenever all names are needed)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
     names = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             for deco in node.decorator_list:
                 if (isinstance(deco, ast.Call) and deco.args and isinstance(deco.args[0], ast.Constant)
