@@ -19,10 +19,9 @@ host-device sync). Two implementations of the shrink give the same weights to th
   accumulating every tensor first and shrinking afterwards (PERFORMANCE.md);
 - `foreach`, the accumulation as one `_foreach_add_`, softshrink as `w = a - clamp(a, -L, L)` in
   multi-tensor ops (`_foreach_clamp_min`, `_foreach_clamp_max_`, `_foreach_sub`, `_foreach_copy_`):
-  a fixed number of kernel launches
-  whatever the number of parameter tensors; the default on CUDA, where a ResNet's 160 small
-  tensors make the per-tensor loop launch-bound. (For a > L both give a - L, for a < -L a + L,
-  else 0, in the same float arithmetic.)
+  a fixed number of kernel launches whatever the number of parameter tensors; the default on
+  CUDA, where a ResNet's 160 small tensors make the per-tensor loop launch-bound. (For a > L both
+  give a - L, for a < -L a + L, else 0, in the same float arithmetic.)
 
 `ReferenceGRDA` is the same rule written the way the authors' code is (a per-parameter loop):
 the reference `GRDA` must match weight for weight (tests/test_grda.py) and `bench perf` times.
