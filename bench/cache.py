@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,8 @@ def cached_arrays(name: str, compute: Callable[[], dict[str, np.ndarray]]) -> di
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except (OSError, ValueError, KeyError):
-        pass
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # absent, or torn by a crash: recomputed and replaced
     arrays = compute()
     _write_atomic(path, lambda fh: np.savez(fh, **arrays), ".npz")
     return arrays

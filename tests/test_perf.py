@@ -283,3 +283,35 @@ def test_a_large_model_is_estimated_from_its_macs_at_the_device_rate(tmp_path, m
     cell = est.cells["dense/mlp/digits"]
     assert cell.steps_per_epoch == 41 and finite_positive(cell.epoch_s) and est.total_s == 2 * cell.total_s
     assert {"macs.json", "rates.json"} <= {p.name for p in (tmp_path / "cache").iterdir()}
+
+
+def test_the_user_cache_recomputes_what_it_cannot_read_and_survives_being_unwritable(tmp_path,
+                                                                                       monkeypatch) -> None:
+    import numpy as np
+
+    from bench import cache
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "c"))
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"x": np.arange(3)}
+
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2]
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 1
+    (tmp_path / "c" / "a.npz").write_bytes(b"torn")  # a damaged entry is recomputed and replaced
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 2
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 2
+    (tmp_path / "c" / "a.npz").write_bytes((tmp_path / "c" / "a.npz").read_bytes()[:-20])  # a torn zip
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 3
+    (tmp_path / "c" / "p.json").write_text("[1, 2]")  # not an object: treated as empty
+    assert cache.read_json("p") == {}
+    cache.write_json("p", {"k": 1})
+    assert cache.read_json("p") == {"k": 1}
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "file" / "c"))  # cannot be created
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 4
+    cache.write_json("p", {"k": 2})
+    assert cache.read_json("p") == {}
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp")] == []
