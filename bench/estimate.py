@@ -4,7 +4,7 @@ in this order:
 2. a timed probe of a few training steps on this machine (wall time per step, data loading
    included), cached in the user cache (bench.cache) per (pruner, model, dataset, batch size,
    precision, device, torch version, threads), so a repeated dry run answers at once;
-3. for a model above PROBE_MAX_MACS with no cached probe, the dense training arithmetic
+3. on a CPU, for a model above PROBE_MAX_MACS with no cached probe, the dense training arithmetic
    (3 x forward MACs x batch per step) at this device's rate, measured once on a ResNet-20 and
    cached: seconds instead of minutes (VGG16's SynFlow scoring alone takes minutes on a CPU), at
    the price of the pruner's own overhead and the data loading (not counted). `probe=True`
@@ -67,8 +67,8 @@ RATE_MODEL, RATE_BATCH = "resnet20", 16  # the dense training step that measures
 def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8, probe: bool = False) -> Estimate:
     """Extrapolate each cell's compute to its budget: the training time of finished runs of the
     same (pruner, model, dataset) in `out`, else a probe on this machine (cached; data loading +
-    steps x the step time; evaluation is not counted), else, for a large model, its MACs at this
-    device's rate. `probe`: time a real probe for every group without finished runs."""
+    steps x the step time; evaluation is not counted), else, for a large model on a CPU, its MACs
+    at this device's rate. `probe`: time a real probe for every group without finished runs."""
     import torch  # not at the top: parsing a sweep must not import torch
 
     from bench.train import resolve_device
@@ -152,7 +152,7 @@ def _timed(config: RunConfig, probe_steps: int, probe: bool) -> tuple[float, flo
     if hit and not probe:
         steps = _total_steps(config, hit["num_train"])
         return hit["setup_s"], hit["step_s"], steps, f"{hit['how']}; cached {hit['when']}"
-    if not probe:
+    if not probe and device.type == "cpu":  # a GPU probes a large model in seconds
         macs, num_train = _macs_and_size(config, device)
         if macs > PROBE_MAX_MACS:
             rate = _device_rate(device)
