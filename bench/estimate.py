@@ -6,8 +6,8 @@ in this order:
    precision, device, torch version, threads), so a repeated dry run answers at once;
 3. on a CPU, for a model above PROBE_MAX_MACS with no cached probe, the dense training arithmetic
    (3 x forward MACs x batch per step) at this device's rate, measured once on a ResNet-20 and
-   cached: seconds instead of minutes (VGG16's SynFlow scoring alone takes minutes on a CPU), at
-   the price of the pruner's own overhead and the data loading (not counted). `probe=True`
+   cached: seconds, where a probe would build and train a large model on the CPU, at the price of
+   the pruner's own overhead and the data loading (not counted). `probe=True`
    (`bench sweep --dry-run --probe`) times a real probe for every group and refreshes the cache.
 The printed rate says which was used. Step counts are those of the training set left after the
 validation split (`budget.val_fraction`)."""
@@ -219,7 +219,7 @@ def _device_rate(device: Any, steps: int = 5) -> float:
     if key in rates:
         return float(rates[key])
     info = MODELS.get(RATE_MODEL)
-    shape, batch = info.input_shapes[0], RATE_BATCH * (8 if device.type == "cuda" else 1)
+    shape, batch = info.input_shapes[0], RATE_BATCH
     torch.manual_seed(0)
     model = info.build(10).to(device)
     dense, _ = metrics.macs(model, shape, device)
