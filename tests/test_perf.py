@@ -315,3 +315,22 @@ def test_the_user_cache_recomputes_what_it_cannot_read_and_survives_being_unwrit
     cache.write_json("p", {"k": 2})
     assert cache.read_json("p") == {}
     assert [p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_a_plugin_entry_wins_over_the_builtin_imported_after_it() -> None:
+    code = """
+import warnings
+from bench.models import register_model
+from bench.registry import MODELS
+
+@register_model("mlp", input_shapes=((1, 8, 8),))
+def mine(num_classes):
+    '''my own mlp'''
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    MODELS.items()  # imports every built-in model module, bench.models.mlp included
+assert MODELS.get("mlp").build is mine
+assert any("replaces the built-in" in str(w.message) for w in caught), caught
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
