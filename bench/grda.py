@@ -12,13 +12,16 @@ With a constant lr this is the closed form L_n = c * sqrt(lr) * (n * lr)^mu.
 Speed: the only state tensor per parameter is `a`. The step counter and threshold are Python
 numbers kept in the param group (so they round-trip through `state_dict()` and need no
 host-device sync). Two implementations of the shrink give the same weights to the bit:
-- per tensor, `softshrink(a, L, out=w)`: one memory pass, one kernel per parameter tensor; the
-  default on a CPU, where a step is memory-bound (SGD with momentum makes three passes);
-- `foreach`, softshrink as `w = a - clamp(a, -L, L)` in multi-tensor ops (`_foreach_clamp_min`,
-  `_foreach_clamp_max_`, `_foreach_sub`, `_foreach_copy_`): a fixed number of kernel launches
-  whatever the number of parameter tensors; the default on CUDA, where a ResNet's 160 small
-  tensors make the per-tensor loop launch-bound. (For a > L both give a - L, for a < -L a + L,
-  else 0, in the same float arithmetic.)
+- per tensor, `a.add_(grad, alpha=-lr)` then `softshrink(a, L, out=w)`, both on one tensor before
+  the next, so the shrink reads `a` (and writes `w`) while they are in cache: no temporary, two
+  kernels per parameter tensor; the default on a CPU, where a step is memory-bound (SGD with
+  momentum makes two read-modify-write passes over its buffer and the weights); faster than
+  accumulating every tensor first and shrinking afterwards (PERFORMANCE.md);
+- `foreach`, the accumulation as one `_foreach_add_`, softshrink as `w = a - clamp(a, -L, L)` in
+  multi-tensor ops (`_foreach_clamp_min`, `_foreach_clamp_max_`, `_foreach_sub`, `_foreach_copy_`):
+  a fixed number of kernel launches whatever the number of parameter tensors; the default on
+  CUDA, where a ResNet's 160 small tensors make the per-tensor loop launch-bound. (For a > L both
+  give a - L, for a < -L a + L, else 0, in the same float arithmetic.)
 
 `ReferenceGRDA` is the same rule written the way the authors' code is (a per-parameter loop):
 the reference `GRDA` must match weight for weight (tests/test_grda.py) and `bench perf` times.
@@ -74,13 +77,14 @@ class GRDA(torch.optim.Optimizer):
             grads = [p.grad for p in params]
             if params[0].is_sparse or any(g.is_sparse for g in grads):
                 raise RuntimeError("GRDA does not support sparse gradients")
-            torch._foreach_add_(accs, grads, alpha=-lr)
             threshold = group["threshold"]
             foreach = group["foreach"] if group.get("foreach") is not None else params[0].is_cuda
             if foreach:
+                torch._foreach_add_(accs, grads, alpha=-lr)
                 _foreach_softshrink(accs, threshold, params)
-            else:
-                for p, a in zip(params, accs, strict=True):
+            else:  # both passes over one tensor before the next: the second reads `a` from cache
+                for p, a, g in zip(params, accs, grads, strict=True):
+                    a.add_(g, alpha=-lr)
                     torch._C._nn.softshrink(a, threshold, out=p)
         return loss
 
