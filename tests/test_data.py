@@ -57,7 +57,12 @@ def check_tensor_data(
 
 
 @pytest.mark.parametrize("name", [n for n in DATASETS.names() if DATASETS.get(n).on_disk])
-def test_missing_files_name_dataset_and_path(name: str, tmp_path: Path) -> None:
+def test_missing_files_name_dataset_and_path(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.data import fashion_mnist  # also looks in the system copy: as if not installed
+
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIRS", (str(tmp_path / "not-installed"),))
     root = tmp_path / "no-data-here"
     with pytest.raises(ConfigError) as err:
         load(name, root)
