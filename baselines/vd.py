@@ -2,10 +2,12 @@
 
 Every prunable conv/linear layer is swapped for a subclass with a variance parameter per
 weight, `log_sigma2` (so `model.state_dict()` and checkpoints carry it), and
-log alpha = log sigma^2 - log theta^2, clipped to [-8, 8]. In training the forward pass uses
-the local reparameterization trick: the pre-activation is sampled as N(x theta, x^2 sigma^2)
-(the additive-noise parameterization of the authors' code, sigma^2 unclipped). In evaluation
-weights with log alpha >= `threshold` are zeroed.
+log alpha = clip(log sigma^2 - log theta^2, -8, 8). As the authors' code (Lasagne
+`DenseVarDropOutARD`), the training forward pass uses the local reparameterization trick with
+the variance from the clipped log alpha: the pre-activation is sampled as
+N(x theta', x^2 (exp(log alpha) theta^2)), where with `train_clip` (their LeNet runs) theta'
+is theta with the weights of log alpha >= `threshold` zeroed, else theta. In evaluation those
+weights are zeroed.
 
 The loss is the negative ELBO divided by N (the number of training examples): task loss (a
 per-example mean) plus beta_t * KL / N, the KL summed over weights with the paper's
@@ -13,7 +15,8 @@ approximation
 
     -KL ~= k1 * sigmoid(k2 + k3 * log alpha) - 0.5 * log1p(exp(-log alpha)) - k1,
 
-and beta_t ramped linearly from 0 to `kl_weight` over the first `warmup` of the budget.
+and beta_t their `rw_linear` ramp: 0 until `kl_start` of the budget, then linear to
+`kl_weight` at `kl_end` (authors: epoch 5 and epoch 20 of 200; linear in steps here).
 
 Training recipe (`optimizer`): "adam" (default, the authors' code): Adam at `adam_lr` following
 the budget's lr schedule shape, no weight decay. Adam is invariant to the scale of the loss, so
@@ -22,6 +25,8 @@ data term and log sigma^2 is learnt. "sgd": the shared budget's SGD (lr, momentu
 decay), where the 1/N-scaled KL barely moves log sigma^2 (REFERENCE.md). Neither recipe decays
 log sigma^2. The forward pass computes two products per layer (mean and variance): compute is
 counted at twice the layers' dense MACs.
+
+Speed: each layer computes log alpha once per training step; the KL term reuses it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from torch import nn
 
 from baselines._mask import check_choice
 from bench.config import hp
-from bench.pruner import OptimizerRecipe, Pruner, SparsityKnob, register_pruner
+from bench.pruner import OptimizerRecipe, Pruner, PrunerInfo, SparsityKnob, register_pruner
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 LOG_ALPHA_RANGE = (-8.0, 8.0)
@@ -58,6 +63,8 @@ class SVDOMixin:
         super().__init__(*args, **kwargs)
         self.log_sigma2 = nn.Parameter(torch.empty_like(self.weight))
         self.threshold = 3.0
+        self.train_clip = True
+        self.step_log_alpha: torch.Tensor | None = None  # this training step's, for the KL term
 
     def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -72,9 +79,18 @@ class SVDOMixin:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:  # type: ignore[attr-defined]
             return self._op(x, self.kept_weight(), self.bias)
-        mean = self._op(x, self.weight, self.bias)
-        var = self._op(x * x, self.log_sigma2.exp(), None)
+        w = self.weight
+        w2 = w * w
+        log_alpha = torch.clamp(self.log_sigma2 - torch.log(w2 + 1e-8), *LOG_ALPHA_RANGE)
+        self.step_log_alpha = log_alpha
+        mean = self._op(x, w * (log_alpha < self.threshold) if self.train_clip else w, self.bias)
+        var = self._op(x * x, log_alpha.exp() * w2, None)
         return mean + torch.sqrt(var + 1e-8) * torch.randn_like(mean)
+
+    def take_log_alpha(self) -> torch.Tensor:
+        """This training step's log alpha (computed by the forward pass), or a fresh one."""
+        log_alpha, self.step_log_alpha = self.step_log_alpha, None
+        return self.log_alpha() if log_alpha is None else log_alpha
 
 
 class LinearSVDO(SVDOMixin, nn.Linear):
@@ -111,8 +127,12 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
 @dataclass(frozen=True)
 class VDHparams:
     kl_weight: float = hp(1.0, "final weight beta of the KL term (1: the ELBO; the sparsity knob)")
-    warmup: float = hp(0.5, "fraction of the budget over which beta ramps linearly from 0")
+    kl_start: float = hp(0.025, "beta is 0 until this fraction of the budget (authors: epoch 5 of 200)")
+    kl_end: float = hp(0.1, "beta reaches kl_weight at this fraction of the budget (authors: epoch 20/200)")
     threshold: float = hp(3.0, "weights with log alpha >= threshold are zeroed at evaluation")
+    train_clip: bool = hp(
+        True, "zero the weights of log alpha >= threshold in the training forward pass too (authors' LeNets)"
+    )
     log_sigma2_init: float = hp(-10.0, "initial log sigma^2 of every weight (authors' code: -10)")
     optimizer: Literal["adam", "sgd"] = hp(
         "adam", "adam: the authors' recipe (Adam at adam_lr, no weight decay); sgd: the shared budget's SGD"
@@ -122,8 +142,10 @@ class VDHparams:
     def __post_init__(self) -> None:
         if not self.kl_weight >= 0:
             raise ValueError(f"kl_weight = {self.kl_weight!r}: must be >= 0")
-        if not 0 <= self.warmup <= 1:
-            raise ValueError(f"warmup = {self.warmup!r}: must be in [0, 1]")
+        if not 0 <= self.kl_start <= 1:
+            raise ValueError(f"kl_start = {self.kl_start!r}: must be in [0, 1]")
+        if not self.kl_start <= self.kl_end <= 1:
+            raise ValueError(f"kl_end = {self.kl_end!r}: must be in [kl_start, 1]")
         lo, hi = LOG_ALPHA_RANGE
         if not lo < self.threshold <= hi:
             raise ValueError(f"threshold = {self.threshold!r}: must be in ({lo:g}, {hi:g}]")
@@ -139,12 +161,13 @@ class VDPruner(Pruner):
     Hparams = VDHparams
     sparsity_knob: ClassVar[SparsityKnob] = SparsityKnob("kl_weight", 1e-2, 1e2, "log")
     paper_recipe = OptimizerRecipe("adam", lr=1e-3)  # the authors' code: Adam, lr 1e-3, no weight decay
+    info = PrunerInfo(own_optimizer=True)  # needs Adam (or the 1/N-scaled KL barely moves)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.step = 0
         for name, m in self.prunable(model):
             vd = _build_like(Conv2dSVDO if isinstance(m, nn.Conv2d) else LinearSVDO, m)
-            vd.threshold = self.hp.threshold
+            vd.threshold, vd.train_clip = self.hp.threshold, self.hp.train_clip
             with torch.no_grad():
                 vd.weight.copy_(m.weight)
                 if m.bias is not None:
@@ -152,6 +175,7 @@ class VDPruner(Pruner):
                 vd.log_sigma2.fill_(self.hp.log_sigma2_init)
             _swap(model, name, vd)
         self.lrt_densities = {name: 2.0 for name, _ in self.prunable(model)}  # mean and variance
+        self.vd_layers = [m for m in model.modules() if isinstance(m, SVDOMixin)]
         self.model = model
         return model
 
@@ -162,34 +186,41 @@ class VDPruner(Pruner):
         groups = [{"params": [p for p in model.parameters() if id(p) not in ids]},
                   {"params": sigmas, "weight_decay": 0.0}]
         # the trainer's lr schedule scales each group's initial lr: Adam's stays at its own scale
-        if self.hp.optimizer == "adam":
-            recipe = OptimizerRecipe("adam", lr=self.hp.adam_lr)
-        else:
-            recipe = OptimizerRecipe.shared(self.budget)
-        self.optimizer = recipe.build(groups, self.budget)
+        self.optimizer = self.optimizer_recipe().build(groups, self.budget)
         return self.optimizer
+
+    def optimizer_recipe(self) -> OptimizerRecipe:
+        """`optimizer`: Adam at `adam_lr` (the authors'), or the shared budget's SGD."""
+        if self.hp.optimizer == "adam":
+            return OptimizerRecipe("adam", lr=self.hp.adam_lr)
+        return OptimizerRecipe.shared(self.budget)
 
     def compute_densities(self) -> dict[str, float]:
         return self.lrt_densities
 
     def kl_scale(self) -> float:
         """beta_t / N, the factor of the summed KL in the loss at the current step."""
-        ramp_steps = self.hp.warmup * self.ctx.total_steps
-        ramp = min(1.0, self.step / ramp_steps) if ramp_steps > 0 else 1.0
-        return self.hp.kl_weight * ramp / self.ctx.num_train
+        h, progress = self.hp, self.step / max(1, self.ctx.total_steps)
+        if h.kl_end > h.kl_start:
+            ramp = min(max((progress - h.kl_start) / (h.kl_end - h.kl_start), 0.0), 1.0)
+        else:
+            ramp = float(progress >= h.kl_start)
+        return h.kl_weight * ramp / self.ctx.num_train
 
     def regularizer(self, model: nn.Module) -> torch.Tensor | None:
         scale = self.kl_scale()
+        log_alphas = [m.take_log_alpha() for m in self.vd_layers]  # always taken: frees the step's
         if scale == 0:
             return None
-        layers = [m for m in model.modules() if isinstance(m, SVDOMixin)]
-        return scale * sum(kl_approx(m.log_alpha()).sum() for m in layers)
+        return scale * sum(kl_approx(la).sum() for la in log_alphas)
 
     def after_step(self, step: int) -> None:
         self.step = step + 1
 
     def finalize(self, model: nn.Module) -> nn.Module:
         """A plain copy with plain conv/linear layers holding the kept theta."""
+        for m in self.vd_layers:
+            m.step_log_alpha = None  # a graph tensor: not deep-copyable
         plain = copy.deepcopy(model)
         for name, m in list(plain.named_modules()):
             if isinstance(m, SVDOMixin):
