@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -36,7 +35,9 @@ class SoftThreshold(nn.Module):
         self.s = nn.Parameter(torch.tensor(float(s_init), device=device))
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return torch.sign(v) * F.relu(v.abs() - torch.sigmoid(self.s))
+        # = sign(v) * relu(|v| - t) to the bit, values and gradients, in two ops instead of five
+        t = torch.sigmoid(self.s)
+        return v - torch.clamp(v, -t, t)
 
 
 @dataclass(frozen=True)

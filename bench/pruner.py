@@ -175,8 +175,8 @@ class OptimizerRecipe:
     def build(self, params: Any, budget: Budget) -> torch.optim.Optimizer:
         """The optimizer over `params` (tensors or parameter groups, as torch.optim takes them)."""
         lr = budget.lr if self.lr is None else self.lr
-        if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, foreach=True)
+        if self.optimizer == "adam":  # fused: one kernel per tensor (several times the foreach speed on CPU)
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, fused=True)
         return torch.optim.SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
                                weight_decay=self.weight_decay, foreach=True)
 

@@ -29,7 +29,7 @@ from baselines.set import SETHparams, SETPruner
 from baselines.snip import SNIPHparams, SNIPPruner
 from baselines.str import STRHparams, STRPruner
 from baselines.synflow import SynFlowHparams, SynFlowPruner, synflow_masks
-from baselines.vd import SVDOMixin, VDHparams, VDPruner
+from baselines.vd import SVDOMixin, VDHparams, VDPruner, VDWeights, kl_approx, vd_weights_reference
 from bench import metrics
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
@@ -260,6 +260,10 @@ def test_str_weight_is_the_soft_threshold_of_v_and_the_optimizer_holds_v_and_s()
         assert s.item() == -2.0
         expected = torch.sign(v) * torch.relu(v.abs() - torch.sigmoid(s))
         assert torch.equal(m.weight, expected)
+        g = torch.randn_like(v)  # and the gradients of the paper's formula, for v and for s
+        assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad((m.weight * g).sum(), (v, s)),
+                                                        torch.autograd.grad((expected * g).sum(), (v, s)),
+                                                        strict=True))
         assert held[id(v)] == 1e-4 and held[id(s)] == 0.5
     assert len(held) == len(list(model.parameters()))
 
@@ -771,7 +775,25 @@ def test_vd_training_pass_is_the_authors_clipped_lrt() -> None:
         mean_w = w * (la < 3) if train_clip else w
         expected = x @ mean_w.T + layer.bias + torch.sqrt((x * x) @ (la.exp() * w * w).T + 1e-8) * eps
         assert torch.allclose(out, expected.detach(), atol=1e-5)
-        assert torch.equal(layer.take_log_alpha(), layer.log_alpha())  # the KL term reuses the step's
+        kl = layer.take_kl()  # the KL term of the loss reuses the step's terms
+        assert kl.grad_fn is not None and torch.allclose(kl, kl_approx(layer.log_alpha()).sum())
+
+
+@pytest.mark.parametrize("train_clip", [True, False])
+def test_vd_fused_weight_terms_match_the_plain_formulas(train_clip: bool) -> None:
+    """`VDWeights` (one hand-written backward) gives the values and gradients of the plain
+    composition, the clip's edges included (float64 gradcheck too)."""
+    torch.manual_seed(0)
+    w = (torch.randn(6, 5, dtype=torch.float64) * 0.3).requires_grad_()
+    log_sigma2 = (torch.randn(6, 5, dtype=torch.float64) * 6 - 4).requires_grad_()  # past both clips
+    fused = VDWeights.apply(w, log_sigma2, 3.0, train_clip)
+    plain = vd_weights_reference(w, log_sigma2, 3.0, train_clip)
+    assert all(torch.allclose(a, b) for a, b in zip(fused, plain, strict=True))
+    g_mean, g_var = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    grads = [torch.autograd.grad((m * g_mean).sum() + (v * g_var).sum() + 0.7 * kl, (w, log_sigma2))
+             for m, v, kl in (fused, plain)]
+    assert all(torch.allclose(a, b) for a, b in zip(*grads, strict=True))
+    assert torch.autograd.gradcheck(lambda a, b: VDWeights.apply(a, b, 3.0, train_clip), (w, log_sigma2))
 
 
 def test_vd_kl_ramp_is_the_authors_by_default() -> None:
