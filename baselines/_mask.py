@@ -154,4 +154,5 @@ class MaskPruner(Pruner):
         self.extra_macs = state.get("extra_macs", 0.0)
 
     def state_tensors(self) -> Iterator[torch.Tensor]:
-        return iter(self.masks.values())
+        yield from self.masks.values()
+        yield from self.float_masks

@@ -151,5 +151,5 @@ class IMPPruner(MaskPruner):
         self.snapshot = {k: v.to(device) for k, v in state["snapshot"].items()}
 
     def state_tensors(self):  # type: ignore[override]
-        yield from self.masks.values()
+        yield from super().state_tensors()
         yield from self.snapshot.values()

