@@ -140,7 +140,7 @@ def _timed(config: RunConfig, probe_steps: int, probe: bool) -> tuple[float, flo
     import torch
 
     from bench import metrics
-    from bench.train import resolve_device
+    from bench.run.distributed import resolve_device
 
     device = resolve_device(config.device)
     b = config.budget

@@ -37,7 +37,14 @@ import torch
 from torch import nn
 
 from bench.config import hp
-from bench.pruner import OptimizerRecipe, Pruner, SparsityKnob, register_pruner
+from bench.pruner import (
+    OptimizerRecipe,
+    Pruner,
+    PrunerInfo,
+    SparsityKnob,
+    prunable_parameters,
+    register_pruner,
+)
 
 
 class GRDA(torch.optim.Optimizer):
@@ -148,8 +155,9 @@ class GRDAHparams:
     mu: float = hp(0.55, "threshold growth exponent, 0.5 < mu < 1 in theory; sparsity grows with mu")
     prune_all: bool = hp(
         True,
-        "threshold every parameter, BN and biases included (the authors' setting); "
-        "false: only the prunable conv/linear weights, the rest get c=0",
+        "threshold every parameter, BN and biases included (the authors' setting), except the first "
+        "and last layers' when budget.prune_first_last is false; false: only the prunable conv/linear "
+        "weights, the rest get c=0",
     )
 
     def __post_init__(self) -> None:
@@ -166,18 +174,29 @@ class GRDAPruner(Pruner):
     Hparams = GRDAHparams
     sparsity_knob: ClassVar[SparsityKnob] = SparsityKnob("c", 1e-4, 1.0, "log")
     paper_recipe = OptimizerRecipe()  # as published: plain SGD steps of the budget's lr, no momentum or decay
+    info = PrunerInfo(own_optimizer=True)
+
+    @property
+    def optimizer_family(self) -> str:
+        return "sgd"  # dual averaging without momentum or decay: gRDA with c = 0 is plain SGD
+
+    def thresholded(self, model: nn.Module) -> list[nn.Parameter]:
+        """The parameters gRDA thresholds: with `prune_all` every one but those of the layers the
+        layer-coverage policy keeps dense; else the prunable conv/linear weights."""
+        if not self.hp.prune_all:
+            return [m.weight for _, m in self.prunable(model)]
+        every = prunable_parameters(model)
+        kept = {id(m) for _, m in every} - {id(m) for _, m in self.prunable(model)}
+        dense = {id(p) for _, m in every if id(m) in kept for p in m.parameters()}
+        return [p for p in model.parameters() if id(p) not in dense]
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         hp = self.hp
-        if hp.prune_all:
-            groups = [{"params": list(model.parameters())}]
-        else:
-            weights = {id(m.weight) for _, m in self.prunable(model)}
-            params = list(model.parameters())
-            groups = [
-                {"params": [p for p in params if id(p) in weights]},
-                {"params": [p for p in params if id(p) not in weights], "c": 0.0},
-            ]
+        ids = {id(p) for p in self.thresholded(model)}
+        params = list(model.parameters())
+        groups = [{"params": [p for p in params if id(p) in ids]},
+                  {"params": [p for p in params if id(p) not in ids], "c": 0.0}]
+        groups = [g for g in groups if g["params"]]
         # gRDA has no momentum or weight decay by design; the recipe gives only its lr
         recipe = self.optimizer_recipe()
         return GRDA(groups, lr=self.budget.lr if recipe.lr is None else recipe.lr, c=hp.c, mu=hp.mu)

@@ -4,7 +4,7 @@
         [--set KEY.PATH=VALUE ...] [--cores 2] [--short 1 --long 3]
 
 For each pruner of the sweep, one of its cells (seed 0, its last setting: the highest level) runs
-whole (`bench.train.run`: loading, training, per-epoch evaluation, final evaluation and speed-up
+whole (`bench.run.job.run`: loading, training, per-epoch evaluation, final evaluation and speed-up
 measurement) with `--short` and with `--long` epochs, one thread, in a temporary folder. The
 difference gives its time per epoch, the rest its fixed cost per run (CPU time of this process:
 with one thread, the wall time on a quiet core, even when other work shares the machine); a cell then costs
@@ -25,8 +25,8 @@ from collections import defaultdict
 import torch
 
 from bench.registry import populate
+from bench.run.job import run
 from bench.spec import load_sweep
-from bench.train import run
 
 
 def timed_run(config, epochs: int, out: str) -> float:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import Budget, RunConfig
-from bench.train import Trainer
+from bench.run.trainer import Trainer
 
 
 def bare_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, x_train: torch.Tensor,
