@@ -68,7 +68,8 @@ def board(
         check_here(spec, executor)
         run_sweep(spec, runs_dir, executor, wait=True, force=force)  # on a cluster too: it needs every cell
     g = results.gather(runs_dir) if runs_dir.is_dir() else None
-    if g is None or g.runs.empty:
+    from_folders = g is not None and not g.runs.empty
+    if not from_folders:
         if run or not (directory / "results.parquet").is_file():
             raise ConfigError(
                 f"board {directory}: no finished runs in {runs_dir}"
@@ -98,6 +99,9 @@ def board(
     out.mkdir(parents=True, exist_ok=True)
     results.write(g, out / "results.parquet")
     df = prepare(g.runs)
+    valley = _valley(
+        df, runs_dir, directory, measure=from_folders and (run or not (directory / "valley.csv").is_file())
+    )
     loaded = int(df.loc[df["status"] == "ok", "loaded"].sum())
     if loaded:
         print(
@@ -130,7 +134,22 @@ def board(
         calibrations=calibrations,
         predictions=predictions.correctness(g.predictions),
         timings=timings,
+        valley=valley,
     )
+
+
+def _valley(
+    df: pd.DataFrame, runs_dir: Path, directory: Path, measure: bool
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The board's valley table: measured from the run folders (`measure`), else the board's own
+    valley.csv read back (None if it has none)."""
+    from bench.valley.board import LEVELS, board_valley, read_valley
+
+    if not measure:
+        return read_valley(directory)
+    levels = ", ".join(f"{100 * x:g}%" for x in LEVELS)
+    print(f"valley: each pruner at {levels} against its dense run (bench valley)", file=sys.stderr)
+    return board_valley(df, runs_dir)
 
 
 def _board_note(directory: Path, runs_dir: Path, cells: int, overrides: tuple[str, ...] = ()) -> str:
@@ -139,7 +158,7 @@ def _board_note(directory: Path, runs_dir: Path, cells: int, overrides: tuple[st
         f"Produced by `bench board {directory.as_posix()}{sets}` from `sweep.toml` ({cells} runs, "
         f"kept in `{runs_dir.as_posix()}/`); the runs table is `results.parquet` (history: "
         "`results.history.parquet`, per-example predictions: `results.predictions.npz`), the tables as "
-        "CSV in `leaderboard.csv` and `matched_sparsity.csv`."
+        "CSV in `leaderboard.csv`, `matched_sparsity.csv` and `valley.csv` (paths: `valley-paths.csv`)."
     )
 
 
