@@ -252,6 +252,24 @@ def test_board_pairs_that_cannot_be_measured_are_notes(runs):
     assert table["note"].iat[0].startswith("not measured: no dense run of this section with seed 0")
 
 
+def test_board_measures_the_paper_track_when_it_has_one(runs):
+    from bench.board.prepare import prepare
+    from bench.results import load
+    from bench.valley.board import chosen_settings, measured_recipes, section_markdown
+
+    assert measured_recipes(["shared", "paper", "shared"]) == ["paper"]
+    assert measured_recipes(["shared", "other"]) == ["other", "shared"]
+    df = prepare(load(runs["dense"].parent))
+    df.loc[df["pruner"] == "grda", "sparsity"] = 0.904  # within 0.5 points of 90%
+    both = pd.concat([df.assign(recipe="paper"), df.assign(recipe="shared")], ignore_index=True)
+    chosen = chosen_settings(both)
+    assert list(chosen["recipe"]) == ["paper"] and list(chosen["pruner"]) == ["grda"]
+    assert list(chosen["level"]) == [0.9] and chosen["sparsity"].iat[0] == pytest.approx(0.904)
+    empty = pd.DataFrame(columns=valley.board.TABLE)
+    assert "on the paper recipe track only" in section_markdown(empty, recipes=["paper", "shared"])
+    assert "track only" not in section_markdown(empty, recipes=["paper"])
+
+
 def test_board_writes_its_valley_and_rebuilds_it_identically(runs, tmp_path, monkeypatch):
     """`bench board` on a small sweep: valley.csv, its paths and figure, the README's Valley section;
     `--no-run` without the run folders rebuilds every file byte for byte."""

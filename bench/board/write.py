@@ -118,7 +118,7 @@ def _valley_section(
                 title = f"{key[0]} / {key[1]} · {key[2]}"
                 plot_board_paths(rows, in_section(paths, key), FIGURE_LEVEL, out / name, title)
                 figures[key] = name
-    return section_markdown(valleys, figures)
+    return section_markdown(valleys, figures, df["recipe"])
 
 
 def _read_readme(path: Path) -> str:

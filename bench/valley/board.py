@@ -23,6 +23,9 @@ from bench.valley.hessian import hessian_eigs
 from bench.valley.path import training_batches
 
 LEVELS = (0.90, 0.95, 0.98)  # the sparsity levels a board's valley table reports
+# the recipe track measured when a board has it (one Hessian per dense run: a second track would
+# double the cost); a board without it has every section measured
+TRACK = "paper"
 FIGURE_LEVEL = 0.90  # the level of the board's path figure
 POINTS = 11  # points on each path (fewer than `bench valley`'s: a board measures hundreds)
 TABLE_FILE, PATHS_FILE = "valley.csv", "valley-paths.csv"
@@ -32,11 +35,19 @@ PATHS = [*SECTION, "level", "pruner", "setting", "seed", "t", "loss", "val_top1"
 TEXT = [*SECTION, "pruner", "setting", "note"]  # string columns (empty, never NaN, when read back)
 
 
+def measured_recipes(recipes: Any) -> list[str]:
+    """The recipe tracks of a board whose sections get a valley table: TRACK if it has it, else all."""
+    recipes = sorted(set(recipes))
+    return [TRACK] if TRACK in recipes else recipes
+
+
 def chosen_settings(df: pd.DataFrame, levels: tuple[float, ...] = LEVELS,
                     tolerance: float = TOLERANCE) -> pd.DataFrame:
-    """Per section, level and pruner (dense aside) the setting whose mean sparsity over its ok runs
-    is nearest the level, if within `tolerance`: columns SECTION, level, pruner, setting, sparsity."""
-    ok = df[(df["status"] == "ok") & (df["pruner"] != "dense")]
+    """Per section (of `measured_recipes`), level and pruner (dense aside) the setting whose mean
+    sparsity over its ok runs is nearest the level, if within `tolerance`: columns SECTION, level,
+    pruner, setting, sparsity."""
+    tracks = measured_recipes(df["recipe"])
+    ok = df[(df["status"] == "ok") & (df["pruner"] != "dense") & df["recipe"].isin(tracks)]
     keys = [*SECTION, "pruner", "setting"]
     means = ok.groupby(keys, sort=True, dropna=False)["sparsity"].mean().reset_index()
     rows = []
@@ -224,10 +235,11 @@ def board_markdown(valleys: pd.DataFrame) -> str:
 
 
 def section_markdown(valleys: pd.DataFrame, figures: dict[tuple[str, ...], str] | None = None,
-                     top_k: int = TOP_K, hessian_examples: int = HESSIAN_EXAMPLES,
+                     recipes: Any = (), top_k: int = TOP_K, hessian_examples: int = HESSIAN_EXAMPLES,
                      points: int = POINTS) -> str:
     """The board README's "Valley" section: what is measured and how to read it, then per board
-    section its table and figure (`figures`: section key -> PNG name)."""
+    section its table and figure (`figures`: section key -> PNG name; `recipes`: the board's
+    recipe tracks, to say which were measured)."""
     levels = sorted(valleys["level"].unique()) if len(valleys) else list(LEVELS)
     shown = ", ".join(f"{100 * x:g}%" for x in levels)
     out = ["## Valley", "",
@@ -243,8 +255,8 @@ def section_markdown(valleys: pd.DataFrame, figures: dict[tuple[str, ...], str] 
            f"number of parameters): near it, the two models differ only in directions that leave "
            f"the training loss flat (the gRDA paper's claim for gRDA); far above it, they differ "
            f"along the sharpest directions. Mean ± 95% interval over seeds; n/a with the reason "
-           f"where the comparison does not apply (a changed architecture) or could not be measured.",
-           ""]
+           f"where the comparison does not apply (a changed architecture) or could not be measured."
+           + _tracks_sentence(recipes), ""]
     if valleys.empty:
         return "\n".join([*out, "No pruner landed within the tolerance of these levels.", ""])
     for key, rows in valleys.groupby(SECTION, sort=True):
@@ -256,3 +268,12 @@ def section_markdown(valleys: pd.DataFrame, figures: dict[tuple[str, ...], str] 
             out += [f"![training loss on the straight path to the dense model]({name}) "
                     f"([SVG]({name.removesuffix('.png')}.svg))", ""]
     return "\n".join(out)
+
+
+def _tracks_sentence(recipes: Any) -> str:
+    recipes = sorted(set(recipes))
+    measured = measured_recipes(recipes)
+    if len(measured) == len(recipes):
+        return ""
+    return (f" Measured on the {', '.join(measured)} recipe track only, which keeps it to seconds on a "
+            f"board (one Hessian per dense run); `bench valley A B` measures any pair of runs.")
