@@ -45,7 +45,7 @@ def board(
     `calibration/`: `bench calibrate` records of the knob values it uses, and `timing/`: the timing
     phase's records, bench.board.timing); returns its README.
 
-    `overrides`: `KEY.PATH=VALUE` changes to the sweep file (bench.spec.apply_overrides); `run`
+    `overrides`: `KEY.PATH=VALUE` changes to the sweep file (bench.overrides.apply_overrides); `run`
     False: no cell is run, the tables come from the finished runs there are (or, with none, from
     the board's own results.parquet); `out`: where the board is written (default `directory`);
     `force`: retrain every cell from scratch (see `bench sweep --force`); `time`: after the runs, the
