@@ -270,7 +270,8 @@ def test_board_measures_the_paper_track_when_it_has_one(runs):
     assert "track only" not in section_markdown(empty, recipes=["paper"])
 
 
-def test_board_writes_its_valley_and_rebuilds_it_identically(runs, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_board_writes_its_valley_and_rebuilds_it_identically(runs, tmp_path, monkeypatch, capsys):
     """`bench board` on a small sweep: valley.csv, its paths and figure, the README's Valley section;
     `--no-run` without the run folders rebuilds every file byte for byte."""
     from bench.board.cli import board
@@ -301,6 +302,11 @@ def test_board_writes_its_valley_and_rebuilds_it_identically(runs, tmp_path, mon
     again = {p.name: p.read_bytes() for p in board_dir.iterdir() if p.is_file()}
     assert set(again) == set(files)
     assert [n for n in files if files[n] != again[n]] == []
+    # a valley.csv that is not one stops `--no-run` before anything is written
+    (board_dir / "valley.csv").write_text("pruner,level\ngrda,0.9\n")
+    assert cli.main(["board", str(board_dir), "--runs", str(tmp_path / "runs"), "--no-run"]) == 2
+    assert "valley.csv: not a valley table (no barrier_ci" in capsys.readouterr().err
+    assert (board_dir / "results.parquet").read_bytes() == files["results.parquet"]
 
 
 def test_help_imports_no_torch():

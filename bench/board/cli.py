@@ -28,6 +28,7 @@ from bench.board.write import write_leaderboard
 from bench.errors import ConfigError
 from bench.executors import Executor
 from bench.record import LOADED_RULE
+from bench.valley.board import read_valley
 
 
 def board(
@@ -63,6 +64,7 @@ def board(
     calibrations = load_calibrations(directory / "calibration")  # a malformed record stops us before any run
     timing_dir = (out if time else directory) / "timing"
     load_timings(timing_dir)  # likewise
+    stored_valley = None if run else read_valley(directory)  # likewise; a run measures it anew
     if run:
         executor = executor or executors.create()
         check_here(spec, executor)
@@ -99,9 +101,7 @@ def board(
     out.mkdir(parents=True, exist_ok=True)
     results.write(g, out / "results.parquet")
     df = prepare(g.runs)
-    valley = _valley(
-        df, runs_dir, directory, measure=from_folders and (run or not (directory / "valley.csv").is_file())
-    )
+    valley = _valley(df, runs_dir, stored_valley, measure=from_folders and (run or stored_valley is None))
     loaded = int(df.loc[df["status"] == "ok", "loaded"].sum())
     if loaded:
         print(
@@ -139,14 +139,14 @@ def board(
 
 
 def _valley(
-    df: pd.DataFrame, runs_dir: Path, directory: Path, measure: bool
+    df: pd.DataFrame, runs_dir: Path, stored: tuple[pd.DataFrame, pd.DataFrame] | None, measure: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """The board's valley table: measured from the run folders (`measure`), else the board's own
-    valley.csv read back (None if it has none)."""
-    from bench.valley.board import LEVELS, board_valley, read_valley
+    """The board's valley table: measured from the run folders (`measure`), else `stored` (the
+    board's own valley.csv read back; None if it has none)."""
+    from bench.valley.board import LEVELS, board_valley
 
     if not measure:
-        return read_valley(directory)
+        return stored
     levels = ", ".join(f"{100 * x:g}%" for x in LEVELS)
     print(f"valley: each pruner at {levels} against its dense run (bench valley)", file=sys.stderr)
     return board_valley(df, runs_dir)
