@@ -48,7 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "loading it back"),
     "speedup": ("bench.speedup", "measure the inference speed-up per backend of finished runs (no "
                 "retraining)"),
-    "valley": ("bench.valley", "is a pruned model in its dense run's valley: loss along the path between "
+    "valley": ("bench.valley.cli", "is a pruned model in its dense run's valley: loss along the path between "
                "them, barrier, Hessian top-k projection of their difference"),
     "perf": ("bench.perf", "wall time and memory of every pruner vs dense SGD-momentum, and the harness's "
              "speed"),

@@ -34,12 +34,8 @@ the arithmetic): a list of them in [budget] gives one board section per value, a
 may not set them. A pruner's settings are its distinct (hyperparameters, budget) pairs
 (`SweepSpec.settings_per_pruner`, the board's tuning count).
 
-Overrides (`--set`, one grammar for `bench run`, `bench sweep` and `bench board`, see
-`apply_overrides` and `run_overrides`) change a parsed file before it is validated, with TOML value
-syntax, so a paper-scale sweep can be smoke-tested without editing it:
-
-    load_sweep("leaderboards/cifar10-vgg16/sweep.toml",
-               ["budget.epochs=1", "pruners.grda.c=0.01", "grid.seeds=[0]", "~pruners.imp"])
+Overrides (`--set`, one grammar for `bench run`, `bench sweep` and `bench board`) change a parsed
+file before it is validated: bench.overrides.
 
 The number of cells is counted from the axes before anything is expanded: a few bytes of TOML can
 ask for millions of cells, which `max_cells` refuses before they cost time or memory.
@@ -47,8 +43,6 @@ ask for millions of cells, which `max_cells` refuses before they cost time or me
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
 import itertools
 import re
@@ -65,10 +59,12 @@ from bench.config import (
     Budget,
     RunConfig,
     coerce,
-    dataclass_from_args,
-    run_level_from_args,
 )
 from bench.errors import ConfigError
+from bench.overrides import BUDGET_KEYS, apply_overrides, budget_check
+from bench.overrides import config_from_args as config_from_args  # re-exported: callers import it here
+from bench.overrides import parse_value as parse_value
+from bench.overrides import run_overrides as run_overrides
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.validate import check_config, check_data, check_loggers
 
@@ -79,7 +75,6 @@ GRID_KEYS = ("models", "datasets", "seeds")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 100  # characters: the name is a folder name (255 bytes at most) and a SLURM job name
 MAX_CELLS = 10_000  # the default of `max_cells`
-BUDGET_KEYS = tuple(f.name for f in dataclasses.fields(Budget))
 # budget keys that define what is compared, the same for every pruner of a board section
 SECTION_BUDGET_KEYS = ("recipe", "val_fraction", "augment", "prune_first_last", "precision")
 # budget keys a pruner table may set (its own value or axis): counted as tuning by the board
@@ -143,96 +138,6 @@ def sweep_from_toml(text: str, path: str | Path = "sweep.toml",
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     spec = sweep_from_dict(apply_overrides(data, overrides), path, text)
     return dataclasses.replace(spec, overrides=tuple(overrides))
-
-
-def parse_value(text: str) -> Any:
-    """A TOML value (`1`, `0.01`, `[0, 1]`, `"x"`, `true`); anything else is a bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """A copy of a parsed sweep document with each override applied, in order:
-
-    - `KEY.PATH=VALUE` sets a key (VALUE in TOML syntax: `budget.epochs=1`, `pruners.grda.c=0.01`,
-      `pruners.gmp.lr=[0.05, 0.1]`, `grid.seeds=[0]`, `grid.models=["mlp"]`); the tables on the
-      path are created if missing (`pruners.snip.sparsity=0.9` adds snip);
-    - `~KEY.PATH` removes a key or table (`~pruners.imp` drops a pruner; `~budget.momentum` brings
-      back the default); it must exist.
-
-    A key under an array of tables (`[[pruners.grda]]`) is set in (or removed from) each of its
-    tables. Unknown keys are left to the validation that follows, which names the valid ones."""
-    data = copy.deepcopy(data)
-    for item in overrides:
-        remove = item.strip().startswith("~")
-        key, sep, value = item.strip().removeprefix("~").partition("=")
-        parts = [p.strip() for p in key.strip().split(".")]
-        if remove == bool(sep) or not all(parts):
-            raise ConfigError(
-                f"--set {item!r}: expected KEY.PATH=VALUE to set a key or ~KEY.PATH to remove one "
-                "(e.g. --set budget.epochs=1, --set ~pruners.imp)"
-            )
-        tables: list[Any] = [data]
-        for depth, part in enumerate(parts[:-1]):
-            nxt = []
-            for t in tables:
-                child = t.get(part) if remove else t.setdefault(part, {})
-                if isinstance(child, list) and child and all(isinstance(c, dict) for c in child):
-                    nxt += child
-                elif isinstance(child, dict):
-                    nxt.append(child)
-                elif not (remove and child is None):
-                    where = ".".join(parts[: depth + 1])
-                    raise ConfigError(f"--set {item!r}: {where} = {child!r} is not a table")
-            tables = nxt
-        if remove:
-            holders = [t for t in tables if parts[-1] in t]
-            if not holders:
-                parent = ".".join(parts[:-1])
-                keys = sorted({k for t in tables for k in t})
-                where = f"{parent} has" if parent else "the sweep file has"
-                have = ", ".join(keys) or "(none)"
-                raise ConfigError(f"--set {item!r}: no such key to remove; {where}: {have}")
-            for t in holders:
-                del t[parts[-1]]
-            continue
-        for t in tables:
-            t[parts[-1]] = parse_value(value.strip())
-    return data
-
-
-def run_overrides(
-    sets: list[str] | tuple[str, ...], pruner: str, budget: Budget
-) -> tuple[dict[str, str], Budget]:
-    """`--set` of `bench run` and `bench calibrate` in the sweep files' grammar, for their one
-    run: `budget.KEY=VALUE` a budget key (over its flag), `pruners.<its pruner>.KEY=VALUE` or the
-    short `KEY=VALUE` a hyperparameter of its pruner. Returns (hyperparameters as given, each
-    field's type converts them; `budget` with the budget keys set); raises ConfigError naming the
-    override and the valid forms or choices."""
-    hparams: dict[str, str] = {}
-    changes: dict[str, Any] = {}
-    hints = typing.get_type_hints(Budget)
-    for item in sets:
-        key, sep, value = item.partition("=")
-        parts = [p.strip() for p in key.strip().split(".")]
-        if not sep or not all(parts):
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. --set c=0.02, --set budget.lr=0.05)")
-        if len(parts) == 1:
-            hparams[parts[0]] = value.strip()
-        elif len(parts) == 3 and parts[:2] == ["pruners", pruner]:
-            hparams[parts[2]] = value.strip()
-        elif len(parts) == 2 and parts[0] == "budget" and parts[1] in BUDGET_KEYS:
-            where = f"--set budget.{parts[1]}"
-            changes[parts[1]] = coerce(parse_value(value.strip()), hints[parts[1]], where)
-            _budget_check(parts[1], where)(changes[parts[1]])
-        else:
-            raise ConfigError(
-                f"--set {item!r}: a run takes KEY=VALUE or pruners.{pruner}.KEY=VALUE (a hyperparameter "
-                f"of its pruner) or budget.KEY=VALUE (valid budget keys: {', '.join(BUDGET_KEYS)})"
-            )
-    return hparams, dataclasses.replace(budget, **changes)
 
 
 def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", source: str = "") -> SweepSpec:
@@ -351,16 +256,6 @@ def _coerce_axis(values: list[Any], hint: Any, where: str, errors: list[str],
     return list(dict.fromkeys(coerced)) if ok else None
 
 
-def _budget_check(key: str, where: str) -> Any:
-    def check(value: Any) -> None:  # range checks, one field at a time to report them all
-        try:
-            Budget(**{key: value})
-        except ConfigError as e:
-            raise ConfigError(str(e).replace(f"budget.{key}", where, 1)) from None
-
-    return check
-
-
 def _parse_budget(table: Any, errors: list[str]) -> dict[str, list[Any]]:
     """[budget] as axes: key -> its values (one for a scalar), each checked."""
     if not isinstance(table, dict):
@@ -377,7 +272,7 @@ def _parse_budget(table: Any, errors: list[str]) -> dict[str, list[Any]]:
         if values is None:
             errors.append(f"{where} = []: an axis must not be empty")
             continue
-        coerced = _coerce_axis(values, hints[key], where, errors, _budget_check(key, where))
+        coerced = _coerce_axis(values, hints[key], where, errors, budget_check(key, where))
         if coerced is not None:
             axes[key] = coerced
     return axes
@@ -507,7 +402,7 @@ def _expand_table(
             )
             continue
         elif key in BUDGET_KEYS:
-            hint, check, into = budget_hints[key], _budget_check(key, f"{where} {key}"), own_budget
+            hint, check, into = budget_hints[key], budget_check(key, f"{where} {key}"), own_budget
         elif key in GRID_KEYS:
             errors.append(f"{where} {key}: set it in [grid] (shared by every pruner)")
             continue
@@ -567,17 +462,3 @@ def check_local_data(spec: SweepSpec) -> None:
             errors.append(f"{key}: {e}")
     if errors:
         raise ConfigError(_format(spec.path, errors))
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """A validated RunConfig (hyperparameters resolved) from `add_run_flags` flags."""
-    hparams, budget = run_overrides(args.sets, args.pruner, dataclass_from_args(Budget, args, "budget"))
-    config = RunConfig(
-        pruner=args.pruner,
-        model=args.model,
-        dataset=args.dataset,
-        hparams=hparams,
-        budget=budget,
-        **run_level_from_args(args),
-    )
-    return check_config(config)

@@ -17,9 +17,11 @@ from torch import nn
 
 from bench import cli, valley
 from bench.config import Budget, RunConfig
+from bench.errors import ConfigError
 from bench.io import read_json
 from bench.run.job import run
 from bench.validate import check_config
+from bench.valley.path import flat, layout, unflat
 
 # cosine to 0: in the last epoch the weights barely move, so its mean training loss is close to the
 # loss at the final weights
@@ -57,15 +59,15 @@ def _tiny() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
 def _exact_hessian(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     from torch.func import functional_call
 
-    names, shapes = valley._layout(model)
-    w = valley._flat(model).double()
+    names, shapes = layout(model)
+    w = flat(model).double()
     model = model.double()
     buffers = {n: b for n, b in model.named_buffers()}
     x = torch.cat([b[0] for b in batches]).double()
     y = torch.cat([b[1] for b in batches])
 
     def loss(p: torch.Tensor) -> torch.Tensor:
-        params = {**valley._unflat(p, names, shapes), **buffers}
+        params = {**unflat(p, names, shapes), **buffers}
         return F.cross_entropy(functional_call(model, params, (x,)), y)
 
     return torch.autograd.functional.hessian(loss, w)
@@ -95,7 +97,7 @@ def test_top_eigenpairs_and_projection_match_the_exact_hessian():
 
 def test_top_k_must_be_below_the_parameter_count():
     model, batches = _tiny()
-    with pytest.raises(valley.ConfigError, match="--top-k = 500"):
+    with pytest.raises(ConfigError, match="--top-k = 500"):
         valley.hessian_eigs(model, batches, 500)
 
 
@@ -212,23 +214,99 @@ def test_a_missing_dense_run_is_a_clear_error(runs, tmp_path, capsys):
 
 
 def test_board_table_and_figure(runs, tmp_path):
+    from bench.board.prepare import prepare
     from bench.results import load
 
-    table, paths = valley.board_valley(load(runs["dense"].parent), runs["dense"].parent, points=3, top_k=2,
-                                       hessian_examples=100, draws=3)
+    df = prepare(load(runs["dense"].parent))
+    df.loc[df["pruner"] == "grda", "sparsity"] = 0.9  # lands on the 90% level
+    df.loc[df["pruner"] == "channel", "sparsity"] = 0.95
+    table, paths = valley.board_valley(df, runs["dense"].parent, points=3, top_k=2, hessian_examples=100,
+                                       draws=3)
+    assert list(table.columns) == valley.board.TABLE and list(paths.columns) == valley.board.PATHS
     grda = table[table["pruner"] == "grda"].iloc[0]
-    assert grda["seeds"] == 1 and grda["barrier_mean"] >= 0 and 0 <= grda["fraction_mean"] <= 1
+    assert grda["level"] == 0.9 and grda["seeds"] == 1 and grda["barrier_mean"] >= 0
+    assert 0 <= grda["fraction_mean"] <= 1 and grda["random_fraction"] > 0
     assert np.isnan(grda["barrier_ci"])  # one seed: no interval
     channel = table[table["pruner"] == "channel"].iloc[0]
     assert np.isnan(channel["barrier_mean"]) and "changes the architecture" in channel["note"]
     assert set(paths["pruner"]) == {"grda"} and len(paths) == 3
     md = valley.board_markdown(table)
-    row = {line.split(" | ")[0]: line for line in md.splitlines()}
-    assert row["| grda"].startswith("| grda | c=0.02, mu=0.6") and row["| grda"].endswith("|  |")
-    assert "| n/a | n/a | - | not applicable: channel changes the architecture (1.weight: " \
-        in row["| channel"]
+    row = {line.split(" | ")[1]: line for line in md.splitlines() if " | " in line}
+    assert row["grda"].startswith("| 90% | grda | ") and row["grda"].endswith("|  |")
+    assert "| n/a | n/a | - | not applicable: channel changes the architecture (1.weight: " in row["channel"]
     figure = valley.plot_board_paths(table, paths, 0.9, tmp_path / "paths.png")
-    assert figure.is_file()
+    assert figure.is_file() and figure.with_suffix(".svg").is_file()
+    with pytest.raises(ConfigError, match="no measured paths at 95% sparsity"):
+        valley.plot_board_paths(table, paths, 0.95, tmp_path / "none.png")
+
+
+def test_board_pairs_that_cannot_be_measured_are_notes(runs):
+    from bench.board.prepare import prepare
+    from bench.results import load
+
+    df = prepare(load(runs["dense"].parent))
+    df.loc[df["pruner"] == "grda", "sparsity"] = 0.9
+    no_family = df[~((df["pruner"] == "dense") & (df["seed"] == 0))]  # seed 0 has no dense run
+    table, paths = valley.board_valley(no_family, runs["dense"].parent, points=2, top_k=0)
+    assert paths.empty
+    assert table["note"].iat[0].startswith("not measured: no dense run of this section with seed 0")
+
+
+def test_board_measures_the_paper_track_when_it_has_one(runs):
+    from bench.board.prepare import prepare
+    from bench.results import load
+    from bench.valley.board import chosen_settings, measured_recipes, section_markdown
+
+    assert measured_recipes(["shared", "paper", "shared"]) == ["paper"]
+    assert measured_recipes(["shared", "other"]) == ["other", "shared"]
+    df = prepare(load(runs["dense"].parent))
+    df.loc[df["pruner"] == "grda", "sparsity"] = 0.904  # within 0.5 points of 90%
+    both = pd.concat([df.assign(recipe="paper"), df.assign(recipe="shared")], ignore_index=True)
+    chosen = chosen_settings(both)
+    assert list(chosen["recipe"]) == ["paper"] and list(chosen["pruner"]) == ["grda"]
+    assert list(chosen["level"]) == [0.9] and chosen["sparsity"].iat[0] == pytest.approx(0.904)
+    empty = pd.DataFrame(columns=valley.board.TABLE)
+    assert "on the paper recipe track only" in section_markdown(empty, recipes=["paper", "shared"])
+    assert "track only" not in section_markdown(empty, recipes=["paper"])
+
+
+@pytest.mark.slow
+def test_board_writes_its_valley_and_rebuilds_it_identically(runs, tmp_path, monkeypatch, capsys):
+    """`bench board` on a small sweep: valley.csv, its paths and figure, the README's Valley section;
+    `--no-run` without the run folders rebuilds every file byte for byte."""
+    from bench.board.cli import board
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    board_dir = tmp_path / "small"
+    board_dir.mkdir()
+    (board_dir / "sweep.toml").write_text(
+        'name = "small"\n[budget]\nepochs = 2\n[grid]\nmodels = ["mlp"]\ndatasets = ["digits"]\n'
+        "seeds = [0, 1]\n[pruners.dense]\n[pruners.magnitude]\nsparsity = [0.9]\n"
+        "[pruners.channel]\nsparsity = [0.95]\n")
+    readme = board(board_dir, tmp_path / "runs", force=False)
+    files = {p.name: p.read_bytes() for p in board_dir.iterdir() if p.is_file()}
+    assert {"valley.csv", "valley-paths.csv", "digits-mlp-valley.png", "digits-mlp-valley.svg"} <= set(files)
+    table = pd.read_csv(board_dir / "valley.csv")
+    magnitude = table[table["pruner"] == "magnitude"].iloc[0]
+    assert magnitude["seeds"] == 2 and magnitude["barrier_mean"] >= 0 and magnitude["barrier_ci"] >= 0
+    assert len(pd.read_csv(board_dir / "valley-paths.csv")) == 2 * valley.board.POINTS
+    text = readme.read_text()
+    section = text[text.index("## Valley"):]
+    assert "*barrier*" in section and "*random directions*" in section
+    assert "| 90% | magnitude | " in section and "![training loss" in section
+    assert "| 95% | channel | " in section and "not applicable: channel changes the architecture" in section
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # --no-run: the board from its own files only
+    board(board_dir, tmp_path / "runs", run=False)
+    again = {p.name: p.read_bytes() for p in board_dir.iterdir() if p.is_file()}
+    assert set(again) == set(files)
+    assert [n for n in files if files[n] != again[n]] == []
+    # a valley.csv that is not one stops `--no-run` before anything is written
+    (board_dir / "valley.csv").write_text("pruner,level\ngrda,0.9\n")
+    assert cli.main(["board", str(board_dir), "--runs", str(tmp_path / "runs"), "--no-run"]) == 2
+    assert "valley.csv: not a valley table (no barrier_ci" in capsys.readouterr().err
+    assert (board_dir / "results.parquet").read_bytes() == files["results.parquet"]
 
 
 def test_help_imports_no_torch():

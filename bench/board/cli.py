@@ -28,6 +28,7 @@ from bench.board.write import write_leaderboard
 from bench.errors import ConfigError
 from bench.executors import Executor
 from bench.record import LOADED_RULE
+from bench.valley.board import read_valley
 
 
 def board(
@@ -45,7 +46,7 @@ def board(
     `calibration/`: `bench calibrate` records of the knob values it uses, and `timing/`: the timing
     phase's records, bench.board.timing); returns its README.
 
-    `overrides`: `KEY.PATH=VALUE` changes to the sweep file (bench.spec.apply_overrides); `run`
+    `overrides`: `KEY.PATH=VALUE` changes to the sweep file (bench.overrides.apply_overrides); `run`
     False: no cell is run, the tables come from the finished runs there are (or, with none, from
     the board's own results.parquet); `out`: where the board is written (default `directory`);
     `force`: retrain every cell from scratch (see `bench sweep --force`); `time`: after the runs, the
@@ -63,12 +64,14 @@ def board(
     calibrations = load_calibrations(directory / "calibration")  # a malformed record stops us before any run
     timing_dir = (out if time else directory) / "timing"
     load_timings(timing_dir)  # likewise
+    stored_valley = None if run else read_valley(directory)  # likewise; a run measures it anew
     if run:
         executor = executor or executors.create()
         check_here(spec, executor)
         run_sweep(spec, runs_dir, executor, wait=True, force=force)  # on a cluster too: it needs every cell
     g = results.gather(runs_dir) if runs_dir.is_dir() else None
-    if g is None or g.runs.empty:
+    from_folders = g is not None and not g.runs.empty
+    if not from_folders:
         if run or not (directory / "results.parquet").is_file():
             raise ConfigError(
                 f"board {directory}: no finished runs in {runs_dir}"
@@ -98,6 +101,7 @@ def board(
     out.mkdir(parents=True, exist_ok=True)
     results.write(g, out / "results.parquet")
     df = prepare(g.runs)
+    valley = _valley(df, runs_dir, stored_valley, measure=from_folders and (run or stored_valley is None))
     loaded = int(df.loc[df["status"] == "ok", "loaded"].sum())
     if loaded:
         print(
@@ -130,7 +134,22 @@ def board(
         calibrations=calibrations,
         predictions=predictions.correctness(g.predictions),
         timings=timings,
+        valley=valley,
     )
+
+
+def _valley(
+    df: pd.DataFrame, runs_dir: Path, stored: tuple[pd.DataFrame, pd.DataFrame] | None, measure: bool
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The board's valley table: measured from the run folders (`measure`), else `stored` (the
+    board's own valley.csv read back; None if it has none)."""
+    from bench.valley.board import LEVELS, board_valley
+
+    if not measure:
+        return stored
+    levels = ", ".join(f"{100 * x:g}%" for x in LEVELS)
+    print(f"valley: each pruner at {levels} against its dense run (bench valley)", file=sys.stderr)
+    return board_valley(df, runs_dir)
 
 
 def _board_note(directory: Path, runs_dir: Path, cells: int, overrides: tuple[str, ...] = ()) -> str:
@@ -139,7 +158,7 @@ def _board_note(directory: Path, runs_dir: Path, cells: int, overrides: tuple[st
         f"Produced by `bench board {directory.as_posix()}{sets}` from `sweep.toml` ({cells} runs, "
         f"kept in `{runs_dir.as_posix()}/`); the runs table is `results.parquet` (history: "
         "`results.history.parquet`, per-example predictions: `results.predictions.npz`), the tables as "
-        "CSV in `leaderboard.csv` and `matched_sparsity.csv`."
+        "CSV in `leaderboard.csv`, `matched_sparsity.csv` and `valley.csv` (paths: `valley-paths.csv`)."
     )
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench.board.cells import matched_cells
 from bench.board.markdown import render, verdict_text
-from bench.board.prepare import SECTION, prepare
+from bench.board.prepare import SECTION, in_section, prepare
 from bench.board.significance import verdicts
 from bench.board.summary import ok_runs, summarize
 from bench.errors import ConfigError
@@ -61,11 +61,14 @@ def write_leaderboard(
     calibrations: pd.DataFrame | None = None,
     predictions: Mapping[str, np.ndarray] | None = None,
     timings: pd.DataFrame | None = None,
+    valley: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> Path:
     """Write README.md, leaderboard.csv, matched_sparsity.csv and (with `plots`) PNG and SVG figures
     into `out`; returns the README path. `predictions`: run_id -> per-example test correctness
     (bench.predictions), for the seeds-and-examples tests; `timings`: timing-phase records
-    (bench.board.timing.load_timings), the source of the time columns where there are some."""
+    (bench.board.timing.load_timings), the source of the time columns where there are some;
+    `valley`: (table, paths) of bench.valley.board_valley or read_valley, written as valley.csv and
+    valley-paths.csv, with a "Valley" section and figure."""
     out = Path(out)
     readme = out / "README.md"
     old = _read_readme(readme)  # before any work: a README we cannot merge into stops us here
@@ -89,8 +92,33 @@ def write_leaderboard(
         calibrations=calibrations,
         predictions_note=predictions_note(df, predictions),
     )
+    if valley is not None:
+        md += "\n" + _valley_section(df, out, *valley, plots)
     write_text(readme, merge_readme(old, md, readme))
     return readme
+
+
+def _valley_section(
+    df: pd.DataFrame, out: Path, valleys: pd.DataFrame, paths: pd.DataFrame, plots: bool
+) -> str:
+    """valley.csv and valley-paths.csv, per section the figure at FIGURE_LEVEL, and the Markdown, all
+    from the files as read back (a rebuild from them is identical)."""
+    from bench.board.figures import slugs
+    from bench.valley.board import FIGURE_LEVEL, section_markdown, write_valley
+    from bench.valley.figures import plot_board_paths
+
+    valleys, paths = write_valley(out, valleys, paths)
+    figures = {}
+    if plots:
+        names = slugs(df)
+        for key, rows in valleys.groupby(SECTION, sort=True):
+            measured = np.isclose(rows["level"], FIGURE_LEVEL) & rows["barrier_mean"].notna()
+            if key in names and measured.any():
+                name = f"{names[key]}-valley.png"
+                title = f"{key[0]} / {key[1]} · {key[2]}"
+                plot_board_paths(rows, in_section(paths, key), FIGURE_LEVEL, out / name, title)
+                figures[key] = name
+    return section_markdown(valleys, figures, df["recipe"])
 
 
 def _read_readme(path: Path) -> str:
