@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from bench import executors, registry
 from bench.callbacks import read_progress
+from bench.code_version import changed as code_changed
 from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
@@ -30,14 +31,15 @@ from bench.runs import RunDir, RunStatus
 MANIFEST = "sweep.json"
 
 ACTIVE = ("running", "pending")
-STATES = ("done", "running", "pending", "failed", "stopped", "diverged", "missing")
+STATES = ("done", "running", "pending", "failed", "stopped", "diverged", "changed", "missing")
 UNFINISHED = ("failed", "stopped")  # states that make `bench sweep` and `bench status` exit 1
 
 
 @dataclass(frozen=True)
 class CellStatus:
     """Where one cell stands: done | running | pending | failed (its run raised) | stopped (its
-    job ended without a result) | diverged | missing (never submitted)."""
+    job ended without a result) | diverged | changed (finished, but its pruner's or plugin's
+    source file changed since) | missing (never submitted)."""
 
     config: RunConfig
     state: str
@@ -58,7 +60,10 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
         job_id = rec.get("job_id") if rec else None
         job_state = job_states.get(executors.job_key(rec)) if job_id else None
         status = result.get("status")
-        if status in (RunStatus.OK, RunStatus.DIVERGED):
+        if status in (RunStatus.OK, RunStatus.DIVERGED) and code_changed(result.get("code_hashes"), c):
+            state, reason = "changed", ("its pruner's or plugin's source changed since: re-running trains "
+                                        "it anew")
+        elif status in (RunStatus.OK, RunStatus.DIVERGED):
             state, reason = ("done" if status == RunStatus.OK else "diverged"), ""
         elif job_state in executors.ALIVE:
             state, reason = executors.activity(out / c.run_id, rec, job_state), ""
@@ -156,10 +161,11 @@ def records(statuses: list[CellStatus], out: Path) -> list[dict[str, Any]]:
 
 
 def to_submit(statuses: list[CellStatus], retry_failed: bool = False, force: bool = False) -> list[RunConfig]:
-    """Cells never submitted or stopped (they resume from their checkpoint); failed ones with
+    """Cells never submitted, stopped (they resume from their checkpoint) or changed (they train
+    anew); failed ones with
     `retry_failed`; with `force`, done, diverged and failed ones too (to retrain from scratch).
     Never a running or pending one (so no run is ever trained twice at once)."""
-    again = {"missing", "stopped"} | ({"failed"} if retry_failed or force else set())
+    again = {"missing", "stopped", "changed"} | ({"failed"} if retry_failed or force else set())
     again |= {"done", "diverged"} if force else set()
     return [s.config for s in statuses if s.state in again]
 
