@@ -10,6 +10,7 @@ A result.json or job record that is not what the harness writes counts as absent
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from bench import executors, registry
 from bench.callbacks import read_progress
 from bench.code_version import changed as code_changed
-from bench.config import RunConfig
+from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
 from bench.record import finished, problems
@@ -197,6 +198,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.verbose or s.state in UNFINISHED:
             job = f" job {s.job_id} ({s.job_state})" if s.job_id else ""
             print(f"  {s.state:<8} {s.config.run_id}{job}{': ' + s.reason if s.reason else ''}")
+            if args.verbose:
+                print(f"           {settings(s.config)}")
             line = read_progress(out / s.config.run_id) if args.verbose and s.state != "done" else None
             if line:
                 print(f"           {line}")
@@ -209,6 +212,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if any(counts[k] for k in UNFINISHED) else 0
 
 
+def settings(config: RunConfig) -> str:
+    """A cell's hyperparameters in one line: the pruner's (all of them, resolved) and the budget
+    keys that differ from the default budget, e.g. `hparams c=0.02 mu=0.6 | budget epochs=4`."""
+    hparams = " ".join(f"{k}={v}" for k, v in config.hparams.items()) or "(none)"
+    default = dataclasses.asdict(Budget())
+    budget = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(config.budget).items()
+                      if v != default[k] and k != "init_sha256") or "(default)"
+    return f"hparams {hparams} | budget {budget}"
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="the sweep's out folder")
     p.add_argument(
@@ -216,6 +229,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
     p.add_argument("--verbose", "-v", action="store_true",
-                   help="one line per cell, and the last epoch line (epoch k/N, loss, top-1, sparsity, ETA) "
-                   "of each cell not done")
+                   help="one line per cell with its hyperparameters, and the last epoch line (epoch k/N, "
+                   "loss, top-1, sparsity, ETA) of each cell not done")
     p.set_defaults(func=cmd_status)
