@@ -80,8 +80,8 @@ class Budget:
         "(its final model), a state_dict file, or torchvision:NAME (torchvision's weights, from torch's "
         "hub cache; never downloaded); empty: from the seed's initialization (see bench/pretrained.py)",
     )
-    init_sha256: str = hp("", "sha256 of the init's weights file (set from init): the run's identity",
-                          computed=True)
+    init_sha256: str = hp("", "sha256 of the init's weights file (set from init by bench.validate."
+                          "check_config): the run's identity", computed=True)
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "budget.epochs", self.epochs, "must be > 0")
@@ -109,10 +109,6 @@ class Budget:
         _check(self.precision in PRECISIONS, "budget.precision", self.precision,
                f"valid choices: {', '.join(PRECISIONS)}")
         _check(isinstance(self.init, str), "budget.init", self.init, "expected a path or torchvision:NAME")
-        if self.init and not self.init_sha256:  # the weights' identity, not their path
-            from bench import pretrained  # torch: only for a pretrained start
-
-            object.__setattr__(self, "init_sha256", pretrained.sha256(self.init))
         _check(bool(self.init) or not self.init_sha256, "budget.init_sha256", self.init_sha256,
                "set only with budget.init")
 
@@ -327,9 +323,16 @@ def add_dataclass_flags(group: Any, cls: type, prefix: str = "", fields: Sequenc
             dest=f.name,
             default=None,
             metavar=f.name.upper(),
-            help=(f"{prefix}{f.metadata.get('help', '')} (default: {default}"  # argparse %-formats help
-                  + (f"; choices: {', '.join(choices)})" if choices else ")")).replace("%", "%%"),
+            help=_flag_help(f"{prefix}{f.metadata.get('help', '')}", default, choices),
         )
+
+
+def _flag_help(text: str, default: Any, choices: Sequence[str] | None) -> str:
+    """Help text with its default (a None default: the text says what unset means) and choices,
+    %-escaped for argparse."""
+    notes = ([] if default is None else [f"default: {default}"]) + ([f"choices: {', '.join(choices)}"]
+                                                                     if choices else [])
+    return (text + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, where: str) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.run.checkpoint import load_model
 
 TORCHVISION = "torchvision:"
 CHECKPOINT = "checkpoint.pt"  # a run folder's (bench.runs.RunDir.checkpoint)
@@ -75,6 +77,14 @@ def _file_sha256(path: str, mtime_ns: int, size: int) -> str:  # the cache key: 
     return digest.hexdigest()
 
 
+def starter(budget: Any) -> Callable[[nn.Module], None] | None:
+    """For bench.run.build's `init`: what loads `budget.init`'s weights into a new model (None: a
+    start from the seed's initialization)."""
+    if not budget.init:
+        return None
+    return functools.partial(load_into, spec=budget.init, expected_sha256=budget.init_sha256)
+
+
 def load_into(model: nn.Module, spec: str, expected_sha256: str) -> None:
     """Copy the weights `spec` names into `model` (on its device). Every tensor must fit, except,
     for torchvision weights, a classifier whose number of classes differs (it keeps the seed's
@@ -103,8 +113,6 @@ def load_into(model: nn.Module, spec: str, expected_sha256: str) -> None:
 def _state_dict(spec: str) -> dict[str, torch.Tensor]:
     path = weights_file(spec)
     if path.name == CHECKPOINT and path.parent == Path(spec):  # a run folder: its final model
-        from bench.run.checkpoint import load_model  # it builds runs: import it only when asked
-
         _, model = load_model(path.parent, device="cpu")
         return model.state_dict()
     try:

@@ -4,7 +4,6 @@ starts from them."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 
@@ -14,8 +13,10 @@ import torch
 from bench import cli
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
+from bench.pretrained import starter
 from bench.run.build import build
 from bench.run.checkpoint import load_model
+from bench.validate import check_config
 
 
 def _run(argv: list[str], capsys) -> dict:
@@ -34,6 +35,15 @@ def trained(tmp_path_factory):
     return out / config.run_id
 
 
+def _config(**budget) -> RunConfig:
+    return check_config(RunConfig(budget=Budget(epochs=1, **budget), device="cpu"))
+
+
+def _start(config: RunConfig) -> torch.nn.Module:
+    """The model a run of `config` starts training (as bench.run.trainer builds it)."""
+    return build(config, init=starter(config.budget)).model
+
+
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
@@ -48,9 +58,8 @@ def test_a_run_started_from_a_run_folder_records_it_and_starts_from_its_weights(
     assert result["run_id"] != scratch.run_id  # prune-then-fine-tune: a budget of its own
 
     _, source = load_model(trained, device="cpu")
-    started = build(RunConfig(budget=Budget(epochs=1, init=str(trained)), device="cpu"))
-    assert _same_weights(started.model, source)
-    assert not _same_weights(build(RunConfig(budget=Budget(epochs=1), device="cpu")).model, source)
+    assert _same_weights(_start(_config(init=str(trained))), source)
+    assert not _same_weights(_start(_config()), source)
 
 
 def test_a_state_dict_file_is_an_init_and_its_path_is_not_the_identity(trained, tmp_path):
@@ -58,23 +67,23 @@ def test_a_state_dict_file_is_an_init_and_its_path_is_not_the_identity(trained, 
     first, second = tmp_path / "a.pt", tmp_path / "b.pt"
     torch.save(source.state_dict(), first)
     second.write_bytes(first.read_bytes())
-    a, b = (RunConfig(budget=Budget(init=str(p))) for p in (first, second))
+    a, b = (_config(init=str(p)) for p in (first, second))
     assert a.run_id == b.run_id and a.config_hash == b.config_hash
-    assert _same_weights(build(dataclasses.replace(a, device="cpu")).model, source)
+    assert _same_weights(_start(a), source)
 
     state = source.state_dict()
     state[next(iter(state))].add_(1.0)
     torch.save(state, second)  # other weights at the same path: another run
-    assert RunConfig(budget=Budget(init=str(second))).run_id != a.run_id
+    assert _config(init=str(second)).run_id != a.run_id
     with pytest.raises(ConfigError, match="changed since the run was configured"):
-        build(dataclasses.replace(b, device="cpu"))
+        _start(b)
 
 
 def test_weights_that_do_not_fit_the_model_are_bad_input(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"fc.weight": torch.zeros(3, 3)}, path)
     with pytest.raises(ConfigError, match=r"budget.init = .*do not fit the run's model \(missing"):
-        build(RunConfig(budget=Budget(init=str(path)), device="cpu"))
+        _start(_config(init=str(path)))
 
 
 def test_missing_inits_name_what_is_expected(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ Training, export, speed-up, perf, the dry-run estimate and the GPU check all cal
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -54,12 +55,12 @@ def load_data(config: RunConfig, device: torch.device) -> Data:
 
 
 def build(config: RunConfig, data: Data | None = None, device: torch.device | None = None, *,
-          pretrained: bool = True) -> Built:
+          init: Callable[[nn.Module], None] | None = None) -> Built:
     """Build a run from its config. `data`: already loaded data to use instead of the config's
     data set (the estimate's probe); `device`: instead of the config's (a speed-up elsewhere).
-    Seeds torch with the run's seed before the model is made: the same config, the same weights;
-    with `budget.init`, the model then starts from those weights (bench.pretrained), before the
-    pruner prepares it (`pretrained=False`: not, for a caller that restores a checkpoint anyway)."""
+    Seeds torch with the run's seed before the model is made: the same config, the same weights.
+    `init`: called with the new model before the pruner prepares it (a pretrained start loads its
+    weights: bench.pretrained.starter)."""
     device = device or resolve_device(config.device)
     configure_backends(config, device)
     model_info = MODELS.get(config.model)
@@ -67,10 +68,8 @@ def build(config: RunConfig, data: Data | None = None, device: torch.device | No
     model_info.check_fits(config.dataset, data.input_shape, data.num_classes)
     torch.manual_seed(config.seed)
     model = model_info.build(data.num_classes).to(device)
-    if config.budget.init and pretrained:
-        from bench import pretrained as weights
-
-        weights.load_into(model, config.budget.init, config.budget.init_sha256)
+    if init is not None:
+        init(model)
     macs_dense, _ = metrics.macs(model, data.input_shape, device)
     dense_counts = metrics.param_counts(model)  # sparsity counts removed weights as zeros
     layer_macs = metrics.layer_macs(model, data.input_shape, device)

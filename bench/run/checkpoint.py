@@ -139,7 +139,7 @@ def load_built(run_dir: str | Path, device: str | None = None, data: Data | None
     `device` (default: the run's own) may differ from the one it trained on."""
     rd = RunDir.at(run_dir)
     config = stored_config(rd.path)
-    built = build(dataclasses.replace(config, device=device or config.device), data=data, pretrained=False)
+    built = build(dataclasses.replace(config, device=device or config.device), data=data)
     ckpt = load_checkpoint(rd.checkpoint)
     if not isinstance(ckpt, dict) or ckpt.get("config_hash") != config.config_hash:
         raise ConfigError(f"{rd.path}: no checkpoint.pt of this run's config to rebuild its final model from")
