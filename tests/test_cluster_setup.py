@@ -13,12 +13,13 @@ from bench.errors import ConfigError
 from bench.executors import slurm
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch_setup.sh"
-PROFILE = """
+SETUP = ["module load cuda/12.4", "source ~/miniconda3/etc/profile.d/conda.sh", "conda activate prunebench"]
+PROFILE = f"""
 partition = "gpu"
 gpus_per_node = 1
 cpus_per_task = 4
 timeout_min = 120
-setup = ["module load cuda/12.4", "source ~/miniconda3/etc/profile.d/conda.sh", "conda activate prunebench"]
+setup = {SETUP!r}
 [sbatch]
 mail-type = "END,FAIL"
 exclusive = true
@@ -43,8 +44,7 @@ def test_setup_lines_and_sbatch_options_in_the_script(tmp_path):
     lines = script.splitlines()
     assert {"#SBATCH --mail-type=END,FAIL", "#SBATCH --exclusive", "#SBATCH --nice=10"} <= set(lines)
     setup = lines.index("# setup")
-    assert lines[setup + 1:setup + 4] == ["module load cuda/12.4",
-                                          "source ~/miniconda3/etc/profile.d/conda.sh", "conda activate prunebench"]
+    assert lines[setup + 1:setup + 4] == SETUP
     assert setup < lines.index("# command")  # before the run
 
 
