@@ -15,6 +15,7 @@ import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,10 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
         job_id = rec.get("job_id") if rec else None
         job_state = job_states.get(executors.job_key(rec)) if job_id else None
         status = result.get("status")
-        if status in (RunStatus.OK, RunStatus.DIVERGED) and code_changed(result.get("code_hashes"), c):
+        stale = status in (RunStatus.OK, RunStatus.DIVERGED) and code_changed(result.get("code_hashes"), c)
+        if stale and job_state in executors.ALIVE and _after(rec, result):  # resubmitted: training anew
+            state, reason = executors.activity(out / c.run_id, rec, job_state), ""
+        elif stale:
             state, reason = "changed", ("its pruner's or plugin's source changed since: re-running trains "
                                         "it anew")
         elif status in (RunStatus.OK, RunStatus.DIVERGED):
@@ -78,6 +82,16 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
             state, reason = "missing", ""
         statuses.append(CellStatus(c, state, job_id, job_state, reason))
     return statuses
+
+
+def _after(job: dict[str, Any] | None, result: dict[str, Any]) -> bool:
+    """Whether `job` was submitted after `result` was written (not the job that wrote it, which
+    may linger a moment after writing it)."""
+    try:
+        finished = datetime.fromisoformat(result["finished_at"]).timestamp()
+        return float(job["submitted_ts"]) > finished + 1  # finished_at has whole seconds
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def read_result(run_dir: Path) -> dict[str, Any]:
@@ -206,6 +220,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     sets = "".join(f" --set {shlex.quote(o)}" for o in manifest.get("overrides", []))
     if counts["stopped"]:
         print(f"resume the stopped ones with: bench sweep {manifest.get('path')}{sets} --out {out}")
+    if counts["changed"]:
+        print(f"retrain the changed ones (the old results are kept) with: bench sweep {manifest.get('path')}"
+              f"{sets} --out {out}")
     if counts["failed"]:
         print(f"resubmit the failed ones with: bench sweep {manifest.get('path')}{sets} --out {out} "
               "--retry-failed")

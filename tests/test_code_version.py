@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import uuid
 
 import pytest
 from test_plugins import PLUGIN
@@ -63,3 +64,36 @@ def test_a_builtin_pruner_records_its_own_source_file(tmp_path, capsys):
                      "--json"]) == 0
     hashes = json.loads(capsys.readouterr().out)["code_hashes"]
     assert list(hashes) == ["baselines.magnitude"]  # built-in model and data set: the git sha covers them
+
+
+def test_a_sweep_retrains_the_cells_whose_plugin_changed(plugin_env, tmp_path, capsys):
+    plugin = tmp_path / "my_methods.py"
+    shutil.copy(PLUGIN, plugin)
+    sweep = tmp_path / "mine.toml"
+    sweep.write_text(f"""
+name = "mine-{uuid.uuid4().hex[:8]}"
+[budget]
+epochs = 1
+[grid]
+models = ["tiny_cnn"]
+datasets = ["blobs"]
+[pruners.late_magnitude]
+sparsity = 0.5
+""")
+    out = tmp_path / "out"
+    argv = ["sweep", str(sweep), "--import", str(plugin), "--out", str(out)]
+    assert cli.main(argv) == 0
+    (folder,) = (p.parent for p in out.glob("*/result.json"))
+    first = read_json(folder / "result.json")
+
+    plugin.write_text(plugin.read_text() + "\n# tuned\n")
+    capsys.readouterr()
+    assert cli.main(["status", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "changed 1" in shown
+    assert "retrain the changed ones (the old results are kept) with: bench sweep" in shown
+    assert cli.main(argv) == 0  # resubmits the changed cell: it trains anew
+    assert read_json(folder / "result.replaced.json") == first
+    assert read_json(folder / "result.json")["code_hashes"] != first["code_hashes"]
+    assert cli.main(["status", str(out)]) == 0
+    assert "done 1" in capsys.readouterr().out
