@@ -330,7 +330,7 @@ def add_dataclass_flags(group: Any, cls: type, prefix: str = "", fields: Sequenc
 def _flag_help(text: str, default: Any, choices: Sequence[str] | None) -> str:
     """Help text with its default (a None default: the text says what unset means) and choices,
     %-escaped for argparse."""
-    notes = ([] if default is None else [f"default: {default}"]) + ([f"choices: {', '.join(choices)}"]
+    notes = ([] if default in (None, "") else [f"default: {default}"]) + ([f"choices: {', '.join(choices)}"]
                                                                      if choices else [])
     return (text + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
 

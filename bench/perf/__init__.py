@@ -163,5 +163,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--momentum", default=None, metavar="MOMENTUM", help="SGD momentum of the SGD-based "
                         f"pruners (default here: {PERF_MOMENTUM}; gRDA uses none by design)")
     add_dataclass_flags(budget, Budget, fields=[f for f in dataclasses.fields(Budget)
-                                                if f.name != "momentum" and not f.metadata.get("computed")])
+                                                if f.name not in ("momentum", "init")  # times from scratch
+                                                and not f.metadata.get("computed")])
     p.set_defaults(func=cmd_perf)
