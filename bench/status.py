@@ -204,7 +204,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     sweeps = [s for s in manifest.get("sweeps", []) if isinstance(s, dict)]
     names = ", ".join(dict.fromkeys(str(s.get("name")) for s in sweeps))
     print(f"{out}: sweep {names or manifest.get('name')}, {len(cells)} cells")
-    print("  " + "   ".join(f"{k} {counts[k]}" for k in STATES))
+    shown = [k for k in STATES if k != "changed" or counts[k]]  # changed: only when there are some
+    print("  " + "   ".join(f"{k} {counts[k]}" for k in shown))
     jobs = Counter({s.job_id: s.job_state for s in statuses if s.job_state}.values())
     if jobs:
         print("  jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())))
