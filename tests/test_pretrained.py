@@ -94,3 +94,12 @@ def test_missing_inits_name_what_is_expected(tmp_path, monkeypatch, capsys):
     assert cli.main(["run", "--init", str(tmp_path / "nowhere.pt"), "--out", str(tmp_path)]) == 2
     assert "budget.init" in capsys.readouterr().err
     assert not list(tmp_path.glob("dense-*"))  # nothing written
+
+
+def test_a_sweep_file_names_an_init_and_its_cells_record_its_hash(trained):
+    from bench.spec import sweep_from_toml
+
+    spec = sweep_from_toml(f'[budget]\ninit = "{trained}"\nepochs = 1\n[grid]\nmodels = ["mlp"]\n'
+                           'datasets = ["digits"]\n[pruners.magnitude]\nsparsity = 0.5\n')
+    (cell,) = spec.cells
+    assert cell.budget.init_sha256 == hashlib.sha256((trained / "checkpoint.pt").read_bytes()).hexdigest()
