@@ -18,7 +18,9 @@ folder is copied into `out` like any `bench run`, next to the JSON record of the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -167,10 +169,14 @@ def calibrate(
     full_runs: int = 4,
     search_dir: str | Path | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    quiet: bool = False,
 ) -> dict[str, Any]:
-    """Search `config.pruner`'s sparsity knob for `target`; returns (and writes to `out`) the record."""
+    """Search `config.pruner`'s sparsity knob for `target`; returns (and writes to `out`) the record.
+    `quiet`: no line per trial (`log`) nor per epoch of its run."""
     _check(target, tolerance, search_fraction, search_runs, full_runs)
     config = check_config(config)
+    if quiet:
+        log = _discard
     knob = knob_of(config.pruner)
     bounds = tuple(sorted((_to_u(knob, knob.low), _to_u(knob, knob.high))))
     out = Path(out)
@@ -183,7 +189,8 @@ def calibrate(
             def evaluate(u: float) -> float:
                 value = float(f"{_from_u(knob, u):.4g}")  # readable hparams (and run ids)
                 cfg = check_config(dataclasses.replace(base, hparams={**base.hparams, knob.name: value}))
-                r = run(cfg, runs_dir)
+                with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+                    r = run(cfg, runs_dir)  # quiet: its epoch lines (train.log keeps them)
                 trials.append({
                     "phase": phase, "value": value, "sparsity": r["sparsity"], "top1": r["top1"],
                     "status": r["status"], "epochs": cfg.budget.epochs, "run_id": r["run_id"],
@@ -228,6 +235,10 @@ def calibrate(
                                  f"-s{config.seed}-{target:g}.json")
     write_json(record["record"], record)
     return record
+
+
+def _discard(line: str) -> None:
+    """A quiet calibrate's log."""
 
 
 def search_cost(trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -318,13 +329,29 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     record = calibrate(
         config, args.target, args.out, args.tolerance, args.search_fraction, args.search_runs,
-        args.full_runs, args.search_dir,
+        args.full_runs, args.search_dir, quiet=not args.verbose,
     )
     keys = ("pruner", "target", "value", "hparams", "sparsity", "top1", "within_tolerance", "run_id")
     summary = {"knob": knob.name, **{k: record[k] for k in keys}, **record["cost"]}
-    print(json.dumps({**summary, "record": record["record"]}, indent=2))
-    print(f"run folder: {record['run_dir']}", file=sys.stderr)
-    return 0 if record["within_tolerance"] else 1
+    if args.json:
+        print(json.dumps({**summary, "record": record["record"]}, indent=2))
+        print(f"run folder: {record['run_dir']}", file=sys.stderr)
+    else:
+        print(result_line(record, knob.name))
+    if not record["within_tolerance"]:
+        print(f"bench calibrate: missed the target sparsity {record['target']:g} +- {record['tolerance']:g}: "
+              f"the nearest value found, {knob.name}={record['value']:g}, gives sparsity "
+              f"{record['sparsity']:.4f} ({record['run_dir']}); widen the knob's search with more "
+              "--full-runs / --search-runs, or accept it with a larger --tolerance", file=sys.stderr)
+        return 1
+    return 0
+
+
+def result_line(record: dict[str, Any], knob: str) -> str:
+    """`grda c=0.0123: sparsity 0.9012 (target 0.9), test top-1 93.21%, 6 runs -> runs/<run_id>`."""
+    top1 = "n/a" if record["top1"] is None else f"{100 * record['top1']:.2f}%"
+    return (f"{record['pruner']} {knob}={record['value']:g}: sparsity {record['sparsity']:.4f} (target "
+            f"{record['target']:g}), test top-1 {top1}, {record['cost']['runs']} runs -> {record['run_dir']}")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -339,4 +366,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", help="where the answer's run folder and the JSON record go")
     p.add_argument("--search-dir", default=None,
                    help="keep every search run here (default: a temporary folder, deleted)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="a line per trial and per epoch of its run on stderr (default: only the result)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as JSON (knob, value, sparsity, top-1, cost, record file) instead "
+                   "of one line")
     p.set_defaults(func=cmd_calibrate)

@@ -102,7 +102,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().split("\n", 1)[0]
+    """A docstring's first paragraph, on one line (a sentence may wrap over several)."""
+    return " ".join((text or "").strip().split("\n\n", 1)[0].split())
 
 
 def configure_run(p: argparse.ArgumentParser) -> None:
@@ -130,7 +131,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prunebench {bench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (target, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_.replace("%", "%%"), description=help_.replace("%", "%%"))
+        # argparse %-formats a help, not a description
+        p = sub.add_parser(name, help=help_.replace("%", "%%"), description=help_)
         if name == command:
             p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                            help="import a module (or .py file) of your own pruners, models or data sets "

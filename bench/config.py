@@ -74,6 +74,14 @@ class Budget:
         "fp32 (TF32 matrix products on CUDA) | bf16 (autocast: bfloat16 forward, fp32 weights and "
         "optimizer state)",
     )
+    init: str = hp(
+        "",
+        "start from trained weights, then prune and fine-tune within the budget: a finished run's folder "
+        "(its final model), a state_dict file, or torchvision:NAME (torchvision's weights, from torch's "
+        "hub cache; never downloaded); empty: from the seed's initialization (see bench/pretrained.py)",
+    )
+    init_sha256: str = hp("", "sha256 of the init's weights file (set from init by bench.validate."
+                          "check_config): the run's identity", computed=True)
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "budget.epochs", self.epochs, "must be > 0")
@@ -100,6 +108,9 @@ class Budget:
         _check(self.recipe in RECIPES, "budget.recipe", self.recipe, f"valid choices: {', '.join(RECIPES)}")
         _check(self.precision in PRECISIONS, "budget.precision", self.precision,
                f"valid choices: {', '.join(PRECISIONS)}")
+        _check(isinstance(self.init, str), "budget.init", self.init, "expected a path or torchvision:NAME")
+        _check(bool(self.init) or not self.init_sha256, "budget.init_sha256", self.init_sha256,
+               "set only with budget.init")
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,8 @@ class RunConfig:
             "dataset": self.dataset,
             "seed": self.seed,
             "hparams": {k: v for k, v in self.hparams.items() if hp_defaults.get(k) != v},
-            "budget": _non_default(self.budget),
+            # a pretrained start: its weights' identity (init_sha256) names the run, not their path
+            "budget": {k: v for k, v in _non_default(self.budget).items() if k != "init"},
         }
         if self.device != "auto":
             identity["device"] = self.device
@@ -182,6 +194,9 @@ class RunConfig:
         d = self.to_dict()
         for name in RUN_ONLY:
             d.pop(name)
+        d["budget"].pop("init")  # where the init's weights lie; their identity is init_sha256
+        if not d["budget"]["init_sha256"]:  # configs from before pretrained starts keep their hash
+            d["budget"].pop("init_sha256")
         return stable_hash(d)
 
 
@@ -308,9 +323,16 @@ def add_dataclass_flags(group: Any, cls: type, prefix: str = "", fields: Sequenc
             dest=f.name,
             default=None,
             metavar=f.name.upper(),
-            help=(f"{prefix}{f.metadata.get('help', '')} (default: {default}"  # argparse %-formats help
-                  + (f"; choices: {', '.join(choices)})" if choices else ")")).replace("%", "%%"),
+            help=_flag_help(f"{prefix}{f.metadata.get('help', '')}", default, choices),
         )
+
+
+def _flag_help(text: str, default: Any, choices: Sequence[str] | None) -> str:
+    """Help text with its default (a None default: the text says what unset means) and choices,
+    %-escaped for argparse."""
+    notes = ([] if default in (None, "") else [f"default: {default}"]) + ([f"choices: {', '.join(choices)}"]
+                                                                     if choices else [])
+    return (text + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, where: str) -> Any:
@@ -347,7 +369,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "value syntax, repeatable: --set c=0.02 --set mu=0.6 --set budget.momentum=0.9",
     )
     add_run_level_flags(parser)
-    add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget)
+    add_dataclass_flags(parser.add_argument_group("budget (shared by every pruner in a comparison)"), Budget,
+                        fields=[f for f in dataclasses.fields(Budget) if not f.metadata.get("computed")])
 
 
 # the RunConfig fields that are flags of `bench run` (the others: --pruner, --model, --dataset, --set)

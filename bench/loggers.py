@@ -3,17 +3,20 @@
 Off by default; a run asks for them by name (`bench run --logger tensorboard`, or
 `loggers = ["tensorboard", "wandb"]` at the top of a sweep file, or `--set loggers=["mlflow"]`).
 They are not part of a run's identity: turning one on never renames or reruns a run. Each needs
-its package, installed with an extra: `pip install 'prunebench[tensorboard]'` (or `[wandb]`,
-`[mlflow]`). Where they write:
+its package, installed with an extra from the clone: `pip install -e '.[tensorboard]'` (or
+`[wandb]`, `[mlflow]`). Where they write:
 
 - tensorboard: event files in `<run folder>/tensorboard/` (`tensorboard --logdir runs/`);
 - wandb: a run named by the run_id in project `prunebench` (`WANDB_PROJECT` overrides it); set
   `WANDB_MODE=offline` to keep it in `<run folder>/wandb/` and `wandb sync` it later;
-- mlflow: a run named by the run_id in the tracking store of `MLFLOW_TRACKING_URI` (default:
-  `./mlruns`), experiment `prunebench` (`MLFLOW_EXPERIMENT_NAME` overrides it).
+- mlflow: a run named by the run_id in the tracking store of `MLFLOW_TRACKING_URI` (a server, or
+  a local database such as `sqlite:///mlflow.db`), experiment `prunebench`
+  (`MLFLOW_EXPERIMENT_NAME` overrides it).
 
-Each logs per epoch the loss, top-1, sparsity and learning rate (step = epoch, counting from 1),
-the run's config as hyperparameters, and the final record's metrics at the end.
+Each logs per epoch the training loss and top-1, the validation top-1 (the test set only at the
+end), sparsity, ||w||_2/||w||_1 and the learning rate (step = epoch, counting from 1), the run's
+config as hyperparameters, and the final record's metrics at the end. They run without a server:
+tensorboard writes files, wandb offline (WANDB_MODE=offline), mlflow into a local database.
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ def _params(trainer: Trainer) -> dict[str, Any]:
 
 
 class TensorBoardLogger(Callback):
-    """Scalars `epoch/<key>` per epoch and `final/<key>` at the end, in `<run folder>/tensorboard/`."""
+    """Scalars `epoch/<key>` per epoch (validation top-1 included, never the test set's) and
+    `final/<key>` at the end, and an HParams summary (the config and its final metrics), in
+    `<run folder>/tensorboard/`."""
 
     def __init__(self, run_dir: Path) -> None:
         self.log_dir = run_dir / "tensorboard"
@@ -89,8 +94,12 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_fit_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        for k, v in _scalars(record, FINAL_KEYS).items():
+        final = _scalars(record, FINAL_KEYS)
+        for k, v in final.items():
             self.writer.add_scalar(f"final/{k}", v, trainer.epoch)
+        # the HParams dashboard: one row per run (its config) with its final metrics, in the run's own
+        # event folder ("."), so `tensorboard --logdir runs/` tabulates every run of a sweep
+        self.writer.add_hparams(_params(trainer), {f"hparam/{k}": v for k, v in final.items()}, run_name=".")
         self.writer.close()
 
 
@@ -116,7 +125,7 @@ class WandbLogger(Callback):
 
 
 class MLflowLogger(Callback):
-    """An MLflow run named by the run_id, in the store of MLFLOW_TRACKING_URI (default ./mlruns)."""
+    """An MLflow run named by the run_id, in the store of MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir

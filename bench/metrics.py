@@ -24,6 +24,15 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
+def layer_label(name: str, module: nn.Module) -> str:
+    """A readable key for a conv/linear layer: its module path and what it maps, e.g.
+    `1 (linear 64->256)`, `features.0 (conv 3->64, 3x3)` (a Sequential's paths are bare numbers)."""
+    w = module.weight
+    if isinstance(module, nn.Conv2d):
+        return f"{name} (conv {w.shape[1] * module.groups}->{w.shape[0]}, {'x'.join(map(str, w.shape[2:]))})"
+    return f"{name} (linear {w.shape[1]}->{w.shape[0]})"
+
+
 def param_counts(model: nn.Module) -> dict[str, Any]:
     """The sizes sparsity is measured against: each conv/linear weight's size, all parameters."""
     return {
@@ -35,20 +44,22 @@ def param_counts(model: nn.Module) -> dict[str, Any]:
 @torch.no_grad()
 def sparsity_stats(model: nn.Module, dense: dict[str, Any] | None = None) -> dict[str, Any]:
     """Zeros among conv/linear weights (`sparsity`) and among all parameters (`sparsity_all`, the
-    gRDA paper's measure), per layer, and the counts behind them.
+    gRDA paper's measure), per layer (keyed by `layer_label`), and the counts behind them.
 
     Sizes come from `dense` (`param_counts` of the model before training) when given, so that
     weights removed by structured pruning count like zeros; by default, from `model` itself.
     """
     dense = dense or param_counts(model)
     layer_nonzero = {n: int(m.weight.count_nonzero()) for n, m in weight_layers(model)}
+    labels = {n: layer_label(n, m) for n, m in weight_layers(model)}  # a layer removed keeps its path
     w_total = sum(dense["layers"].values())
     w_zero = w_total - sum(layer_nonzero.values())
     all_nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
     return {
         "sparsity": w_zero / max(w_total, 1),
         "sparsity_all": 1 - all_nonzero / max(dense["params"], 1),
-        "layer_sparsity": {n: (t - layer_nonzero.get(n, 0)) / t for n, t in dense["layers"].items()},
+        "layer_sparsity": {labels.get(n, n): (t - layer_nonzero.get(n, 0)) / t
+                           for n, t in dense["layers"].items()},
         "nonzero_params": all_nonzero,
         "total_params": sum(p.numel() for p in model.parameters()),
         "params_dense": dense["params"],

@@ -157,6 +157,10 @@ class RunRecord:
     numpy_version: str | None = _f("provenance", "numpy version")
     git_sha: str | None = _f("provenance", "the harness's git commit")
     git_dirty: bool | None = _f("provenance", "whether the harness's git tree had uncommitted changes")
+    code_hashes: dict[str, str] | None = _f("provenance", "sha256 of the source file of the run's pruner and "
+                                            "of each plugin module that registered its model or data set, "
+                                            "by module name: a result whose hashes differ from the current "
+                                            "code's is trained anew (bench.code_version)")
     slurm_job_id: str | None = _f("provenance", "SLURM job (ARRAYJOB_TASK), if any")
     hostname: str | None = _f("provenance", "machine")
     optimizer: str | None = _f("provenance", "the optimizer the pruner trained with, and its settings")

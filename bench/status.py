@@ -10,10 +10,12 @@ A result.json or job record that is not what the harness writes counts as absent
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from tqdm.auto import tqdm
 
 from bench import executors, registry
 from bench.callbacks import read_progress
-from bench.config import RunConfig
+from bench.code_version import changed as code_changed
+from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
 from bench.record import finished, problems
@@ -30,14 +33,15 @@ from bench.runs import RunDir, RunStatus
 MANIFEST = "sweep.json"
 
 ACTIVE = ("running", "pending")
-STATES = ("done", "running", "pending", "failed", "stopped", "diverged", "missing")
+STATES = ("done", "running", "pending", "failed", "stopped", "diverged", "changed", "missing")
 UNFINISHED = ("failed", "stopped")  # states that make `bench sweep` and `bench status` exit 1
 
 
 @dataclass(frozen=True)
 class CellStatus:
     """Where one cell stands: done | running | pending | failed (its run raised) | stopped (its
-    job ended without a result) | diverged | missing (never submitted)."""
+    job ended without a result) | diverged | changed (finished, but its pruner's or plugin's
+    source file changed since) | missing (never submitted)."""
 
     config: RunConfig
     state: str
@@ -58,7 +62,13 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
         job_id = rec.get("job_id") if rec else None
         job_state = job_states.get(executors.job_key(rec)) if job_id else None
         status = result.get("status")
-        if status in (RunStatus.OK, RunStatus.DIVERGED):
+        stale = status in (RunStatus.OK, RunStatus.DIVERGED) and code_changed(result.get("code_hashes"), c)
+        if stale and job_state in executors.ALIVE and _after(rec, result):  # resubmitted: training anew
+            state, reason = executors.activity(out / c.run_id, rec, job_state), ""
+        elif stale:
+            state, reason = "changed", ("its pruner's or plugin's source changed since: re-running trains "
+                                        "it anew")
+        elif status in (RunStatus.OK, RunStatus.DIVERGED):
             state, reason = ("done" if status == RunStatus.OK else "diverged"), ""
         elif job_state in executors.ALIVE:
             state, reason = executors.activity(out / c.run_id, rec, job_state), ""
@@ -72,6 +82,16 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
             state, reason = "missing", ""
         statuses.append(CellStatus(c, state, job_id, job_state, reason))
     return statuses
+
+
+def _after(job: dict[str, Any] | None, result: dict[str, Any]) -> bool:
+    """Whether `job` was submitted after `result` was written (not the job that wrote it, which
+    may linger a moment after writing it)."""
+    try:
+        finished = datetime.fromisoformat(result["finished_at"]).timestamp()
+        return float(job["submitted_ts"]) > finished + 1  # finished_at has whole seconds
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def read_result(run_dir: Path) -> dict[str, Any]:
@@ -156,10 +176,11 @@ def records(statuses: list[CellStatus], out: Path) -> list[dict[str, Any]]:
 
 
 def to_submit(statuses: list[CellStatus], retry_failed: bool = False, force: bool = False) -> list[RunConfig]:
-    """Cells never submitted or stopped (they resume from their checkpoint); failed ones with
+    """Cells never submitted, stopped (they resume from their checkpoint) or changed (they train
+    anew); failed ones with
     `retry_failed`; with `force`, done, diverged and failed ones too (to retrain from scratch).
     Never a running or pending one (so no run is ever trained twice at once)."""
-    again = {"missing", "stopped"} | ({"failed"} if retry_failed or force else set())
+    again = {"missing", "stopped", "changed"} | ({"failed"} if retry_failed or force else set())
     again |= {"done", "diverged"} if force else set()
     return [s.config for s in statuses if s.state in again]
 
@@ -183,7 +204,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     sweeps = [s for s in manifest.get("sweeps", []) if isinstance(s, dict)]
     names = ", ".join(dict.fromkeys(str(s.get("name")) for s in sweeps))
     print(f"{out}: sweep {names or manifest.get('name')}, {len(cells)} cells")
-    print("  " + "   ".join(f"{k} {counts[k]}" for k in STATES))
+    shown = [k for k in STATES if k != "changed" or counts[k]]  # changed: only when there are some
+    print("  " + "   ".join(f"{k} {counts[k]}" for k in shown))
     jobs = Counter({s.job_id: s.job_state for s in statuses if s.job_state}.values())
     if jobs:
         print("  jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())))
@@ -191,16 +213,31 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.verbose or s.state in UNFINISHED:
             job = f" job {s.job_id} ({s.job_state})" if s.job_id else ""
             print(f"  {s.state:<8} {s.config.run_id}{job}{': ' + s.reason if s.reason else ''}")
+            if args.verbose:
+                print(f"           {settings(s.config)}")
             line = read_progress(out / s.config.run_id) if args.verbose and s.state != "done" else None
             if line:
                 print(f"           {line}")
     sets = "".join(f" --set {shlex.quote(o)}" for o in manifest.get("overrides", []))
     if counts["stopped"]:
         print(f"resume the stopped ones with: bench sweep {manifest.get('path')}{sets} --out {out}")
+    if counts["changed"]:
+        print(f"retrain the changed ones (the old results are kept) with: bench sweep {manifest.get('path')}"
+              f"{sets} --out {out}")
     if counts["failed"]:
         print(f"resubmit the failed ones with: bench sweep {manifest.get('path')}{sets} --out {out} "
               "--retry-failed")
     return 1 if any(counts[k] for k in UNFINISHED) else 0
+
+
+def settings(config: RunConfig) -> str:
+    """A cell's hyperparameters in one line: the pruner's (all of them, resolved) and the budget
+    keys that differ from the default budget, e.g. `hparams c=0.02 mu=0.6 | budget epochs=4`."""
+    hparams = " ".join(f"{k}={v}" for k, v in config.hparams.items()) or "(none)"
+    default = dataclasses.asdict(Budget())
+    budget = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(config.budget).items()
+                      if v != default[k] and k != "init_sha256") or "(default)"
+    return f"hparams {hparams} | budget {budget}"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -210,6 +247,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--poll", type=float, default=5.0, help="seconds between checks with --wait")
     p.add_argument("--verbose", "-v", action="store_true",
-                   help="one line per cell, and the last epoch line (epoch k/N, loss, top-1, sparsity, ETA) "
-                   "of each cell not done")
+                   help="one line per cell with its hyperparameters, and the last epoch line (epoch k/N, "
+                   "loss, top-1, sparsity, ETA) of each cell not done")
     p.set_defaults(func=cmd_status)

@@ -30,6 +30,7 @@ def check_config(config: RunConfig) -> RunConfig:
     """Everything that can be checked without loading data or training: names, hyperparameters,
     model/dataset fit. Returns the config with resolved hyperparameters."""
     config = resolve_hparams(config)
+    config = _with_init_identity(config)
     check_loggers(config.loggers)
     model = MODELS.get(config.model, "model")
     dataset = DATASETS.get(config.dataset, "dataset")
@@ -40,6 +41,17 @@ def check_config(config: RunConfig) -> RunConfig:
         raise ConfigError(f"budget.val_fraction = {count:.0f}: a count of examples must be below "
                           f"{config.dataset}'s {dataset.num_train:,} training examples (or a fraction < 1)")
     return config
+
+
+def _with_init_identity(config: RunConfig) -> RunConfig:
+    """A pretrained start's weights named by their sha256 (budget.init_sha256: the run's identity);
+    ConfigError naming where they must be if they are not there."""
+    b = config.budget
+    if not b.init or b.init_sha256:
+        return config
+    from bench import pretrained  # torch: only for a pretrained start
+
+    return dataclasses.replace(config, budget=dataclasses.replace(b, init_sha256=pretrained.sha256(b.init)))
 
 
 def check_loggers(names: tuple[str, ...]) -> None:

@@ -68,7 +68,7 @@ def test_secant_search_stops_at_the_bound_when_the_target_is_unreachable() -> No
 def test_calibrate_grda_on_a_short_budget_reaches_the_target(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["calibrate", "--pruner", "grda", "--target", "0.8", "--tolerance", "0.03", "--epochs", "4",
-            "--search-fraction", "0.5", "--search-runs", "3", "--out", str(out)]
+            "--search-fraction", "0.5", "--search-runs", "3", "--out", str(out), "--json"]
     assert cli.main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["knob"] == "c" and summary["within_tolerance"] is True

@@ -65,6 +65,10 @@ def test_tensorboard_event_files_read_back(tb_run):
         history = [float(row["val_top1"]) for row in csv.DictReader(f)]
     assert [e.value for e in acc.Scalars("epoch/val_top1")] == pytest.approx(history)
     assert acc.Scalars("final/top1")[0].value == pytest.approx(record["top1"])
+    hparams = acc.PluginTagToContent("hparams")  # the HParams dashboard: config and final metrics
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
+    assert b"hparams.c" in hparams["_hparams_/session_start_info"]
+    assert b"hparam/val_top1" in hparams["_hparams_/experiment"]
 
 
 def test_tracker_is_not_part_of_the_run_identity():
@@ -178,10 +182,10 @@ def test_wandb_offline(tmp_path, monkeypatch):
 
 def test_mlflow_local_store(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # a local store
     record = run(check_config(RunConfig(budget=Budget(epochs=2), loggers=("mlflow",))), tmp_path)
     found = mlflow.search_runs(experiment_names=["prunebench"], output_format="list")
     assert found and found[0].info.run_name == record["run_id"]
     assert found[0].data.metrics["final_top1"] == pytest.approx(record["top1"])
-    history = mlflow.MlflowClient().get_metric_history(found[0].info.run_id, "top1")
+    history = mlflow.MlflowClient().get_metric_history(found[0].info.run_id, "val_top1")
     assert [m.step for m in history] == [1, 2]

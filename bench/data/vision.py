@@ -25,7 +25,8 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 def missing_files_error(dataset: str, path: str, how: str) -> ConfigError:
     """The error for a dataset whose files are not under the data dir: what, where, how to get it."""
     return ConfigError(
-        f"dataset {dataset!r}: files not found at {path!r} (looked under the data dir, --data-dir); "
+        f"dataset {dataset!r}: files not found at {path!r} (looked under the data dir: --data-dir, or "
+        f"data_dir in a sweep file or --set data_dir=DIR); "
         f"to get them: {how}"
     )
 

@@ -10,11 +10,12 @@ import dataclasses
 import getpass
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +127,14 @@ def max_step_s(epochs: int, steps_per_epoch: int, timeout_min: int, setup_s: flo
 # ------------------------------------------------------------------------------------ profiles
 
 
+# sbatch options a profile sets through its own keys, and those the harness sets itself
+PROFILE_OWNED = {"partition": "partition", "gpus-per-node": "gpus_per_node", "cpus-per-task": "cpus_per_task",
+                 "mem": "mem_gb", "time": "timeout_min", "account": "account", "qos": "qos",
+                 "constraint": "constraint"}
+HARNESS_OWNED = ("array", "job-name", "output", "error", "open-mode", "signal", "requeue", "ntasks-per-node",
+                 "nodes", "wckey")
+
+
 @dataclass(frozen=True)
 class Profile:
     """One cluster's resources for every array task (the keys of slurm/profiles/NAME.toml)."""
@@ -139,6 +148,11 @@ class Profile:
     account: str | None = hp(None, "--account")
     qos: str | None = hp(None, "--qos")
     constraint: str | None = hp(None, "--constraint")
+    setup: tuple[str, ...] = hp((), "shell lines each job runs before the run, in order (module load ..., "
+                                "source .../conda.sh, conda activate ENV)")
+    sbatch: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "any other sbatch option, a table of KEY = VALUE written as #SBATCH --KEY=VALUE (true: a "
+                "bare --KEY), e.g. [sbatch] mail-type = \"END,FAIL\""})
 
     def __post_init__(self) -> None:
         _check(self.gpus_per_node >= 0, "gpus_per_node", self.gpus_per_node, "must be >= 0")
@@ -163,6 +177,21 @@ class Profile:
                 value,
                 "must be printable characters on one line (it is written into the sbatch script)",
             )
+        for i, line in enumerate(self.setup):
+            _check(isinstance(line, str) and line.isprintable(), f"setup[{i}]", line,
+                   "must be one line of shell, printable characters (it is written into the sbatch script)")
+        _check(isinstance(self.sbatch, dict), "sbatch", self.sbatch, "expected a table of KEY = VALUE")
+        for key, value in self.sbatch.items():
+            owner = (f"the profile's {PROFILE_OWNED[key]}" if key in PROFILE_OWNED
+                     else "the harness" if key in HARNESS_OWNED else None)
+            _check(owner is None, f"sbatch.{key}", value,
+                   f"set by {owner}; valid keys: any other sbatch option")
+            _check(re.fullmatch(r"[a-z][a-z0-9-]*", key) is not None, f"sbatch.{key}", value,
+                   "the key is an sbatch long option without its dashes, e.g. mail-type")
+            _check(value is True or (isinstance(value, str | int | float) and not isinstance(value, bool)
+                                     and str(value).isprintable()), f"sbatch.{key}", value,
+                   "expected a one-line string or a number, or true for a bare flag (remove the key to leave "
+                   "it off)")
 
 
 def profile_dirs() -> list[Path]:
@@ -200,6 +229,9 @@ def load_profile(profile: str | Path | Profile | None) -> Profile:
                           f"{', '.join(f.name for f in dataclasses.fields(Profile))})") from None
     except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    if isinstance(data.get("setup"), str):  # one line as a string: not split into words
+        raise ConfigError(f"{path}: setup = {data['setup']!r}: expected a list of lines, e.g. "
+                          f"setup = [{data['setup']!r}]")
     return build_dataclass(Profile, data, str(path))
 
 
@@ -220,8 +252,10 @@ def slurm_parameters(profile: Profile, name: str, tasks: int = 1) -> dict[str, A
         "cpus_per_task": profile.cpus_per_task,
         "array_parallelism": profile.array_parallelism,
         # requeue-able whatever the site's JobRequeue default: submitit requeues on timeout
-        "additional_parameters": {"requeue": True},
+        "additional_parameters": {"requeue": True, **profile.sbatch},
     }
+    if profile.setup:
+        params["setup"] = list(profile.setup)
     if tasks > 1:
         params["ntasks_per_node"] = tasks
     gpus = tasks if tasks > 1 and profile.gpus_per_node else profile.gpus_per_node

@@ -166,7 +166,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="PATH", help="also write the full report as JSON")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the models and batches timed (default: 0)")
     p.add_argument("--data-dir", default="data", help="where on-disk datasets live")
-    add_dataclass_flags(p.add_argument_group(f"budget (default momentum here: {PERF_MOMENTUM})"), Budget)
+    budget = p.add_argument_group("budget")
+    budget.add_argument("--momentum", default=None, metavar="MOMENTUM", help="SGD momentum of the SGD-based "
+                        f"pruners (default here: {PERF_MOMENTUM}; gRDA uses none by design)")
+    add_dataclass_flags(budget, Budget, fields=[f for f in dataclasses.fields(Budget)
+                                                if f.name not in ("momentum", "init")  # times from scratch
+                                                and not f.metadata.get("computed")])
     p.set_defaults(func=cmd_perf)

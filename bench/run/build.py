@@ -5,6 +5,7 @@ Training, export, speed-up, perf, the dry-run estimate and the GPU check all cal
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -53,10 +54,13 @@ def load_data(config: RunConfig, device: torch.device) -> Data:
     return data.holdout(b.val_fraction)  # a fixed split of the data set; trains on the rest
 
 
-def build(config: RunConfig, data: Data | None = None, device: torch.device | None = None) -> Built:
+def build(config: RunConfig, data: Data | None = None, device: torch.device | None = None, *,
+          init: Callable[[nn.Module], None] | None = None) -> Built:
     """Build a run from its config. `data`: already loaded data to use instead of the config's
     data set (the estimate's probe); `device`: instead of the config's (a speed-up elsewhere).
-    Seeds torch with the run's seed before the model is made: the same config, the same weights."""
+    Seeds torch with the run's seed before the model is made: the same config, the same weights.
+    `init`: called with the new model before the pruner prepares it (a pretrained start loads its
+    weights: bench.pretrained.starter)."""
     device = device or resolve_device(config.device)
     configure_backends(config, device)
     model_info = MODELS.get(config.model)
@@ -64,6 +68,8 @@ def build(config: RunConfig, data: Data | None = None, device: torch.device | No
     model_info.check_fits(config.dataset, data.input_shape, data.num_classes)
     torch.manual_seed(config.seed)
     model = model_info.build(data.num_classes).to(device)
+    if init is not None:
+        init(model)
     macs_dense, _ = metrics.macs(model, data.input_shape, device)
     dense_counts = metrics.param_counts(model)  # sparsity counts removed weights as zeros
     layer_macs = metrics.layer_macs(model, data.input_shape, device)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from bench.code_version import changed as code_changed
+from bench.code_version import code_hashes
 from bench.config import RunConfig
 from bench.data import Data
 from bench.errors import ConfigError
@@ -56,6 +58,7 @@ def save(trainer: Trainer) -> None:
     trainer.run.check_present(config=False)  # a folder deleted mid-run is not made again without its config
     save_checkpoint(trainer.run.checkpoint, {
         "config_hash": trainer.config.config_hash,
+        "code_hashes": code_hashes(trainer.config),
         "epoch": trainer.epoch,
         "step": trainer.step,
         "samples": trainer.samples,
@@ -78,12 +81,15 @@ def _rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
 
 
 def resume(trainer: Trainer) -> bool:
-    """Restore the last checkpoint into `trainer`, if it is this config's; False if there is none.
+    """Restore the last checkpoint into `trainer`, if it is this config's and was written by the
+    same pruner and plugin code (bench.code_version); False if there is none.
     Raises BadCheckpoint (which sets it aside) for one that loads but cannot be restored: the
     trainer may be half restored then, so the caller starts over with a new one."""
     path = trainer.run.checkpoint
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("config_hash") != trainer.config.config_hash:
+        return False
+    if code_changed(ckpt.get("code_hashes"), trainer.config):  # written by other code: start over
         return False
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:

@@ -31,6 +31,7 @@ import torch
 
 from bench import loggers, metrics
 from bench.callbacks import Callback, Progress, TrainLog
+from bench.code_version import changed as code_changed
 from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.inference import measure_trained
@@ -58,7 +59,8 @@ def run(config: RunConfig, out: str | Path, progress: bool = False, force: bool 
     first one's result. With several ranks, rank 0 takes the lock and tells the others, trying
     again every `LOCK_POLL_S` seconds: no rank waits in a collective for longer than that.
     `force`: train again from scratch even if finished (earlier results are kept, numbered:
-    `RunDir.retire`).
+    `RunDir.retire`). A finished result written by other code (its pruner's or a plugin's source
+    file changed: bench.code_version) is retired the same way and the run trains anew.
     """
     config = check_config(config)
     rd = RunDir(Path(out), config.run_id)
@@ -68,7 +70,7 @@ def run(config: RunConfig, out: str | Path, progress: bool = False, force: bool 
         raise ConfigError(f"device = {config.device!r} with {world} ranks: each rank uses its own GPU; "
                           "valid choices with several ranks: auto, cuda, cpu")
     done = read_json(rd.result)
-    if world == 1 and not force and finished(done):
+    if world == 1 and not force and finished(done) and not code_changed(done.get("code_hashes"), config):
         return done
     rd.create()
     with rd.lock() if world == 1 else _ranks_lock(rd, rank):
@@ -81,6 +83,12 @@ def run(config: RunConfig, out: str | Path, progress: bool = False, force: bool 
             box = [done]
             torch.distributed.broadcast_object_list(box, src=0)
             done = box[0]
+        if finished(done) and code_changed(done.get("code_hashes"), config):
+            # its pruner's or plugin's source changed since: train anew, keeping the old result
+            if rank == 0:
+                print(f"{rd.path}: the source of its pruner or plugin changed since its result; training "
+                      f"anew (the old result is kept as {rd.retire()[0].name})", file=sys.stderr)
+            done = None
         if finished(done):
             return done
         if rank == 0:

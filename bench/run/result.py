@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bench import metrics
+from bench.code_version import code_hashes
 from bench.record import RunRecord, is_loaded
 from bench.runs import RunStatus
 
@@ -67,6 +68,7 @@ def run_record(t: Trainer, status: str, diverged_epoch: int | None, started: str
         resumed=resumed,
         optimizer=describe_optimizer(t.optimizer),
         optimizer_family=getattr(t.pruner, "optimizer_family", None),
+        code_hashes=code_hashes(t.config),
         load_avg_before=t.load_before,
         load_avg_after=load_after,
         **metrics.training_compute(

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from bench import metrics
 from bench.callbacks import Callback
 from bench.config import RunConfig
+from bench.pretrained import starter
 from bench.run import checkpoint, evaluation, history
 from bench.run.build import Built, build
 from bench.run.distributed import dist_info, max_over_ranks, rank_seed
@@ -41,7 +42,7 @@ class Trainer:
                  callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
         """`setup`: a config (built here) or what `bench.run.build.build` made of one; `run_dir`:
         the run folder (RunDir or path); `callbacks`: see bench.callbacks (called by `fit`)."""
-        built = setup if isinstance(setup, Built) else build(setup)
+        built = setup if isinstance(setup, Built) else build(setup, init=starter(setup.budget))
         self.built, self.config, self.budget = built, built.config, built.config.budget
         self.run = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
         self.progress, self.callbacks = progress, list(callbacks)
