@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +26,7 @@ import bench
 from bench import registry
 from bench.callbacks import summary_line
 from bench.config import Budget, add_run_flags
-from bench.errors import ConfigError
+from bench.errors import ConfigError, clip_words
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.runs import RunDir
 from bench.spec import config_from_args
@@ -149,8 +151,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry.load_plugins(args.imports)
         return args.func(args)
     except ConfigError as e:
-        print(f"bench {args.command}: error: {e}", file=sys.stderr)
+        print(f"bench {args.command}: error: {clip_words(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bench list | head`: the reader has all it wanted
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        print(f"\nbench {args.command}: interrupted (Ctrl-C); an interrupted run resumes from its checkpoint "
+              "when started again", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"bench {args.command}: error: disk full writing {e.filename or 'the output'}; free space "
+              "there and run the command again", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

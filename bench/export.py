@@ -28,6 +28,7 @@ from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
 from bench.runs import RunDir, RunStatus
+from bench.validate import check_out
 
 
 def _finished(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
@@ -58,7 +59,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
 
     run_dir = Path(run_dir)
     config, result = _finished(run_dir)
-    out = Path(out) if out is not None else run_dir / "export"
+    out = check_out(Path(out) if out is not None else run_dir / "export", "--out")  # before the work
     built, final = load_built(run_dir)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in final.state_dict().items()}
     meta = {"run_id": result["run_id"], "model": config.model, "dataset": config.dataset,

@@ -126,6 +126,10 @@ def options_from_args(args: argparse.Namespace) -> PerfOptions:
 def cmd_perf(args: argparse.Namespace) -> int:
     import torch
 
+    if args.json:
+        from bench.validate import check_out_file
+
+        check_out_file(args.json, "--json")  # before the measurements, not after them
     if args.kernels:
         from bench.perf.kernels import cmd_kernels
 
