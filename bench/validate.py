@@ -116,11 +116,11 @@ def check_out_file(path: str | Path, key: str) -> Path:
     """Raise ConfigError (naming `key`, e.g. --json) unless a file can be written at `path`: not
     a folder, in a folder that is, or can become, writable (see `check_out`). Creates nothing."""
     path = Path(path)
+    check_name_lengths(path, key)
     if path.is_dir():
         raise ConfigError(f"{key} = {str(path)!r}: is a folder; give a file name in it, e.g. "
                           f"{path / 'report.json'}")
     check_out(path.parent, key)
-    check_name_lengths(path, key)
     return path
 
 
@@ -128,7 +128,7 @@ def check_name_lengths(path: Path, key: str) -> None:
     """Raise ConfigError if a component of `path`, or `path` itself, is longer than the file
     system allows (found out otherwise only when the first file is written, after the work)."""
     existing = path
-    while not existing.is_dir() and existing != existing.parent:
+    while not os.path.isdir(existing) and existing != existing.parent:  # isdir: False on a too-long name
         existing = existing.parent
     try:
         name_max = os.pathconf(existing, "PC_NAME_MAX")

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 REQUIRED = ("config_hash", "epoch", "step", "samples", "train_time", "step_times", "history",
             "model", "optimizer", "pruner")  # the others have defaults
+TYPES = {"epoch": int, "step": int, "samples": int, "train_time": (int, float), "step_times": list,
+         "history": list, "model": dict, "optimizer": dict, "pruner": dict}
 
 
 class BadCheckpoint(RuntimeError):
@@ -88,6 +90,9 @@ def resume(trainer: Trainer) -> bool:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise BadCheckpoint(path, f"it lacks {', '.join(missing)}")
+    wrong = [k for k, kind in TYPES.items() if not isinstance(ckpt[k], kind) or isinstance(ckpt[k], bool)]
+    if wrong:  # restored as they are, they would fail the run later, far from here
+        raise BadCheckpoint(path, f"{', '.join(wrong)} of the wrong type")
     try:
         _restore(trainer, ckpt)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
