@@ -71,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run(config, args.out, progress=not args.quiet and not args.json, force=args.force)
     except Exception as e:  # recorded as failed in the run folder, with its traceback
+        if disk_full(e):
+            raise  # said in one line by `main`
         folder = f"{args.out.rstrip('/')}/{config.run_id}"
         print(f"bench run: the run failed: {type(e).__name__}: {e}\n(recorded in {folder}/result.json, "
               f"traceback in {folder}/traceback.txt)", file=sys.stderr)
@@ -145,27 +147,32 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command)
-    args = parser.parse_args(argv)
+    name = f"bench {command}" if command in COMMANDS else "bench"
     try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
         registry.load_plugins(args.imports)
         return args.func(args)
     except ConfigError as e:
-        print(f"bench {args.command}: error: {clip_words(str(e))}", file=sys.stderr)
+        print(f"{name}: error: {clip_words(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `bench list | head`: the reader has all it wanted
         _silence_stdout()
         return 0
     except KeyboardInterrupt:
-        print(f"\nbench {args.command}: interrupted (Ctrl-C); an interrupted run resumes from its checkpoint "
-              "when started again", file=sys.stderr)
+        print(f"\n{name}: interrupted (Ctrl-C); an interrupted run resumes from its checkpoint when "
+              "started again", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        if not disk_full(e):
             raise
-        print(f"bench {args.command}: error: disk full writing {e.filename or 'the output'}; free space "
-              "there and run the command again", file=sys.stderr)
+        print(f"{name}: error: disk full writing {e.filename or 'the output'}; free space there and run "
+              "the command again", file=sys.stderr)
         return 1
+
+
+def disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e))
 
 
 def _silence_stdout() -> None:

@@ -42,7 +42,10 @@ def _finished(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
     if not rd.checkpoint.is_file():
         raise ConfigError(f"{run_dir}: no checkpoint.pt, so no final weights to export")
     fields = {k: v for k, v in config.items() if k not in ("run_id", "config_hash")}
-    return RunConfig.from_dict(fields), result
+    try:
+        return RunConfig.from_dict(fields), result
+    except (TypeError, ValueError, AttributeError) as e:  # ConfigError is a ValueError
+        raise ConfigError(f"{rd.config}: not a run's config.json ({type(e).__name__}: {e})") from None
 
 
 def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True, check: bool = True,

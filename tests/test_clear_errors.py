@@ -182,3 +182,21 @@ def test_a_checkpoint_with_fields_of_the_wrong_type_is_set_aside(tmp_path, capsy
     assert record["status"] == "ok" and record["resumed"] is False and record["epochs_completed"] == 2
     assert (folder / "checkpoint.bad.pt").exists()
     assert "history of the wrong type" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_set_aside(tmp_path, capsys):
+    config = check_config(RunConfig(pruner="dense", budget=Budget(epochs=2, momentum=0.9)))
+    run(config, tmp_path)
+    folder = tmp_path / config.run_id
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=True)
+    state = ckpt["optimizer"]["state"]
+    assert state, "no optimizer state to spoil"
+    first = next(iter(state.values()))
+    key = next(k for k, v in first.items() if torch.is_tensor(v) and v.dim() > 0)
+    first[key] = torch.zeros(3, 3, 3)
+    torch.save({**ckpt, "epoch": 1, "history": ckpt["history"][:1]}, folder / "checkpoint.pt")
+    (folder / "result.json").unlink()
+    capsys.readouterr()
+    record = run(config, tmp_path)
+    assert record["status"] == "ok" and record["resumed"] is False and record["epochs_completed"] == 2
+    assert (folder / "checkpoint.bad.pt").exists() and "of shape (3, 3, 3)" in capsys.readouterr().err

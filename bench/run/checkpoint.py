@@ -105,6 +105,12 @@ def _restore(t: Trainer, ckpt: dict[str, Any]) -> None:
     if t.pruner.model_changed:  # a pruned architecture: an optimizer over its parameters
         t.rebuild_optimizer()
     t.optimizer.load_state_dict(ckpt["optimizer"])
+    for group in t.optimizer.param_groups:  # load_state_dict checks no shapes: the first step would fail
+        for p in group["params"]:
+            for key, v in t.optimizer.state.get(p, {}).items():
+                if torch.is_tensor(v) and v.dim() > 0 and v.shape != p.shape:
+                    raise ValueError(f"optimizer state {key!r} of shape {tuple(v.shape)} for a parameter "
+                                     f"of shape {tuple(p.shape)}")
     # Each rank restores its own state if the writer had that rank. A rank the writer did not
     # have keeps a fresh state, and states of ranks gone are dropped: every epoch reseeds from
     # (seed, epoch, rank), so the epochs that follow are those of a run with this many ranks.
@@ -128,7 +134,10 @@ def stored_config(run_dir: str | Path) -> RunConfig:
     if not isinstance(stored, dict):
         raise ConfigError(f"{rd.path}: no readable config.json; is it a run folder (runs/<run_id>)?")
     known = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig.from_dict({k: v for k, v in stored.items() if k in known})
+    try:
+        return RunConfig.from_dict({k: v for k, v in stored.items() if k in known})
+    except (TypeError, ValueError, AttributeError) as e:  # ConfigError is a ValueError
+        raise ConfigError(f"{rd.config}: not a run's config.json ({type(e).__name__}: {e})") from None
 
 
 def load_built(run_dir: str | Path, device: str | None = None, data: Data | None = None,
