@@ -128,9 +128,16 @@ def configure_list(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ parser
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors echo long values clipped (see bench.errors.clip)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        super().error(clip_words(message))
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the flags of `command` only: its module is the only one imported."""
-    parser = argparse.ArgumentParser(prog="bench", description="Benchmark pruners under one shared budget.")
+    parser = Parser(prog="bench", description="Benchmark pruners under one shared budget.")
     parser.add_argument("--version", action="version", version=f"prunebench {bench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (target, help_) in COMMANDS.items():
@@ -160,8 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 0
     except KeyboardInterrupt:
-        print(f"\n{name}: interrupted (Ctrl-C); an interrupted run resumes from its checkpoint when "
-              "started again", file=sys.stderr)
+        trains = command in ("run", "sweep", "board", "calibrate")
+        print(f"\n{name}: interrupted (Ctrl-C)" + ("; the same command resumes the runs from their last "
+              "checkpoints" if trains else ""), file=sys.stderr)
         return 130
     except OSError as e:
         if not disk_full(e):

@@ -107,6 +107,12 @@ def test_a_huge_name_is_echoed_clipped(tmp_path, capsys):
     assert len(err) < 2000
 
 
+def test_a_huge_flag_value_is_echoed_clipped(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["status", "--poll", "9" * 1_000_000])
+    assert e.value.code == 2 and len(capsys.readouterr().err) < 2000
+
+
 def test_a_closed_pipe_ends_quietly():
     reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
