@@ -71,6 +71,8 @@ def test_an_over_long_name_exits_2_before_reading_anything(tmp_path, capsys):
     one_error_line(capsys, "-o", "300 bytes long")
     assert cli.main(["sweep", str(_sweep(tmp_path)), "--out", str(long / "out")]) == 2
     one_error_line(capsys, "--out", "300 bytes long")
+    assert cli.main(["gather", str(tmp_path), "-o", str(tmp_path / ("r" * 300 + ".parquet"))]) == 2
+    one_error_line(capsys, "-o", "308 bytes long")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
 
 
