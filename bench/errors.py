@@ -16,6 +16,6 @@ def clip(text: str, limit: int = 200) -> str:
     return f"{text[:half]}...[{len(text) - 2 * half} characters]...{text[-half:]}"
 
 
-def clip_words(message: str, limit: int = 200) -> str:
+def clip_words(message: str, limit: int = 400) -> str:
     """`message` with every run of more than `limit` non-blank characters clipped (see `clip`)."""
     return re.sub(rf"\S{{{limit + 1},}}", lambda m: clip(m.group(), limit), message)
