@@ -38,7 +38,7 @@ from bench.pruner import SparsityKnob
 from bench.registry import PRUNERS
 from bench.run.job import run
 from bench.spec import config_from_args
-from bench.validate import check_config
+from bench.validate import check_config, check_out
 
 LOGIT_CLIP = 1e-3  # sparsity 0 or 1 (saturated) counts as 0.001 or 0.999
 
@@ -327,6 +327,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if knob.name in parse_sets(args.sets):
         raise ConfigError(f"--set {knob.name}: that is the knob calibrate searches; leave it unset")
     config = config_from_args(args)
+    check_out(args.out, "--out")  # before the search, not after it
+    if args.search_dir is not None:
+        check_out(args.search_dir, "--search-dir")
     record = calibrate(
         config, args.target, args.out, args.tolerance, args.search_fraction, args.search_runs,
         args.full_runs, args.search_dir, quiet=not args.verbose,

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +26,7 @@ import bench
 from bench import registry
 from bench.callbacks import summary_line
 from bench.config import Budget, add_run_flags
-from bench.errors import ConfigError
+from bench.errors import ConfigError, clip_words
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.runs import RunDir
 from bench.spec import config_from_args
@@ -69,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run(config, args.out, progress=not args.quiet and not args.json, force=args.force)
     except Exception as e:  # recorded as failed in the run folder, with its traceback
+        if disk_full(e):
+            raise  # said in one line by `main`
         folder = f"{args.out.rstrip('/')}/{config.run_id}"
         print(f"bench run: the run failed: {type(e).__name__}: {e}\n(recorded in {folder}/result.json, "
               f"traceback in {folder}/traceback.txt)", file=sys.stderr)
@@ -125,9 +129,16 @@ def configure_list(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ parser
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors echo long values clipped (see bench.errors.clip)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        super().error(clip_words(message))
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the flags of `command` only: its module is the only one imported."""
-    parser = argparse.ArgumentParser(prog="bench", description="Benchmark pruners under one shared budget.")
+    parser = Parser(prog="bench", description="Benchmark pruners under one shared budget.")
     parser.add_argument("--version", action="version", version=f"prunebench {bench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (target, help_) in COMMANDS.items():
@@ -145,14 +156,39 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command)
-    args = parser.parse_args(argv)
+    name = f"bench {command}" if command in COMMANDS else "bench"
     try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
         registry.load_plugins(args.imports)
         return args.func(args)
     except ConfigError as e:
-        print(f"bench {args.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {clip_words(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bench list | head`: the reader has all it wanted
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        trains = command in ("run", "sweep", "board", "calibrate")
+        print(f"\n{name}: interrupted (Ctrl-C)" + ("; the same command resumes the runs from their last "
+              "checkpoints" if trains else ""), file=sys.stderr)
+        return 130
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        print(f"{name}: error: disk full writing {e.filename or 'the output'}; free space there and run "
+              "the command again", file=sys.stderr)
+        return 1
+
+
+def disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, clip
 from bench.markdown import table
 from bench.predictions import read_predictions, read_run_predictions
 from bench.record import COMPARED, SHOWN
@@ -157,7 +157,8 @@ def _settings(df: pd.DataFrame) -> str:
 def _ok(runs: pd.DataFrame, what: str) -> pd.DataFrame:
     ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
     if ok.empty:
-        raise ConfigError(f"{what}: no finished (status ok) runs among its {len(runs)}")
+        raise ConfigError(f"{what}: no finished (status ok) runs among its {len(runs)}" if len(runs) else
+                          f"{what}: no runs to compare")
     return ok
 
 
@@ -225,10 +226,14 @@ def compare(runs: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame], a: str, b: s
     (0.0167, 3)
     """
     ra, rb = runs if isinstance(runs, tuple) else (runs, runs)
-    ok_a, ok_b = _ok(ra, a or "A"), _ok(rb, b or "B")
+    ok_a, ok_b = _ok(ra, f"A ({a or 'all'})"), _ok(rb, f"B ({b or 'all'})")
     left_out = len(ra) - len(ok_a) + (len(rb) - len(ok_b) if isinstance(runs, tuple) else 0)
     side_a = ok_a if a in ("", "all") else select(ok_a, a)
     side_b = ok_b if b in ("", "all") else select(ok_b, b)
+    for name, sel, side in (("A", a, side_a), ("B", b, side_b)):
+        if side.empty:  # each term matches some run, but no ok run matches them all
+            raise ConfigError(f"{name} ({sel}): no finished (status ok) run matches all of it; "
+                              f"settings there are: {clip(_settings(ok_a if name == 'A' else ok_b), 400)}")
     for sel, side in ((a, side_a), (b, side_b)):
         if side.duplicated(list(PAIR_KEYS)).any():
             raise ConfigError(f"{sel or 'the run set'}: several runs per (model, dataset, seed), from "

@@ -28,6 +28,7 @@ from bench.schedules import SCHEDULES
 
 RECIPES = ("shared", "paper")  # optimizer recipe tracks (see Budget.recipe)
 PRECISIONS = ("fp32", "bf16")
+MAX_VAL_FRACTION = 0.9  # of the training set held out for validation, at most
 MAX_SEED = 2**30 - 1  # seeds in [0, MAX_SEED]: every generator seeded from (seed, epoch, rank) fits 64 bits
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 FLOAT32_MAX = 3.4028234663852886e38  # user numbers become float32 tensor arithmetic: larger ones overflow
@@ -105,6 +106,10 @@ class Budget:
         _check(self.weight_decay >= 0, "budget.weight_decay", self.weight_decay, "must be >= 0")
         _check(0 <= self.val_fraction < 1 or float(self.val_fraction).is_integer(), "budget.val_fraction",
                self.val_fraction, "must be a fraction in [0, 1) or a whole number of examples >= 1")
+        # a fraction near 1 leaves a class (or the whole training set) without an example
+        _check(not MAX_VAL_FRACTION < self.val_fraction < 1, "budget.val_fraction", self.val_fraction,
+               f"a fraction above {MAX_VAL_FRACTION} leaves next to nothing to train on; valid: a fraction "
+               f"in [0, {MAX_VAL_FRACTION}] or a whole number of examples >= 1")
         _check(self.recipe in RECIPES, "budget.recipe", self.recipe, f"valid choices: {', '.join(RECIPES)}")
         _check(self.precision in PRECISIONS, "budget.precision", self.precision,
                f"valid choices: {', '.join(PRECISIONS)}")

@@ -28,6 +28,7 @@ from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
 from bench.runs import RunDir, RunStatus
+from bench.validate import check_out
 
 
 def _finished(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
@@ -41,7 +42,10 @@ def _finished(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
     if not rd.checkpoint.is_file():
         raise ConfigError(f"{run_dir}: no checkpoint.pt, so no final weights to export")
     fields = {k: v for k, v in config.items() if k not in ("run_id", "config_hash")}
-    return RunConfig.from_dict(fields), result
+    try:
+        return RunConfig.from_dict(fields), result
+    except (TypeError, ValueError, AttributeError) as e:  # ConfigError is a ValueError
+        raise ConfigError(f"{rd.config}: not a run's config.json ({type(e).__name__}: {e})") from None
 
 
 def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True, check: bool = True,
@@ -58,7 +62,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
 
     run_dir = Path(run_dir)
     config, result = _finished(run_dir)
-    out = Path(out) if out is not None else run_dir / "export"
+    out = check_out(Path(out) if out is not None else run_dir / "export", "--out")  # before the work
     built, final = load_built(run_dir)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in final.state_dict().items()}
     meta = {"run_id": result["run_id"], "model": config.model, "dataset": config.dataset,

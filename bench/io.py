@@ -4,6 +4,7 @@ missing."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -27,7 +28,12 @@ _FILE_MODE = 0o666 & ~_umask()
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if _disk_full(e, path.parent):
+            raise OSError(errno.ENOSPC, "disk full", str(path)) from None
+        raise
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -35,9 +41,26 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, path.parent)  # before the partial file is removed and frees space
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, "disk full", str(path)) from None
         raise
+
+
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for want of space: ENOSPC, or (torch reports a full disk as
+    an internal writer error) no space left in `folder`."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(error, RuntimeError):
+        return False
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20  # under 1 MiB left
 
 
 def remove_temporaries(folder: str | Path) -> list[Path]:

@@ -447,7 +447,10 @@ def read(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
 def check_output(path: str | Path) -> Path:
     """Raise ConfigError unless the table (and its history beside it) can be written at `path`."""
+    from bench.validate import check_name_lengths
+
     path = Path(path)
+    check_name_lengths(path, "-o")
     for p in (path, history_path(path), predictions_path(path)):
         if p.is_dir():
             raise ConfigError(f"-o {path}: {p} is a folder; give a file name, e.g. {p / 'results.parquet'}")

@@ -67,6 +67,11 @@ def check_path_text(path: str | Path, what: str = "--out") -> Path:
     return Path(path)
 
 
+# the files a run writes in its folder (see RunDir)
+RUN_FILES = ("config.json", "result.json", "history.csv", "checkpoint.pt", "checkpoint.bad.pt", "train.log",
+             "progress.json", "predictions.npz", "traceback.txt", ".lock")
+
+
 @dataclass(frozen=True)
 class RunDir:
     """The folder `out/run_id`, its files and its lock."""
@@ -111,6 +116,8 @@ class RunDir:
                 if entry.is_symlink():
                     raise ConfigError(f"{entry} is a symbolic link; run folders hold no links "
                                       "(remove it, nothing is written through it)")
+                if entry.name in RUN_FILES and entry.is_dir():  # the run would fail writing it
+                    raise ConfigError(f"{entry} is a folder where the run writes a file; move it away")
 
     def create(self) -> Path:
         """Make the folder (and the output folder) after checking for links; returns the path."""

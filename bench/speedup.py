@@ -76,7 +76,10 @@ def cmd_speedup(args: argparse.Namespace) -> int:
         resolve_device(args.device)  # fail early on a malformed name
     options = {"batch_size": args.batch, "repeats": args.repeats, "budget_s": args.budget_s}
     failed = 0
-    for folder in run_folders(args.dirs):
+    folders = run_folders(args.dirs)
+    if not folders:
+        raise ConfigError(f"speedup: no run folder (one holding result.json) under {', '.join(args.dirs)}")
+    for folder in folders:
         result = read_json(RunDir.at(folder).result) or {}
         if result.get("status") != RunStatus.OK:
             print(f"{folder}: skipped (status {result.get('status')!r})", file=sys.stderr)

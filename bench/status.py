@@ -25,7 +25,7 @@ from bench import executors, registry
 from bench.callbacks import read_progress
 from bench.code_version import changed as code_changed
 from bench.config import Budget, RunConfig
-from bench.errors import ConfigError
+from bench.errors import ConfigError, clip
 from bench.io import read_json
 from bench.record import finished, problems
 from bench.runs import RunDir, RunStatus
@@ -127,7 +127,6 @@ def read_manifest(out: Path, required: bool = True) -> tuple[dict[str, Any], lis
     except ValueError as e:
         raise ConfigError(f"{path}: not a sweep manifest the harness can read ({e}); move it away and "
                           "re-run `bench sweep FILE --out DIR` to write a new one") from None
-    registry.load_plugins(imports)  # the modules its pruners, models, data sets need
     try:
         cells = [RunConfig.from_dict({k: v for k, v in d.items() if k != "run_id"})
                  for d in manifest["cells"]]
@@ -136,7 +135,37 @@ def read_manifest(out: Path, required: bool = True) -> tuple[dict[str, Any], lis
             f"{path}: not a sweep manifest the harness can read ({type(e).__name__}: {e}); move it away "
             "and re-run `bench sweep FILE --out DIR` to write a new one"
         ) from None
+    check_plugins(path, imports, cells)
     return manifest, cells
+
+
+def check_plugins(path: Path, imports: list[str], cells: list[RunConfig]) -> None:
+    """Raise ConfigError saying which `--import` to add when the cells name pruners, models or
+    data sets that no imported module registers and the manifest lists modules not imported.
+
+    The manifest's modules are never imported from here: a results folder is data, and looking at
+    one someone else wrote (`bench status`, `bench sweep --out`, `bench board --runs`) must not
+    run their code. A trust flag (import the manifest's modules when asked) was the alternative;
+    it was not chosen because the `--import` the user types names the very module that runs, so
+    the user sees what they trust, where a flag would vouch for whatever the folder lists now.
+    """
+    missing = [m for m in imports if m not in registry.loaded_plugins()]
+    if not missing:
+        return  # an unknown name is then reported, with the valid choices, where it is resolved
+    known = {
+        "pruner": set(registry.PRUNERS.names()),
+        "model": set(registry.MODELS.names()),
+        "dataset": set(registry.DATASETS.names()),
+    }
+    unknown = sorted({f"{kind} {getattr(c, kind)!r}" for c in cells for kind in known
+                      if getattr(c, kind) not in known[kind]})
+    if unknown:
+        flags = " ".join(f"--import {shlex.quote(m)}" for m in missing)
+        raise ConfigError(
+            f"{path} names {', '.join(clip(u) for u in unknown[:5])}{' ...' if len(unknown) > 5 else ''}, "
+            f"registered by modules it lists but that are never imported from a results folder; "
+            f"if you trust them, add {clip(flags, 400)}"
+        )
 
 
 def wait_for(

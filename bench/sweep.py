@@ -90,7 +90,7 @@ def run_sweep(
     executor = executor or executors.create()
     check_devices(spec.cells, executor.tasks)  # before anything is written
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
-
+    check_out(out / ".jobs", "--out")  # the job records' folder: a file there fails the submission late
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.config import RunConfig, build_dataclass
-from bench.errors import ConfigError
+from bench.errors import ConfigError, clip
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.runs import check_path_text
 
@@ -111,6 +111,7 @@ def check_out(path: str | Path, key: str) -> Path:
     if not text or not text.isprintable():
         raise ConfigError(f"{key} = {text!r}: must be a non-empty path of printable characters on one line")
     check_path_text(path, key)  # '%': a job launcher's placeholder
+    check_name_lengths(path, key)
     existing = path
     while not existing.exists() and existing != existing.parent:
         if existing.is_symlink():  # a dangling link
@@ -121,3 +122,36 @@ def check_out(path: str | Path, key: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{key} = {text!r}: {existing} is not writable")
     return path
+
+
+def check_out_file(path: str | Path, key: str) -> Path:
+    """Raise ConfigError (naming `key`, e.g. --json) unless a file can be written at `path`: not
+    a folder, in a folder that is, or can become, writable (see `check_out`). Creates nothing."""
+    path = Path(path)
+    check_name_lengths(path, key)
+    if path.is_dir():
+        raise ConfigError(f"{key} = {str(path)!r}: is a folder; give a file name in it, e.g. "
+                          f"{path / 'report.json'}")
+    check_out(path.parent, key)
+    return path
+
+
+def check_name_lengths(path: Path, key: str) -> None:
+    """Raise ConfigError if a component of `path`, or `path` itself, is longer than the file
+    system allows (found out otherwise only when the first file is written, after the work)."""
+    existing = path
+    while not os.path.isdir(existing) and existing != existing.parent:  # isdir: False on a too-long name
+        existing = existing.parent
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    long = next((part for part in path.parts if len(os.fsencode(part)) > name_max), None)
+    if long is not None:
+        raise ConfigError(f"{key} = {clip(str(path))!r}: the name {clip(long)!r} is {len(os.fsencode(long))} "
+                          f"bytes long; at most {name_max} fit here")
+    # a run folder and its files go below it: leave them room
+    if len(os.fsencode(str(path.absolute()))) > path_max - 256:
+        raise ConfigError(f"{key} = {clip(str(path))!r}: the path is too long; at most about "
+                          f"{path_max - 256} bytes leave room for the files written below it")

@@ -323,18 +323,20 @@ def test_committed_sweeps_validate(sweep: Path) -> None:
     assert (sweep.parent / "README.md").is_file()
 
 
-def test_committed_sweeps_dry_run(capsys, monkeypatch) -> None:
+def test_committed_sweeps_dry_run(capsys, monkeypatch, tmp_path) -> None:
     """Every committed sweep validates and dry-runs, with an estimate for every group. The digits
     one is probed for real; the others with a stand-in probe or, for the paper-scale models, from
-    their MACs, so that what is tested is the file and the dry run, not this CPU."""
+    their MACs, so that what is tested is the file and the dry run, not this CPU. Into empty out
+    folders: runs a user made in the working tree's runs/ change what is left to run."""
     from bench import estimate
 
     digits = LEADERBOARDS / "digits-mlp" / "sweep.toml"
-    assert cli.main(["sweep", str(digits), "--dry-run"]) == 0
+    assert cli.main(["sweep", str(digits), "--dry-run", "--out", str(tmp_path / "digits-mlp")]) == 0
     assert "nothing was submitted or written" in capsys.readouterr().out
     monkeypatch.setattr(estimate, "_probe", lambda config, steps: (5.0, 0.1, 1000, "stand-in probe"))
     for sweep in SWEEPS:
-        assert cli.main(["sweep", str(sweep), "--dry-run"]) == 0, sweep
+        out_dir = tmp_path / sweep.parent.name
+        assert cli.main(["sweep", str(sweep), "--dry-run", "--out", str(out_dir)]) == 0, sweep
         out = capsys.readouterr().out
         assert "nothing was submitted or written" in out and "no estimate" not in out, sweep
 

@@ -1,6 +1,7 @@
 """A user's own pruner, model and data set, in a module of their own (`--import`), work where the
 built-in ones do: `bench list`, a local sweep, a sweep on the SLURM test cluster, `bench status`
-without `--import` (the sweep's manifest remembers it). A job whose process cannot resolve a
+with the same `--import` (a results folder's manifest names its modules, never imports them: see
+test_results_folder_is_data.py). A job whose process cannot resolve a
 name records its run as failed, with the error."""
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def test_out_of_tree_pruner_in_a_local_sweep(plugin_env, tmp_path, capsys, monke
     assert (dense["status"], mine["status"]) == ("ok", "ok")
     assert (mine["pruner"], mine["model"], mine["dataset"]) == ("late_magnitude", "tiny_cnn", "blobs")
     assert mine["sparsity"] == pytest.approx(0.5, abs=0.01) and mine["top1"] > 0.9
-    monkeypatch.setenv(registry.PLUGINS_ENV, "")  # a fresh shell: status finds the plugin itself
-    assert cli.main(["status", str(out)]) == 0
+    monkeypatch.setenv(registry.PLUGINS_ENV, "")  # a fresh shell
+    assert cli.main(["status", str(out), "--import", str(PLUGIN)]) == 0
     assert "done 2" in capsys.readouterr().out
 
 

@@ -131,6 +131,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
         return cmd_startup(args)
     import torch
 
+    if args.json:
+        from bench.validate import check_out_file
+
+        check_out_file(args.json, "--json")  # before the measurements, not after them
     if args.kernels:
         from bench.perf.kernels import cmd_kernels
 

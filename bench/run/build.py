@@ -14,6 +14,7 @@ from torch import nn
 from bench import metrics
 from bench.config import RunConfig
 from bench.data import Data
+from bench.errors import ConfigError
 from bench.pruner import Pruner, RunContext
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.run.distributed import configure_backends, resolve_device
@@ -51,7 +52,16 @@ def load_data(config: RunConfig, device: torch.device) -> Data:
     data = DATASETS.get(config.dataset).load(
         config.data_dir, device, b.augment, model_info.input_shapes[0], (model_info.classes or (10,))[0],
     )
-    return data.holdout(b.val_fraction)  # a fixed split of the data set; trains on the rest
+    return _holdout(config, data)
+
+
+def _holdout(config: RunConfig, data: Data) -> Data:
+    """`data` with the budget's validation split held out (a fixed split; trains on the rest)."""
+    held = data.holdout(config.budget.val_fraction)
+    if held.num_train == 0:
+        raise ConfigError(f"budget.val_fraction = {config.budget.val_fraction:g} holds out all of "
+                          f"{config.dataset}'s {data.num_train} training examples; use a smaller one")
+    return held
 
 
 def build(config: RunConfig, data: Data | None = None, device: torch.device | None = None, *,
@@ -64,7 +74,7 @@ def build(config: RunConfig, data: Data | None = None, device: torch.device | No
     device = device or resolve_device(config.device)
     configure_backends(config, device)
     model_info = MODELS.get(config.model)
-    data = load_data(config, device) if data is None else data.holdout(config.budget.val_fraction)
+    data = load_data(config, device) if data is None else _holdout(config, data)
     model_info.check_fits(config.dataset, data.input_shape, data.num_classes)
     torch.manual_seed(config.seed)
     model = model_info.build(data.num_classes).to(device)

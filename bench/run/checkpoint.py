@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 REQUIRED = ("config_hash", "epoch", "step", "samples", "train_time", "step_times", "history",
             "model", "optimizer", "pruner")  # the others have defaults
+TYPES = {"epoch": int, "step": int, "samples": int, "train_time": (int, float), "step_times": list,
+         "history": list, "model": dict, "optimizer": dict, "pruner": dict}
 
 
 class BadCheckpoint(RuntimeError):
@@ -94,6 +96,9 @@ def resume(trainer: Trainer) -> bool:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise BadCheckpoint(path, f"it lacks {', '.join(missing)}")
+    wrong = [k for k, kind in TYPES.items() if not isinstance(ckpt[k], kind) or isinstance(ckpt[k], bool)]
+    if wrong:  # restored as they are, they would fail the run later, far from here
+        raise BadCheckpoint(path, f"{', '.join(wrong)} of the wrong type")
     try:
         _restore(trainer, ckpt)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
@@ -106,6 +111,12 @@ def _restore(t: Trainer, ckpt: dict[str, Any]) -> None:
     if t.pruner.model_changed:  # a pruned architecture: an optimizer over its parameters
         t.rebuild_optimizer()
     t.optimizer.load_state_dict(ckpt["optimizer"])
+    for group in t.optimizer.param_groups:  # load_state_dict checks no shapes: the first step would fail
+        for p in group["params"]:
+            for key, v in t.optimizer.state.get(p, {}).items():
+                if torch.is_tensor(v) and v.dim() > 0 and v.shape != p.shape:
+                    raise ValueError(f"optimizer state {key!r} of shape {tuple(v.shape)} for a parameter "
+                                     f"of shape {tuple(p.shape)}")
     # Each rank restores its own state if the writer had that rank. A rank the writer did not
     # have keeps a fresh state, and states of ranks gone are dropped: every epoch reseeds from
     # (seed, epoch, rank), so the epochs that follow are those of a run with this many ranks.
@@ -129,7 +140,10 @@ def stored_config(run_dir: str | Path) -> RunConfig:
     if not isinstance(stored, dict):
         raise ConfigError(f"{rd.path}: no readable config.json; is it a run folder (runs/<run_id>)?")
     known = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig.from_dict({k: v for k, v in stored.items() if k in known})
+    try:
+        return RunConfig.from_dict({k: v for k, v in stored.items() if k in known})
+    except (TypeError, ValueError, AttributeError) as e:  # ConfigError is a ValueError
+        raise ConfigError(f"{rd.config}: not a run's config.json ({type(e).__name__}: {e})") from None
 
 
 def load_built(run_dir: str | Path, device: str | None = None, data: Data | None = None,
