@@ -535,7 +535,7 @@ def test_imp_rounds_each_train_a_full_budget_by_default(tmp_path: Path) -> None:
     cfg = config("imp", Budget(epochs=1, lr_schedule="cosine"), sparsity=0.36)  # 2 rounds
     trainer = Trainer(cfg, tmp_path, progress=False)
     p = trainer.pruner
-    assert p.round_steps == trainer.context.total_steps == 41 and p.k == 0  # 1295 images trained on; MLP: k = 0
+    assert p.round_steps == trainer.context.total_steps == 41 and p.k == 0  # MLP: k = 0
     assert [p.lr_progress(s) for s in (0, 40, 41, 81, 82)] == [0, 40 / 41, 0, 40 / 41, 0]
     result = trainer.fit("test")
     assert result["budget_multiplier"] == 3.0 and result["steps"] == 3 * 41
