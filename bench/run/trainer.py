@@ -83,16 +83,19 @@ class Trainer:
         return self.optimizer
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """DistributedDataParallel when several ranks train together: it averages gradients. On
-        GPUs its BatchNorm layers become SyncBatchNorm (statistics over the global batch, not each
-        rank's slice), so a run computes the same for any number of GPUs and a resume with another
-        GPU count continues the same training: the GPU count stays out of the run's identity.
-        (torch has no SyncBatchNorm on CPUs: CPU ranks, a test set-up, keep per-rank statistics.)"""
-        if self.world == 1:
-            return model
-        if self.device.type == "cuda":
-            nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the same parameters and buffers
-        return nn.parallel.DistributedDataParallel(model)
+        """What the training step calls: the model, under DistributedDataParallel when several ranks
+        train together (it averages gradients), compiled with `compile`. Under DDP on GPUs its
+        BatchNorm layers become SyncBatchNorm (statistics over the global batch, not each rank's
+        slice), so a run computes the same for any number of GPUs and a resume with another GPU
+        count continues the same training: the GPU count stays out of the run's identity. (torch
+        has no SyncBatchNorm on CPUs: CPU ranks, a test set-up, keep per-rank statistics.)"""
+        net = model
+        if self.world > 1:
+            if self.device.type == "cuda":
+                nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the same parameters and buffers
+            net = nn.parallel.DistributedDataParallel(model)
+        # `compile`: the step's forward and backward compiled (the model itself, what is saved, unchanged)
+        return torch.compile(net) if self.config.compile else net
 
     def autocast(self) -> torch.autocast:
         """The budget's precision for forward passes: bf16 autocast, or fp32 (a no-op)."""
