@@ -25,8 +25,8 @@ from bench.config import Budget
 from bench.errors import ConfigError
 from bench.estimate import estimate
 from bench.executors import Executor
-from bench.feed import executor_cpus, loader_bound
 from bench.io import write_json
+from bench.loader_probe import executor_cpus, loader_bound
 from bench.spec import SweepSpec, check_local_data, load_sweep
 from bench.validate import check_device_here, check_devices, check_out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import cli, feed
+from bench import cli, loader_probe
 from bench.data import TensorData
 
 PREFETCHED, SLOW_S = 10, 0.04  # batches served at once (a full queue), then seconds per batch
@@ -28,7 +28,7 @@ def slow_loader(monkeypatch):
             yield batch
 
     monkeypatch.setattr(TensorData, "train_batches", train_batches)
-    monkeypatch.setattr(feed, "LOADER_BATCHES", 3 * PREFETCHED)
+    monkeypatch.setattr(loader_probe, "LOADER_BATCHES", 3 * PREFETCHED)
 
 
 def _sweep(tmp: Path, epochs: int) -> Path:
@@ -41,7 +41,7 @@ def _sweep(tmp: Path, epochs: int) -> Path:
 def test_the_loader_is_timed_in_steady_state(slow_loader):
     data = TensorData(torch.randn(4000, 3), torch.zeros(4000, dtype=torch.long), torch.randn(4, 3),
                       torch.zeros(4, dtype=torch.long), 2)
-    lt = feed.time_loader(data, 32, seed=0, cpus=4)
+    lt = loader_probe.time_loader(data, 32, seed=0, cpus=4)
     assert lt.batches == 3 * PREFETCHED and lt.workers == 3
     assert 0.8 * SLOW_S < lt.s_per_batch < 3 * SLOW_S  # not the queue's instant batches
 
