@@ -41,3 +41,16 @@ def test_a_compiled_step_runs_and_matches_the_plain_step(tmp_path):
     assert steps[True][0] == pytest.approx(steps[False][0], rel=1e-5)
     for a, b in zip(steps[True][1], steps[False][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_sweep_file_switches_compile_on_for_its_cells(tmp_path):
+    from bench.errors import ConfigError
+    from bench.spec import load_sweep
+
+    f = tmp_path / "s.toml"
+    body = '[grid]\nmodels = ["mlp"]\ndatasets = ["digits"]\n[pruners.grda]\n'
+    f.write_text(f'name = "c"\ncompile = true\n{body}')
+    assert [c.compile for c in load_sweep(f).cells] == [True]
+    f.write_text(f'name = "c"\ncompile = "yes"\n{body}')
+    with pytest.raises(ConfigError, match="compile = 'yes': expected true or false"):
+        load_sweep(f)
