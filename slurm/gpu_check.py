@@ -74,6 +74,43 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# ------------------------------------------------------------------------------------- resume
+
+
+class _StopAfterFirstEpoch(Callback):
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt  # the job killed after its first checkpoint
+
+
+# first: a deterministic run needs cuBLAS configured before its first use in this process
+@check("resume_bit_identical", False, "a deterministic run() interrupted after epoch 1 and resumed "
+       "ends bit-identical to an uninterrupted one (resnet20 on the GPU; mlp on a CPU)")
+def resume_bit_identical(args: argparse.Namespace) -> dict[str, Any]:
+    cuda = torch.cuda.is_available()
+    config = check_config(RunConfig(
+        pruner="grda", model="resnet20" if cuda else "mlp", dataset="synthetic" if cuda else "digits",
+        device=_device(), deterministic=True, budget=Budget(epochs=2, batch_size=128)))
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = run(config, Path(tmp) / "whole")
+        rd = Path(tmp) / "resumed" / config.run_id
+        rd.mkdir(parents=True)
+        try:
+            Trainer(config, rd, callbacks=[_StopAfterFirstEpoch()]).fit(now())
+        except KeyboardInterrupt:
+            pass
+        resumed = run(config, Path(tmp) / "resumed")
+        a = load_checkpoint(Path(tmp) / "whole" / config.run_id / "checkpoint.pt")["model"]
+        b = load_checkpoint(rd / "checkpoint.pt")["model"]
+    identical = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    out = {"model": config.model, "resumed": resumed["resumed"], "weights_identical": identical,
+           "top1": [whole["top1"], resumed["top1"]]}
+    out["summary"] = f"{config.model}: resumed={resumed['resumed']}, weights identical={identical}"
+    if not (identical and resumed["resumed"] and whole["top1"] == resumed["top1"]):
+        raise Failed("the resumed run differs from the uninterrupted one", out)
+    return out
+
+
 # ------------------------------------------------------------------------------ training step
 
 
@@ -221,42 +258,6 @@ def nm_2to4(args: argparse.Namespace) -> dict[str, Any]:
                       f"max |diff| {f['speedup_2to4_max_abs_diff']}")
     if f["speedup_2to4_status"] != "ok":
         raise Failed(f"2:4 backend {f['speedup_2to4_status']}: {f['speedup_2to4_reason']}", out)
-    return out
-
-
-# ------------------------------------------------------------------------------------- resume
-
-
-class _StopAfterFirstEpoch(Callback):
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        if trainer.epoch == 1:
-            raise KeyboardInterrupt  # the job killed after its first checkpoint
-
-
-@check("resume_bit_identical", False, "a deterministic run() interrupted after epoch 1 and resumed "
-       "ends bit-identical to an uninterrupted one (resnet20 on the GPU; mlp on a CPU)")
-def resume_bit_identical(args: argparse.Namespace) -> dict[str, Any]:
-    cuda = torch.cuda.is_available()
-    config = check_config(RunConfig(
-        pruner="grda", model="resnet20" if cuda else "mlp", dataset="synthetic" if cuda else "digits",
-        device=_device(), deterministic=True, budget=Budget(epochs=2, batch_size=128)))
-    with tempfile.TemporaryDirectory() as tmp:
-        whole = run(config, Path(tmp) / "whole")
-        rd = Path(tmp) / "resumed" / config.run_id
-        rd.mkdir(parents=True)
-        try:
-            Trainer(config, rd, callbacks=[_StopAfterFirstEpoch()]).fit(now())
-        except KeyboardInterrupt:
-            pass
-        resumed = run(config, Path(tmp) / "resumed")
-        a = load_checkpoint(Path(tmp) / "whole" / config.run_id / "checkpoint.pt")["model"]
-        b = load_checkpoint(rd / "checkpoint.pt")["model"]
-    identical = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    out = {"model": config.model, "resumed": resumed["resumed"], "weights_identical": identical,
-           "top1": [whole["top1"], resumed["top1"]]}
-    out["summary"] = f"{config.model}: resumed={resumed['resumed']}, weights identical={identical}"
-    if not (identical and resumed["resumed"] and whole["top1"] == resumed["top1"]):
-        raise Failed("the resumed run differs from the uninterrupted one", out)
     return out
 
 
