@@ -306,8 +306,9 @@ def loader_throughput(args: argparse.Namespace) -> dict[str, Any]:
     rate = images / max(elapsed, 1e-9)
     out = {"images_per_s": rate, "workers": default_workers(), "cpus": job_cpus(), "images": images,
            "source": "imagenet" if root == args.data_dir else "generated JPEGs"}
+    out["images_per_s_per_worker"] = rate / out["workers"]  # what sizes a profile's cpus_per_task
     out["summary"] = (f"{rate:.0f} img/s with {out['workers']} workers ({out['cpus']} CPUs), "
-                      f"{rate / out['cpus']:.0f} img/s per CPU")
+                      f"{out['images_per_s_per_worker']:.0f} img/s per worker")
     return out
 
 
