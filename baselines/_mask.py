@@ -1,10 +1,12 @@
 """Shared machinery of the unstructured mask pruners (`magnitude`, `gmp`, `random`, `rigl`, ...).
 
 A pruner of this kind keeps one boolean mask per prunable weight. Installing masks zeroes the
-masked weights and their momentum buffers; from then on their gradients are masked after every
-backward pass. With a zero weight, a zero gradient and a zero momentum buffer, SGD's update
-(momentum and weight decay included) is exactly zero, so masked weights stay exactly zero
-without a second pass over the weights after each step.
+masked weights and every per-parameter optimizer state tensor of their shape (SGD's momentum,
+Adam's exp_avg and exp_avg_sq, ...); from then on their gradients are masked after every
+backward pass. With a zero weight, a zero gradient and zero state, the update of SGD (momentum
+and coupled weight decay included) and of Adam is exactly zero, so masked weights stay exactly
+zero without a second pass over the weights after each step. The gradient masking is one
+multi-tensor multiply by float copies of the masks (bool masks take torch's per-tensor path).
 
 Masks keep the highest-scoring weights (|w| for magnitude pruning, uniform noise for random
 pruning), per layer or globally over all prunable weights, removing round(sparsity * n) like
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -77,22 +79,38 @@ def erk_densities(shapes: dict[str, torch.Size], density: float, kernel: bool = 
 
 
 def random_masks(
-    densities: dict[str, float], shapes: dict[str, torch.Size], device: Any
+    densities: dict[str, float], shapes: dict[str, torch.Size], device: Any, gen: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """Uniformly random masks keeping round(density * n) entries of each layer (global RNG)."""
-    scores = {n: torch.rand(shapes[n], device=device) for n in shapes}
+    """Uniformly random masks keeping round(density * n) entries of each layer, drawn from `gen`."""
+    scores = {n: torch.rand(shapes[n], device=device, generator=gen) for n in shapes}
     return {n: _keep_top(s, 1 - densities[n]) for n, s in scores.items()}
+
+
+@torch.no_grad()
+def mask_optimizer_state(optimizer: torch.optim.Optimizer | None, weights: list[torch.Tensor],
+                         masks: list[torch.Tensor]) -> None:
+    """Zero the masked entries of every per-parameter state tensor (those shaped like the
+    weight: momentum, Adam's moments, ...) of `weights` in `optimizer`."""
+    if optimizer is None:
+        return
+    states, factors = [], []
+    for w, m in zip(weights, masks, strict=True):
+        for value in optimizer.state.get(w, {}).values():
+            if torch.is_tensor(value) and value.shape == w.shape:
+                states.append(value)
+                factors.append(m)
+    if states:
+        torch._foreach_mul_(states, factors)
 
 
 class MaskPruner(Pruner):
     """Base of the mask pruners: SGD with the budget's settings, plus fixed-shape binary masks."""
 
-    regrows: ClassVar[bool] = False  # whether a pruned connection may return (RigL, SET)
-
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model
         self.layers: dict[str, nn.Module] = dict(self.prunable(model))
         self.masks: dict[str, torch.Tensor] = {}
+        self.float_masks: list[torch.Tensor] = []  # the masks as the weights' dtype, in `masks` order
         self.densities: dict[str, float] = {}
         self.optimizer: torch.optim.Optimizer | None = None
         return model
@@ -106,22 +124,24 @@ class MaskPruner(Pruner):
 
     @torch.no_grad()
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
-        """Install masks: zero the masked weights and their momentum buffers."""
+        """Install masks: zero the masked weights and their optimizer state."""
+        self._use_masks(masks)
+        weights = [self.layers[n].weight for n in masks]
+        torch._foreach_mul_(weights, self.float_masks)
+        mask_optimizer_state(self.optimizer, weights, self.float_masks)
+
+    def _use_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """The masks and what follows from them (float copies, densities), computed once."""
         self.masks = masks
-        self.densities = {n: float(m.sum()) / m.numel() for n, m in masks.items()}
-        state = self.optimizer.state if self.optimizer is not None else {}
-        for name, mask in masks.items():
-            w = self.layers[name].weight
-            w.mul_(mask)
-            buf = state.get(w, {}).get("momentum_buffer")
-            if buf is not None:
-                buf.mul_(mask)
+        dtypes = {n: self.layers[n].weight.dtype for n in masks}
+        self.float_masks = [m.to(dtypes[n]) for n, m in masks.items()]
+        counts = torch.stack([m.sum() for m in masks.values()]).tolist() if masks else []  # one sync
+        self.densities = {n: c / m.numel() for (n, m), c in zip(masks.items(), counts, strict=True)}
 
     @torch.no_grad()
     def after_backward(self, step: int) -> None:
         if self.masks:
-            grads = [self.layers[n].weight.grad for n in self.masks]
-            torch._foreach_mul_(grads, list(self.masks.values()))
+            torch._foreach_mul_([self.layers[n].weight.grad for n in self.masks], self.float_masks)
 
     def compute_densities(self) -> dict[str, float]:
         return self.densities
@@ -130,9 +150,9 @@ class MaskPruner(Pruner):
         return {"masks": dict(self.masks), "extra_macs": self.extra_macs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.masks = {n: m.to(self.layers[n].weight.device) for n, m in state["masks"].items()}
-        self.densities = {n: float(m.sum()) / m.numel() for n, m in self.masks.items()}
+        self._use_masks({n: m.to(self.layers[n].weight.device) for n, m in state["masks"].items()})
         self.extra_macs = state.get("extra_macs", 0.0)
 
     def state_tensors(self) -> Iterator[torch.Tensor]:
-        return iter(self.masks.values())
+        yield from self.masks.values()
+        yield from self.float_masks

@@ -29,7 +29,7 @@ from torch import nn
 from baselines._mask import check_sparsity
 from bench.config import hp
 from bench.metrics import weight_layers
-from bench.pruner import SGD_MOMENTUM_WD, Pruner, register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, Pruner, PrunerInfo, PruningSchedule, register_pruner
 
 BISECTION_STEPS = 10  # channel-fraction resolution ~1e-3: under one channel of a 1000-channel layer
 
@@ -58,10 +58,11 @@ class ChannelPruner(Pruner):
 
     Hparams = ChannelHparams
     paper_recipe = SGD_MOMENTUM_WD
+    info = PrunerInfo(changes_architecture=True, scheduled=True)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model
-        self.prune_step = max(1, round(self.hp.prune_at * self.ctx.total_steps))
+        self.schedule = PruningSchedule.one_shot_at(self.hp.prune_at, self.ctx.total_steps)
         self.dense_weights = conv_linear_weights(model)
         self.history: list[list[Any]] = []  # torch-pruning's [layer name, out-channels?, indices]
         return model
@@ -113,7 +114,7 @@ class ChannelPruner(Pruner):
         return lo if target - removed_lo < removed_hi - target else hi
 
     def after_step(self, step: int) -> None:
-        if step + 1 == self.prune_step:
+        if self.schedule.is_update(step + 1):
             training = self.model.training
             pruner = self._tp_pruner(self.model, self.choose_fraction())
             pruner.step()

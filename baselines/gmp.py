@@ -7,8 +7,8 @@ weight magnitudes at sparsity s_t. Pruned weights are exactly zero and have the 
 magnitude, so they stay pruned as s_t grows. `start`, `end` and `every` are fractions of the
 budget's steps; the defaults are Gale et al.'s ResNet-50 schedule (start 40k, end 76k, every 2k
 of 128k steps) scaled to the budget. After the last update the mask is fixed (fine-tuning).
-Subclasses on the same schedule (`random_gradual`, `nm`) replace `masks_at`, the masks of a
-given sparsity.
+When to prune is `bench.pruner.PruningSchedule`; how to score is `masks_at`, the masks of a
+given sparsity, which the subclasses on the same schedule (`random_gradual`, `nm`) replace.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 
 from baselines._mask import SCOPES, MaskPruner, check_choice, check_sparsity, keep_masks
 from bench.config import hp
-from bench.pruner import SGD_MOMENTUM_WD, register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, PrunerInfo, PruningSchedule, register_pruner
 
 
 @dataclass(frozen=True)
@@ -54,22 +54,22 @@ class GMPPruner(MaskPruner):
 
     Hparams = GMPHparams
     paper_recipe = SGD_MOMENTUM_WD
+    info = PrunerInfo(scheduled=True)
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        h, total = self.hp, self.ctx.total_steps
-        self.t0 = round(h.start * total)
-        self.dt = max(1, round(h.every * total))
-        self.n = max(1, (round(h.end * total) - self.t0) // self.dt)  # last update at t0 + n*dt <= end
+        self.schedule = self.make_schedule()
         return super().prepare(model)
+
+    def make_schedule(self) -> PruningSchedule:
+        h = self.hp
+        return PruningSchedule(h.start, h.end, h.every, self.ctx.total_steps)
 
     def target_sparsity(self, t: int) -> float:
         """s_t after t steps (s_i before t0, s_f after the last update)."""
-        h = self.hp
-        progress = min(max((t - self.t0) / (self.n * self.dt), 0.0), 1.0)
-        return h.sparsity + (h.initial_sparsity - h.sparsity) * (1 - progress) ** 3
+        return self.schedule.sparsity(t, self.hp.sparsity, self.hp.initial_sparsity)
 
     def is_update(self, t: int) -> bool:
-        return self.t0 <= t <= self.t0 + self.n * self.dt and (t - self.t0) % self.dt == 0
+        return self.schedule.is_update(t)
 
     def masks_at(self, sparsity: float) -> dict[str, torch.Tensor]:
         """The masks of an update to `sparsity`: the largest |w| kept."""

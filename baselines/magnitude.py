@@ -15,7 +15,7 @@ from torch import nn
 
 from baselines._mask import SCOPES, MaskPruner, check_choice, check_sparsity, keep_masks
 from bench.config import hp
-from bench.pruner import SGD_MOMENTUM_WD, register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, PrunerInfo, PruningSchedule, register_pruner
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,13 @@ class MagnitudePruner(MaskPruner):
 
     Hparams = MagnitudeHparams
     paper_recipe = SGD_MOMENTUM_WD
+    info = PrunerInfo(scheduled=True)
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        self.prune_step = max(1, round(self.hp.prune_at * self.ctx.total_steps))
+        self.schedule = PruningSchedule.one_shot_at(self.hp.prune_at, self.ctx.total_steps)
         return super().prepare(model)
 
     def after_step(self, step: int) -> None:
-        if step + 1 == self.prune_step:
+        if self.schedule.is_update(step + 1):
             scores = {n: w.detach().abs() for n, w in self.weights().items()}
             self.set_masks(keep_masks(scores, self.hp.sparsity, self.hp.scope))

@@ -3,8 +3,9 @@
 In every group of M consecutive weights along a layer's input (reduction) dimension (for a conv,
 the input channels at each kernel position), at most N are non-zero: the N of largest |w|
 (2:4: half of every pruned layer). Layers whose input size M does not divide are left dense, as
-ASP does. `mode = "oneshot"` (the ASP recipe): dense training up to `prune_at`, one 2:4 cut,
-fine-tuning with the mask fixed. `mode = "gradual"`: GMP's cubic schedule (and its start, end,
+ASP does; an M that divides no prunable layer is refused (`m` named) before training starts.
+`mode = "oneshot"` (the ASP recipe): dense training up to `prune_at`, one 2:4 cut, fine-tuning
+with the mask fixed. `mode = "gradual"`: GMP's cubic schedule (and its start, end,
 every) taken to the groups: at sparsity s_t each group keeps max(N, round(M (1 - s_t))) weights,
 reaching N:M at the end. `finalize` verifies the pattern on the evaluated weights.
 """
@@ -20,7 +21,8 @@ from torch import nn
 from baselines._mask import check_choice
 from baselines.gmp import GMPPruner
 from bench.config import hp
-from bench.pruner import register_pruner
+from bench.errors import ConfigError
+from bench.pruner import PruningSchedule, register_pruner
 
 MODES = ("oneshot", "gradual")
 
@@ -96,15 +98,18 @@ class NMPruner(GMPPruner):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         model = super().prepare(model)
+        inputs = {n: m.weight.shape[1] for n, m in self.layers.items()}
         self.layers = {n: m for n, m in self.layers.items() if groupable(m.weight, self.hp.m)}
-        self.cut_step = max(1, round(self.hp.prune_at * self.ctx.total_steps))
+        if not self.layers:
+            sizes = ", ".join(f"{n} ({k})" for n, k in inputs.items()) or "none"
+            raise ConfigError(f"pruners.nm: m = {self.hp.m}: divides the input size of no prunable "
+                              f"layer, so nothing would be pruned; the layers' input sizes: {sizes}")
         return model
 
-    def is_update(self, t: int) -> bool:
-        return t == self.cut_step if self.hp.mode == "oneshot" else super().is_update(t)
-
-    def target_sparsity(self, t: int) -> float:
-        return self.hp.sparsity if self.hp.mode == "oneshot" else super().target_sparsity(t)
+    def make_schedule(self) -> PruningSchedule:
+        if self.hp.mode == "oneshot":
+            return PruningSchedule.one_shot_at(self.hp.prune_at, self.ctx.total_steps)
+        return super().make_schedule()
 
     def masks_at(self, sparsity: float) -> dict[str, torch.Tensor]:
         h = self.hp

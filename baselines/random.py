@@ -1,9 +1,9 @@
 """`random`: a static random mask drawn at initialization, fixed throughout: the sanity floor.
 
 Not Gale et al.'s random pruning (that is `random_gradual`, on GMP's schedule). Every prunable
-layer loses exactly `sparsity` of its weights, chosen uniformly at random with the global RNG,
-which the trainer seeds with the run's seed before building the model: the same seed gives the
-same mask. Sparse from the first step, so it trains at its density.
+layer loses exactly `sparsity` of its weights, chosen uniformly at random with the generator of
+step 0 (seeded from the run's seed): the same seed gives the same mask, on every rank. Sparse
+from the first step, so it trains at its density.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 from baselines._mask import MaskPruner, check_sparsity, keep_masks
 from bench.config import hp
-from bench.pruner import SGD_MOMENTUM_WD, register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, PrunerInfo, register_pruner
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,11 @@ class RandomPruner(MaskPruner):
 
     Hparams = RandomHparams
     paper_recipe = SGD_MOMENTUM_WD
+    info = PrunerInfo(randomized=True)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         model = super().prepare(model)
-        scores = {n: torch.rand_like(w) for n, w in self.weights().items()}
+        gen = self.rng(0, "init")
+        scores = {n: torch.rand(w.shape, device=w.device, generator=gen) for n, w in self.weights().items()}
         self.set_masks(keep_masks(scores, self.hp.sparsity, "layer"))
         return model

@@ -6,8 +6,10 @@ optimizer steps t < T_end (= `end` of the budget), after the step, in every laye
 
     k = floor(f(t) * active),   f(t) = alpha / 2 * (1 + cos(pi * t / T_end))
     drop the k active weights of smallest |w|;
-    grow the k inactive connections (the just-dropped excluded) with the largest |dense gradient|
-    of that step; they start at 0 (and so does their momentum).
+    grow the k connections inactive after the drop with the largest |dense gradient| of that
+    step (a just-dropped one may come straight back, as in the paper's Algorithm 1 and the
+    reference code; it then keeps its weight); the newly active start at 0, and so does their
+    optimizer state.
 
 The layer's count never changes, so neither does the sparsity. The dense gradient costs one
 dense backward pass on the update steps (counted in `extra_macs`: f_D - f_S per example, as in
@@ -27,7 +29,7 @@ from torch import nn
 from baselines._mask import MaskPruner, check_choice, check_sparsity, erk_densities, random_masks
 from bench import metrics
 from bench.config import hp
-from bench.pruner import SGD_MOMENTUM_WD, register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, PrunerInfo, register_pruner
 
 DISTRIBUTIONS = ("erk", "er", "uniform")
 
@@ -43,16 +45,16 @@ def layer_densities(shapes: dict[str, torch.Size], density: float, distribution:
 def drop_and_grow(
     mask: torch.Tensor, drop_scores: torch.Tensor, grow_scores: torch.Tensor, k: int
 ) -> torch.Tensor:
-    """The mask with the k active entries of lowest `drop_scores` dropped and the k inactive
-    entries (the just-dropped excluded) of highest `grow_scores` grown."""
+    """The mask with the k active entries of lowest `drop_scores` dropped, then the k entries
+    inactive after the drop (the just-dropped included) of highest `grow_scores` grown."""
     flat = mask.flatten()
-    k = min(k, flat.numel() - int(flat.sum()))  # no more than there are inactive entries
+    k = min(k, int(flat.sum()))
     if k <= 0:
         return mask
     drop = torch.where(flat, drop_scores.flatten(), torch.inf).topk(k, largest=False).indices
-    grow = torch.where(flat, -torch.inf, grow_scores.flatten()).topk(k).indices
     new = flat.clone()
     new[drop] = False
+    grow = torch.where(new, -torch.inf, grow_scores.flatten()).topk(k).indices
     new[grow] = True
     return new.view_as(mask)
 
@@ -80,16 +82,17 @@ class RigLHparams:
 
 class SparseFromStart(MaskPruner):
     """Random masks at the method's layer densities from step 0 (RigL, SET); `update_layers`
-    drops and grows in every layer at once."""
+    drops and grows in every layer at once. The initial masks come from the generator of step 0
+    (the same on every rank)."""
 
-    regrows = True
+    info = PrunerInfo(regrows=True, randomized=True)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         model = super().prepare(model)
         shapes = {n: w.shape for n, w in self.weights().items()}
         dens = layer_densities(shapes, 1 - self.hp.sparsity, self.hp.distribution)
         device = next(iter(self.weights().values())).device
-        self.set_masks(random_masks(dens, shapes, device))
+        self.set_masks(random_masks(dens, shapes, device, self.rng(0, "init")))
         self.macs = (metrics.layer_macs(model, self.ctx.input_shape, torch.device(device))
                      if self.ctx.input_shape else {})
         return model

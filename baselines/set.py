@@ -3,9 +3,13 @@
 Erdos-Renyi sparse layers from step 0 (random masks at the densities of `rigl`'s "er"
 distribution, all layers together at 1 - `sparsity`). After each epoch but the last, in every
 layer: remove the fraction zeta of the positive active weights closest to zero (the smallest)
-and zeta of the negative ones (the largest), and regrow as many connections at random inactive
-positions (the just-removed excluded), starting at 0 (RigL's implementation). The count per
-layer never changes, so neither does the sparsity. Every pass runs at the layer's density.
+and zeta of the negative ones (the largest), and regrow as many connections at random positions
+inactive after the removal (a just-removed one may return, as in RigL's implementation of SET,
+keeping its weight); new connections start at 0 (RigL's implementation). The count per layer
+never changes, so neither does the mask's sparsity (a regrown weight that never moves from 0,
+e.g. on an input that is always 0, is counted as a zero by the run's sparsity). Every pass runs
+at the layer's density. The
+draws after epoch e come from the generator of the step that ends it: the same on every rank.
 """
 
 from __future__ import annotations
@@ -61,5 +65,7 @@ class SETPruner(SparseFromStart):
                 flat[torch.where(neg, w, -torch.inf).flatten().topk(k_neg).indices] = True
             drops[name] = drop
         # drop_and_grow drops the lowest-scoring active entries: the chosen ones score 0, the rest 1
+        gen = self.rng((epoch + 1) * self.ctx.steps_per_epoch, "regrow")
         self.update_layers(lambda n: int(drops[n].sum()), lambda n: (~drops[n]).float(),
-                           lambda n: torch.rand(self.masks[n].shape, device=self.masks[n].device))
+                           lambda n: torch.rand(self.masks[n].shape, device=self.masks[n].device,
+                                                generator=gen))

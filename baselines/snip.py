@@ -3,8 +3,8 @@
 At initialization, on one mini-batch (the run's first batch): s_j = |g_j * w_j| / sum |g * w|,
 with g = dL/dw of the task loss; the top 1 - `sparsity` of the prunable weights by s are kept
 (one global cut), and the rest of the budget trains with the mask fixed. The first batch's
-gradient only scores: that step updates nothing. Training runs at the mask's density; the
-dense scoring pass is counted in `extra_macs`.
+gradient only scores: that step updates nothing (`updates` is False for it). Training runs at
+the mask's density; the dense scoring pass is counted in `extra_macs`.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ class SNIPPruner(MaskPruner):
             scores = {n: (w.grad * w).abs() for n, w in self.weights().items()}
             total = sum(s.sum() for s in scores.values())
             self.set_masks(keep_masks({n: s / total for n, s in scores.items()}, self.hp.sparsity, "global"))
-            for p in self.model.parameters():  # the scoring batch trains nothing
-                p.grad = None
             if self.ctx.input_shape:  # the trainer counts this step at the mask's density: count it dense
                 device = next(iter(scores.values())).device
                 macs = metrics.layer_macs(self.model, self.ctx.input_shape, device)
@@ -49,3 +47,6 @@ class SNIPPruner(MaskPruner):
                     macs[n] * (1 - d) for n, d in self.densities.items())
             return
         super().after_backward(step)
+
+    def updates(self, step: int) -> bool:
+        return step != 0  # the scoring batch trains nothing

@@ -36,6 +36,7 @@ class SoftThreshold(nn.Module):
         self.s = nn.Parameter(torch.tensor(float(s_init), device=device))
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
+        # (v - clamp(v, -t, t) is the same to the bit, but clamp with tensor bounds is ~7x slower on a CPU)
         return torch.sign(v) * F.relu(v.abs() - torch.sigmoid(self.s))
 
 

@@ -94,7 +94,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         shape = "x".join(map(str, info.input_shape)) if info.input_shape else "model's"
         where = " [on disk under --data-dir]" if info.on_disk else ""
         classes = info.num_classes or "model"
-        print(f"  {name:<12} {shape:<10} {classes:<6} {_first_line(info.description)}{where}")
+        print(f"  {name:<14} {shape:<10} {classes:<6} {_first_line(info.description)}{where}")
     print("\nbudget (shared; flags of `bench run`):")
     for f in dataclasses.fields(Budget):
         print(f"  --{f.name.replace('_', '-'):<18} {f.default!r}: {f.metadata.get('help', '')}")

@@ -1,6 +1,16 @@
-"""The compute a sweep needs (`bench sweep FILE --dry-run`): each cell's budget extrapolated from
-the finished runs of the same (pruner, model, dataset) in the out folder, else from a short timed
-probe of a few training steps on this machine: wall time per step, data loading included."""
+"""The compute a sweep needs (`bench sweep FILE --dry-run`), each cell's budget extrapolated from,
+in this order:
+1. the finished runs of the same (pruner, model, dataset) in the out folder;
+2. a timed probe of a few training steps on this machine (wall time per step, data loading
+   included), cached in the user cache (bench.cache) per (pruner, model, dataset, batch size,
+   precision, device, torch version, threads), so a repeated dry run answers at once;
+3. on a CPU, for a model above PROBE_MAX_MACS with no cached probe, the dense training arithmetic
+   (3 x forward MACs x batch per step) at this device's rate, measured once on a ResNet-20 and
+   cached: seconds, where a probe would build and train a large model on the CPU, at the price of
+   the pruner's own overhead and the data loading (not counted). `probe=True`
+   (`bench sweep --dry-run --probe`) times a real probe for every group and refreshes the cache.
+The printed rate says which was used. Step counts are those of the training set left after the
+validation split (`budget.val_fraction`)."""
 
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench import cache
 from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.registry import DATASETS, MODELS
@@ -49,10 +60,15 @@ class Estimate:
     cells: dict[str, CellTime]  # "pruner/model/dataset" -> one cell's time (the groups with one)
 
 
-def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> Estimate:
+PROBE_MAX_MACS = 1e7  # forward MACs per example: above it, no probe unless asked for (a ResNet-20: 4e7)
+RATE_MODEL, RATE_BATCH = "resnet20", 16  # the dense training step that measures a device's MAC rate
+
+
+def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8, probe: bool = False) -> Estimate:
     """Extrapolate each cell's compute to its budget: the training time of finished runs of the
-    same (pruner, model, dataset) in `out`, else a short timed probe on this machine (data
-    loading + steps x the step time; evaluation is not counted)."""
+    same (pruner, model, dataset) in `out`, else a probe on this machine (cached; data loading +
+    steps x the step time; evaluation is not counted), else, for a large model on a CPU, its MACs
+    at this device's rate. `probe`: time a real probe for every group without finished runs."""
     import torch  # not at the top: parsing a sweep must not import torch
 
     from bench.run.distributed import resolve_device
@@ -84,7 +100,7 @@ def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8) -> 
             continue
         else:
             try:
-                setup_s, step_s, steps, how = _probe(cells[0], probe_steps)
+                setup_s, step_s, steps, how = _timed(cells[0], probe_steps, probe)
             except Exception as e:  # out of memory, a broken pruner...: report, do not fail the dry run
                 unavailable.append(f"{label}: {type(e).__name__}: {e}")
                 continue
@@ -119,10 +135,117 @@ def _missing_device(device: Any) -> str:
             "after some cells have finished)")
 
 
+def _timed(config: RunConfig, probe_steps: int, probe: bool) -> tuple[float, float, int | None, str]:
+    """(load s, s per step, total steps or None, how) of a group: from the cache, a probe, or MACs."""
+    import torch
+
+    from bench import metrics
+    from bench.run.distributed import resolve_device
+
+    device = resolve_device(config.device)
+    b = config.budget
+    key = "|".join([config.pruner, config.model, config.dataset, f"batch {b.batch_size}", b.precision,
+                    metrics.device_name(device), f"torch {torch.__version__}",
+                    f"{torch.get_num_threads()} threads"])
+    probes = cache.read_json("probes")
+    hit = probes.get(key)
+    if hit and not probe:
+        steps = _total_steps(config, hit["num_train"])
+        return hit["setup_s"], hit["step_s"], steps, f"{hit['how']}; cached {hit['when']}"
+    if not probe and device.type == "cpu":  # a GPU probes a large model in seconds
+        macs, num_train = _macs_and_size(config, device)
+        if macs > PROBE_MAX_MACS:
+            rate = _device_rate(device)
+            step_s = metrics.TRAIN_PASSES * macs * b.batch_size / rate
+            return 0.0, step_s, _total_steps(config, num_train), (
+                f"MAC estimate: {metrics.TRAIN_PASSES} x {macs / 1e6:.3g} MMAC x batch {b.batch_size} at "
+                f"{rate / 1e9:.3g} GMAC/s, a dense {RATE_MODEL}'s rate here; no pruner overhead or data "
+                "loading; --probe for a timed probe")
+    setup_s, step_s, num_train, how = _probe(config, probe_steps)
+    if num_train is not None:
+        from datetime import UTC, datetime
+
+        probes = cache.read_json("probes")  # again: another dry run may have written meanwhile
+        probes[key] = dict(setup_s=setup_s, step_s=step_s, num_train=num_train, how=how,
+                           when=datetime.now(UTC).strftime("%Y-%m-%d"))
+        cache.write_json("probes", probes)
+    return setup_s, step_s, _total_steps(config, num_train), how
+
+
+def _total_steps(config: RunConfig, num_train: int | None) -> int | None:
+    """Steps of a run whose data set has `num_train` training examples before the validation
+    split (per class `round(f * n)` are held out: the total is exact up to that rounding)."""
+    if not num_train:
+        return config.budget.max_steps or None
+    b = config.budget
+    steps = b.epochs * math.ceil((num_train - round(b.val_fraction * num_train)) / b.batch_size)
+    return min(steps, b.max_steps) if b.max_steps else steps
+
+
+def _macs_and_size(config: RunConfig, device: Any) -> tuple[float, int | None]:
+    """(dense forward MACs of one example, training examples before the validation split); a
+    data set without a recorded size (digits, synthetic) is loaded to count them. Cached."""
+    import torch
+
+    from bench import metrics
+
+    info, model_info = DATASETS.get(config.dataset), MODELS.get(config.model)
+    shape = info.input_shape or model_info.input_shapes[0]
+    classes = info.num_classes or (model_info.classes or (10,))[0]
+    key = f"{config.model}|{config.dataset}|{'x'.join(map(str, shape))}|{classes}"
+    known = cache.read_json("macs")
+    if key not in known:
+        cpu = torch.device("cpu")
+        dense, _ = metrics.macs(model_info.build(classes), tuple(shape), cpu)
+        num_train = info.num_train
+        if num_train is None:
+            num_train = info.load(config.data_dir or "data", cpu, False, shape, classes).num_train
+        known = cache.read_json("macs")
+        known[key] = dict(macs=dense, num_train=num_train)
+        cache.write_json("macs", known)
+    return known[key]["macs"], known[key]["num_train"]
+
+
+def _device_rate(device: Any, steps: int = 5) -> float:
+    """MACs per second of dense SGD training steps of RATE_MODEL on `device` (median of `steps`
+    after a warm-up), counted as TRAIN_PASSES x forward MACs. Cached per device, torch, threads."""
+    import torch
+    import torch.nn.functional as F
+
+    from bench import metrics
+
+    key = f"{metrics.device_name(device)}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    rates = cache.read_json("rates")
+    if key in rates:
+        return float(rates[key])
+    info = MODELS.get(RATE_MODEL)
+    shape, batch = info.input_shapes[0], RATE_BATCH
+    torch.manual_seed(0)
+    model = info.build(10).to(device)
+    dense, _ = metrics.macs(model, shape, device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
+    times = []
+    for _ in range(1 + steps):
+        metrics.synchronize(device)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        metrics.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    rate = metrics.TRAIN_PASSES * dense * batch / median(times[1:])
+    rates = cache.read_json("rates")
+    rates[key] = rate
+    cache.write_json("rates", rates)
+    return rate
+
+
 def _probe(
     config: RunConfig, steps: int, max_s: float = 3.0, cpu_batch: int = 4
 ) -> tuple[float, float, int | None, str]:
-    """(load s, s per training step, total steps or None, how) of one cell, timed here over up to
+    """(load s, s per training step, training examples before the validation split or None, how)
+    of one cell, timed here over up to
     `steps` steps (at least 1, no more once `max_s` seconds have passed) after one warm-up step.
     A step's time is wall time from asking the data for its batch to the step's end (device
     synchronized): data loading and augmentation count, as they do in a run.
@@ -150,9 +273,6 @@ def _probe(
                    f"random stand-in data: {type(e).__name__}: {e}")
         data = load_synthetic("", device, b.augment, shape, classes, num_train=2 * batch, num_test=batch)
         num_train = info.num_train
-    total_steps = b.epochs * math.ceil(num_train / b.batch_size) if num_train else None
-    if b.max_steps:
-        total_steps = min(total_steps or b.max_steps, b.max_steps)
     with tempfile.TemporaryDirectory() as tmp:
         small = dataclasses.replace(config, budget=dataclasses.replace(b, batch_size=batch))
         trainer = Trainer(build(small, data=data), Path(tmp))
@@ -173,4 +293,4 @@ def _probe(
                 times.append(time.perf_counter() - t_step)
                 if len(times) >= 2 and time.perf_counter() - t0 >= max_s:
                     break
-    return setup_s, median(times[1:]) * b.batch_size / batch, total_steps, ", ".join(how)
+    return setup_s, median(times[1:]) * b.batch_size / batch, num_train, ", ".join(how)

@@ -12,13 +12,16 @@ With a constant lr this is the closed form L_n = c * sqrt(lr) * (n * lr)^mu.
 Speed: the only state tensor per parameter is `a`. The step counter and threshold are Python
 numbers kept in the param group (so they round-trip through `state_dict()` and need no
 host-device sync). Two implementations of the shrink give the same weights to the bit:
-- per tensor, `softshrink(a, L, out=w)`: one memory pass, one kernel per parameter tensor; the
-  default on a CPU, where a step is memory-bound (SGD with momentum makes three passes);
-- `foreach`, softshrink as `w = a - clamp(a, -L, L)` in multi-tensor ops (`_foreach_clamp_min`,
-  `_foreach_clamp_max_`, `_foreach_sub`, `_foreach_copy_`): a fixed number of kernel launches
-  whatever the number of parameter tensors; the default on CUDA, where a ResNet's 160 small
-  tensors make the per-tensor loop launch-bound. (For a > L both give a - L, for a < -L a + L,
-  else 0, in the same float arithmetic.)
+- per tensor, `a.add_(grad, alpha=-lr)` then `softshrink(a, L, out=w)`, both on one tensor before
+  the next, so the shrink reads `a` (and writes `w`) while they are in cache: no temporary, two
+  kernels per parameter tensor; the default on a CPU, where a step is memory-bound (SGD with
+  momentum makes two read-modify-write passes over its buffer and the weights); faster than
+  accumulating every tensor first and shrinking afterwards (PERFORMANCE.md);
+- `foreach`, the accumulation as one `_foreach_add_`, softshrink as `w = a - clamp(a, -L, L)` in
+  multi-tensor ops (`_foreach_clamp_min`, `_foreach_clamp_max_`, `_foreach_sub`, `_foreach_copy_`):
+  a fixed number of kernel launches whatever the number of parameter tensors; the default on
+  CUDA, where a ResNet's 160 small tensors make the per-tensor loop launch-bound. (For a > L both
+  give a - L, for a < -L a + L, else 0, in the same float arithmetic.)
 
 `ReferenceGRDA` is the same rule written the way the authors' code is (a per-parameter loop):
 the reference `GRDA` must match weight for weight (tests/test_grda.py) and `bench perf` times.
@@ -34,7 +37,14 @@ import torch
 from torch import nn
 
 from bench.config import hp
-from bench.pruner import OptimizerRecipe, Pruner, SparsityKnob, register_pruner
+from bench.pruner import (
+    OptimizerRecipe,
+    Pruner,
+    PrunerInfo,
+    SparsityKnob,
+    prunable_parameters,
+    register_pruner,
+)
 
 
 class GRDA(torch.optim.Optimizer):
@@ -74,13 +84,14 @@ class GRDA(torch.optim.Optimizer):
             grads = [p.grad for p in params]
             if params[0].is_sparse or any(g.is_sparse for g in grads):
                 raise RuntimeError("GRDA does not support sparse gradients")
-            torch._foreach_add_(accs, grads, alpha=-lr)
             threshold = group["threshold"]
             foreach = group["foreach"] if group.get("foreach") is not None else params[0].is_cuda
             if foreach:
+                torch._foreach_add_(accs, grads, alpha=-lr)
                 _foreach_softshrink(accs, threshold, params)
-            else:
-                for p, a in zip(params, accs, strict=True):
+            else:  # both passes over one tensor before the next: the second reads `a` from cache
+                for p, a, g in zip(params, accs, grads, strict=True):
+                    a.add_(g, alpha=-lr)
                     torch._C._nn.softshrink(a, threshold, out=p)
         return loss
 
@@ -144,8 +155,9 @@ class GRDAHparams:
     mu: float = hp(0.55, "threshold growth exponent, 0.5 < mu < 1 in theory; sparsity grows with mu")
     prune_all: bool = hp(
         True,
-        "threshold every parameter, BN and biases included (the authors' setting); "
-        "false: only the prunable conv/linear weights, the rest get c=0",
+        "threshold every parameter, BN and biases included (the authors' setting), except the first "
+        "and last layers' when budget.prune_first_last is false; false: only the prunable conv/linear "
+        "weights, the rest get c=0",
     )
 
     def __post_init__(self) -> None:
@@ -162,18 +174,29 @@ class GRDAPruner(Pruner):
     Hparams = GRDAHparams
     sparsity_knob: ClassVar[SparsityKnob] = SparsityKnob("c", 1e-4, 1.0, "log")
     paper_recipe = OptimizerRecipe()  # as published: plain SGD steps of the budget's lr, no momentum or decay
+    info = PrunerInfo(own_optimizer=True)
+
+    @property
+    def optimizer_family(self) -> str:
+        return "sgd"  # dual averaging without momentum or decay: gRDA with c = 0 is plain SGD
+
+    def thresholded(self, model: nn.Module) -> list[nn.Parameter]:
+        """The parameters gRDA thresholds: with `prune_all` every one but those of the layers the
+        layer-coverage policy keeps dense; else the prunable conv/linear weights."""
+        if not self.hp.prune_all:
+            return [m.weight for _, m in self.prunable(model)]
+        every = prunable_parameters(model)
+        kept = {id(m) for _, m in every} - {id(m) for _, m in self.prunable(model)}
+        dense = {id(p) for _, m in every if id(m) in kept for p in m.parameters()}
+        return [p for p in model.parameters() if id(p) not in dense]
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         hp = self.hp
-        if hp.prune_all:
-            groups = [{"params": list(model.parameters())}]
-        else:
-            weights = {id(m.weight) for _, m in self.prunable(model)}
-            params = list(model.parameters())
-            groups = [
-                {"params": [p for p in params if id(p) in weights]},
-                {"params": [p for p in params if id(p) not in weights], "c": 0.0},
-            ]
+        ids = {id(p) for p in self.thresholded(model)}
+        params = list(model.parameters())
+        groups = [{"params": [p for p in params if id(p) in ids]},
+                  {"params": [p for p in params if id(p) not in ids], "c": 0.0}]
+        groups = [g for g in groups if g["params"]]
         # gRDA has no momentum or weight decay by design; the recipe gives only its lr
         recipe = self.optimizer_recipe()
         return GRDA(groups, lr=self.budget.lr if recipe.lr is None else recipe.lr, c=hp.c, mu=hp.mu)

@@ -1,23 +1,38 @@
 """The Pruner protocol: every method, gRDA included, has this shape.
 
 A pruner is built with its hyperparameters, the shared budget and a frozen `RunContext` (steps,
-steps per epoch, training-set size, input shape, device), and acts on training only through
+steps per epoch, training-set size, input shape, device, seed), and acts on training only through
 these hooks, called by `bench.run.trainer.Trainer` in this order:
 
     model = pruner.prepare(model)              once, before the optimizer (e.g. reparameterize)
     opt = pruner.make_optimizer(model)         once (again when a hook set `model_changed`)
-    per step:  loss = task_loss + pruner.regularizer(model)
+    per step:  lr = recipe lr * schedule(pruner.lr_progress(step))
+               loss = task_loss + pruner.regularizer(model)
                loss.backward(); pruner.after_backward(step)
-               opt.step();      pruner.after_step(step)
+               if pruner.updates(step): opt.step()
+               pruner.after_step(step)
     per epoch: pruner.end_epoch(epoch)
     eval:      pruner.finalize(model) -> the model to evaluate and count (effective weights)
 
 `finalize` must not disturb training (it is also called at every epoch's evaluation): return
 `model` itself or a copy. An `after_step` that replaces the model's parameters (structured
-pruning) sets `self.model_changed = True`; the trainer then builds a new optimizer with
-`make_optimizer` (the old parameters' optimizer state is dropped). On resume the trainer loads
-the pruner's state before the model's, so `load_state_dict` can first rebuild the changed
-architecture (and set `model_changed` for a matching optimizer). Hyperparameters live in a
+pruning) or rewinds them (IMP) sets `self.model_changed = True`; the trainer then builds a new
+optimizer with `make_optimizer` (the old optimizer state is dropped). `updates(step)` False
+skips that step's optimizer update (SNIP's scoring batch); `lr_progress(step)` is where in the
+lr schedule a step is (IMP replays one round's schedule per round). Pruners never set the
+optimizer's lr or clear its state themselves. On resume the trainer loads the pruner's state
+before the model's, so `load_state_dict` can first rebuild the changed architecture (and set
+`model_changed` for a matching optimizer).
+
+Facts about a method (does it regrow connections, is it its own optimizer, does it change the
+architecture, does it draw random numbers, is it driven by a pruning schedule) are one frozen
+`PrunerInfo` per class (`info`; `info_for(hparams)` where a setting changes one). "When to
+prune" of the schedule-driven methods is one `PruningSchedule` (begin, end, every, GMP's cubic
+sparsity ramp), separate from how each method scores weights. Random draws come from
+`rng(step)`, a generator seeded from (run seed, step): every rank draws the same masks. Which
+layers may be pruned is one policy for all (`prunable_parameters`, `layer_coverage`).
+
+Hyperparameters live in a
 frozen dataclass `Hparams` whose fields carry help text; a pruner registers with
 `@register_pruner("name")` in a module of `baselines/` (or of a plugin). A pruner whose sparsity
 follows from a hyperparameter declares it as `sparsity_knob`, which `bench calibrate` searches
@@ -36,12 +51,14 @@ Training compute (`bench.metrics.step_macs`): after every step the trainer asks
 all dense; a sparse-from-start method returns its mask densities), and adds `extra_macs` (MACs
 spent outside the training steps: scoring passes, dense gradients) at the end. `train_steps()`
 is how many optimizer steps the method runs for the budget's `ctx.total_steps` (default: those;
-IMP with a full budget per round: more).
+IMP with a full budget per round: more). `optimizer_family` names the dense model a run is
+compared with ("sgd", "sgd_momentum", "adam"), derived from `optimizer_recipe()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -63,6 +80,74 @@ class RunContext:
     input_shape: tuple[int, ...] = ()  # one example's shape
     num_classes: int = 0
     device: str = "cpu"
+    seed: int = 0  # the run's seed: pruner random draws derive from it (the same on every rank)
+
+
+@dataclass(frozen=True)
+class PrunerInfo:
+    """What a method is, for tests, boards and the trainer to read instead of guessing."""
+
+    regrows: bool = False  # a pruned connection may return (RigL, SET)
+    own_optimizer: bool = False  # the method is its optimizer (gRDA) or needs its own (VD)
+    changes_architecture: bool = False  # parameters are removed or replaced (channel pruning)
+    randomized: bool = False  # draws random numbers (from `Pruner.rng`)
+    scheduled: bool = False  # masks follow a `PruningSchedule` (when to prune)
+
+
+@dataclass(frozen=True)
+class PruningSchedule:
+    """When a schedule-driven pruner updates its masks, and to which sparsity (Zhu & Gupta 2017).
+
+    `begin`, `end`, `every` are fractions of `total` optimizer steps. Updates happen after
+    t = t0, t0 + dt, ..., t0 + n*dt steps (the last one at or before `end`); with `begin == end`
+    there is one update (one-shot pruning, after at least one step). The sparsity at t is GMP's cubic ramp
+    s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3, held at s_f after the last update.
+    """
+
+    begin: float
+    end: float
+    every: float
+    total: int
+
+    @property
+    def one_shot(self) -> bool:
+        return self.begin == self.end
+
+    @property
+    def t0(self) -> int:
+        """Steps done at the first update (one-shot: at least one step)."""
+        t0 = round(self.begin * self.total)
+        return max(1, t0) if self.one_shot else t0
+
+    @property
+    def dt(self) -> int:
+        return max(1, round(self.every * self.total))
+
+    @property
+    def n(self) -> int:
+        """Updates after the first (one-shot: none; gradual: at least one)."""
+        if self.one_shot:
+            return 0
+        return max(1, (round(self.end * self.total) - self.t0) // self.dt)
+
+    def is_update(self, t: int) -> bool:
+        """Whether the masks change after `t` optimizer steps."""
+        return self.t0 <= t <= self.t0 + self.n * self.dt and (t - self.t0) % self.dt == 0
+
+    def sparsity(self, t: int, final: float, initial: float = 0.0) -> float:
+        """s_t after t steps (the cubic ramp; `final` from the last update on)."""
+        if self.one_shot:
+            return final if t >= self.t0 else initial
+        progress = min(max((t - self.t0) / (self.n * self.dt), 0.0), 1.0)
+        return final + (initial - final) * (1 - progress) ** 3
+
+    @classmethod
+    def one_shot_at(cls, at: float, total: int) -> PruningSchedule:
+        """A single update after `at` of the `total` steps."""
+        return cls(at, at, 1.0, total)
+
+
+OPTIMIZER_FAMILIES = ("sgd", "sgd_momentum", "adam")
 
 
 @dataclass(frozen=True)
@@ -80,11 +165,18 @@ class OptimizerRecipe:
         """The shared track: SGD with the budget's lr, momentum and weight decay."""
         return cls("sgd", None, budget.momentum, False, budget.weight_decay)
 
+    @property
+    def family(self) -> str:
+        """"sgd" (no momentum), "sgd_momentum" or "adam": which dense model a run compares with."""
+        if self.optimizer == "adam":
+            return "adam"
+        return "sgd_momentum" if self.momentum > 0 else "sgd"
+
     def build(self, params: Any, budget: Budget) -> torch.optim.Optimizer:
         """The optimizer over `params` (tensors or parameter groups, as torch.optim takes them)."""
         lr = budget.lr if self.lr is None else self.lr
-        if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, foreach=True)
+        if self.optimizer == "adam":  # fused: one kernel per tensor (several times the foreach speed on CPU)
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, fused=True)
         return torch.optim.SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
                                weight_decay=self.weight_decay, foreach=True)
 
@@ -121,12 +213,23 @@ def register_pruner(name: str):
 def prunable_parameters(model: nn.Module, include_first_last: bool = True) -> list[tuple[str, nn.Module]]:
     """(qualified name, module) of every conv/linear layer whose weight may be pruned, in order.
 
-    Reparameterized layers (torch.nn.utils.parametrize) count like plain ones.
+    Reparameterized layers (torch.nn.utils.parametrize) count like plain ones. The one
+    layer-coverage rule of every pruner (see `layer_coverage`).
     """
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if not include_first_last and len(layers) > 2:
         layers = layers[1:-1]
     return layers
+
+
+def layer_coverage(budget: Budget) -> str:
+    """The layer-coverage policy every pruner follows under `budget`, in words (for boards)."""
+    if budget.prune_first_last:
+        return ("every conv/linear layer is prunable, the first and last included; each method "
+                "splits the sparsity between layers its own way (uniform, ERK, global or learnt)")
+    return ("the first and last conv/linear layers stay dense for every method (weights and, for "
+            "gRDA, biases); channel pruning keeps their channels, so the last layer only loses the "
+            "inputs of channels removed before it")
 
 
 class Pruner:
@@ -136,6 +239,7 @@ class Pruner:
     Hparams: ClassVar[type] = NoHparams
     sparsity_knob: ClassVar[SparsityKnob | None] = None
     paper_recipe: ClassVar[OptimizerRecipe | None] = None  # the optimizer of the pruner's paper
+    info: ClassVar[PrunerInfo] = PrunerInfo()
 
     def __init__(self, hparams: Any, budget: Budget, ctx: RunContext) -> None:
         self.hp = hparams
@@ -143,6 +247,11 @@ class Pruner:
         self.ctx = ctx
         self.model_changed = False  # see the module docstring; reset by the trainer
         self.extra_macs = 0.0  # MACs spent outside the training steps (checkpoint it if it grows)
+
+    @classmethod
+    def info_for(cls, hparams: Any) -> PrunerInfo:
+        """The method's facts under these hyperparameters (default: the class's `info`)."""
+        return cls.info
 
     # -- hooks -------------------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -157,6 +266,14 @@ class Pruner:
 
     def after_backward(self, step: int) -> None:
         pass
+
+    def updates(self, step: int) -> bool:
+        """Whether the optimizer updates the weights at this step (default: always)."""
+        return True
+
+    def lr_progress(self, step: int) -> float:
+        """Where this step is in the lr schedule, in [0, 1] (default: steps done / steps run)."""
+        return min(step / max(1, self.train_steps()), 1.0)
 
     def after_step(self, step: int) -> None:
         pass
@@ -194,6 +311,22 @@ class Pruner:
         if self.budget.recipe == "paper" and self.paper_recipe is not None:
             return self.paper_recipe
         return OptimizerRecipe.shared(self.budget)
+
+    @property
+    def optimizer_family(self) -> str:
+        """The family of `optimizer_recipe()` ("sgd", "sgd_momentum", "adam"): the dense model
+        this run is compared with."""
+        return self.optimizer_recipe().family
+
+    def rng(self, step: int, purpose: str = "") -> torch.Generator:
+        """A generator seeded from (run seed, step, purpose) on the run's device: identical on every
+        rank, independent of the global (per-rank) random stream and of other purposes' draws."""
+        # hashed: a plain seed*K + step would replay the stream that initialised the model (seed 0, step 0)
+        key = f"pruner-rng:{self.ctx.seed}:{step}:{purpose}".encode()
+        key = hashlib.blake2b(key, digest_size=8).digest()
+        gen = torch.Generator(device=self.ctx.device)
+        gen.manual_seed(int.from_bytes(key, "little") >> 1)
+        return gen
 
     def prunable(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         return prunable_parameters(model, self.budget.prune_first_last)

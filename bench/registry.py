@@ -1,21 +1,27 @@
 """One registry per kind of component (pruner, model, dataset), and plugin loading.
 
-Entries register themselves with a decorator when their module is imported. `populate()` imports
-every module of the built-in packages (`bench.grda`, the method under test; every module of
-`baselines/`, `bench/models/` and `bench/data/` whose name does not start with `_`), then the
-plugins: the modules named by `--import` (`load_plugins`) and those of the `prunebench.plugins`
-entry-point group. So a new method, model or data set is one new file, and a user's own module
-works everywhere a built-in one does. Unknown names raise `ConfigError` listing the valid
-choices (the CLI turns that into exit status 2).
+Entries register themselves with a decorator (`@register_pruner("name")`, `@register_model`,
+`@register_dataset`) when their module is imported. The built-in modules (`bench.grda`, the method
+under test, and every module of `baselines/`, `bench/models/` and `bench/data/` whose name does
+not start with `_`) are imported lazily: the registry reads their source once for the names their
+decorators declare (a string literal as the first argument) and imports a module only when one of
+its entries is asked for. So a digits run never imports torchvision, and a new method, model or
+data set is still one new file. A module that declares no literal name is imported whenever the
+full list of names is needed; an unknown name imports everything before it is refused.
+
+Plugins are imported eagerly: the modules named by `--import` (`load_plugins`, remembered in
+PLUGINS_ENV for job processes) and those of the `prunebench.plugins` entry-point group. Unknown
+names raise `ConfigError` listing the valid choices (the CLI turns that into exit status 2).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import os
-import pkgutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,26 +32,68 @@ from bench.errors import ConfigError
 
 T = TypeVar("T")
 
-BUILTIN_MODULES = ("bench.grda",)
-BUILTIN_PACKAGES = ("baselines", "bench.models", "bench.data")  # every public module registers
+# kind -> built-in modules or packages (every public module of a package) that register entries
+BUILTIN_SOURCES: dict[str, tuple[str, ...]] = {
+    "pruner": ("bench.grda", "baselines"),
+    "model": ("bench.models",),
+    "dataset": ("bench.data",),
+}
 ENTRY_POINT_GROUP = "prunebench.plugins"
 PLUGINS_ENV = "PRUNEBENCH_IMPORT"  # os.pathsep-separated plugin modules, inherited by job processes
-_populated = False
+_plugins_loaded = False
+_builtin_depth = 0  # > 0 while the registry imports a built-in module: a plugin's entry then wins
 
 
-def populate() -> None:
-    """Import every module that registers entries, built-in and plugin (idempotent)."""
-    global _populated
-    if _populated:
+def _builtin_modules(source: str) -> list[tuple[str, Path]]:
+    """(module name, source file) of `source` itself, or of every public module of the package."""
+    spec = importlib.util.find_spec(source)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"built-in module {source!r} not found")
+    if not spec.submodule_search_locations:
+        return [(source, Path(spec.origin))]
+    return sorted(
+        (f"{source}.{path.stem}", path)
+        for folder in spec.submodule_search_locations
+        for path in Path(folder).glob("*.py")
+        if not path.stem.startswith("_")
+    )
+
+
+def declared_names(path: Path) -> list[str]:
+    """The names a module's `@register_*("name", ...)` decorators declare, read from its source
+    ([] if it cannot be read: the module is then imported whenever all names are needed)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            for deco in node.decorator_list:
+                if (isinstance(deco, ast.Call) and deco.args and isinstance(deco.args[0], ast.Constant)
+                        and isinstance(deco.args[0].value, str)
+                        and getattr(deco.func, "id", getattr(deco.func, "attr", "")).startswith("register")):
+                    names.append(deco.args[0].value)
+    return names
+
+
+def _import_builtin(module: str) -> None:
+    global _builtin_depth
+    if module in sys.modules:
         return
-    _populated = True
-    for name in BUILTIN_MODULES:
-        importlib.import_module(name)
-    for name in BUILTIN_PACKAGES:
-        package = importlib.import_module(name)
-        for info in pkgutil.iter_modules(package.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{name}.{info.name}")
+    _builtin_depth += 1
+    try:
+        importlib.import_module(module)
+    finally:
+        _builtin_depth -= 1
+
+
+def load_entry_points() -> None:
+    """Import plugin modules: the entry-point group's and PLUGINS_ENV's (once per process)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
@@ -53,6 +101,12 @@ def populate() -> None:
             raise ConfigError(f"plugin entry point {ep.name} = {ep.value!r} ({ENTRY_POINT_GROUP}): "
                               f"{type(e).__name__}: {e}") from None
     load_plugins(loaded_plugins())
+
+
+def populate() -> None:
+    """Import every module that registers entries, built-in and plugin (idempotent)."""
+    for registry in (PRUNERS, MODELS, DATASETS):
+        registry.import_all()
 
 
 def loaded_plugins() -> list[str]:
@@ -95,12 +149,20 @@ def _import_plugin(name: str) -> None:
 
 
 class Registry(Generic[T]):
+    """Entries of one kind by name; the built-in modules of `BUILTIN_SOURCES[kind]` are imported
+    when first needed (see the module's docstring)."""
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T) -> T:
-        if name in self._entries and self._entries[name] is not entry:
+        old = self._entries.get(name)
+        if old is not None and old is not entry:
+            if _builtin_depth:  # a plugin registered this name before its built-in was imported
+                warnings.warn(f"{self.kind} {name!r}: a plugin's entry replaces the built-in one",
+                              stacklevel=3)
+                return entry
             warnings.warn(f"{self.kind} {name!r} registered twice; the later one wins", stacklevel=3)
         self._entries[name] = entry
         return entry
@@ -111,8 +173,32 @@ class Registry(Generic[T]):
 
         return wrap
 
+    @functools.cached_property
+    def _declared(self) -> dict[str, list[str]]:
+        """Built-in module -> the names it declares ([] for one that declares none literally)."""
+        return {module: declared_names(path)
+                for source in BUILTIN_SOURCES.get(self.kind, ())
+                for module, path in _builtin_modules(source)}
+
+    def _load(self, name: str) -> None:
+        """Import what can register `name`: plugins, then its declaring module, then everything."""
+        load_entry_points()
+        for module, names in self._declared.items():
+            if name in self._entries:
+                return
+            if name in names:
+                _import_builtin(module)
+        if name not in self._entries:
+            self.import_all()
+
+    def import_all(self) -> None:
+        load_entry_points()
+        for module in self._declared:
+            _import_builtin(module)
+
     def get(self, name: str, field: str | None = None) -> T:
-        populate()
+        if name not in self._entries:
+            self._load(name)
         if name not in self._entries:
             where = f"{field}: " if field else ""
             raise ConfigError(
@@ -121,11 +207,16 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def names(self) -> list[str]:
-        populate()
-        return sorted(self._entries)
+        """Every name, without importing the modules that declare theirs."""
+        load_entry_points()
+        for module, names in self._declared.items():
+            if not names:
+                _import_builtin(module)
+        return sorted({*self._entries, *(n for names in self._declared.values() for n in names)})
 
     def items(self) -> list[tuple[str, T]]:
-        return [(n, self._entries[n]) for n in self.names()]
+        self.import_all()
+        return [(n, self._entries[n]) for n in sorted(self._entries)]
 
 
 PRUNERS: Registry = Registry("pruner")

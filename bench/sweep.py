@@ -158,7 +158,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     executor = executors.from_args(args)
     check_devices(spec.cells, executor.tasks)
     if args.dry_run:
-        return _dry_run(spec, out, executor)
+        return _dry_run(spec, out, executor, args.probe)
     check_here(spec, executor)
     wait = not args.no_wait and executor.waits
     try:
@@ -175,7 +175,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if any(counts[k] for k in status.UNFINISHED) else 0
 
 
-def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
+def _dry_run(spec: SweepSpec, out: Path, executor: Executor, probe: bool = False) -> int:
     cells = spec.cells
     print(f"sweep {spec.name} ({spec.path}): {len(cells)} cells")
     for pruner, n in spec.per_pruner().items():
@@ -189,8 +189,8 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor) -> int:
     if spec.tuned:
         settings = ", ".join(f"{p} {n}" for p, n in spec.settings_per_pruner().items())
         print(f"  tuned budget keys: {', '.join(spec.tuned)}; settings per pruner: {settings}")
-    print("timing a few training steps of each (pruner, model, dataset) here...", file=sys.stderr)
-    est = estimate(spec, out if out.exists() else None)
+    print("timing each (pruner, model, dataset) here (cached probe, probe or MACs)...", file=sys.stderr)
+    est = estimate(spec, out if out.exists() else None, probe=probe)
     est = loader_bound(cells, est, executor_cpus(executor), executor.tasks)  # the slower: steps or loader
     n_done = sum(1 for c in cells if status.finished_result(out if out.exists() else None, c))
     unit = "GPU" if est.device != "cpu" else "CPU"
@@ -228,6 +228,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate every cell, count them and estimate the compute; run nothing",
     )
+    p.add_argument("--probe", action="store_true",
+                   help="--dry-run: time a real probe of every (pruner, model, dataset) here, not a cached "
+                   "probe or a large model's MACs at this device's rate (minutes for a large model on a CPU)")
     add_override_flag(p)
     p.add_argument("--out", help="out folder (default: runs/<name>)")
     p.add_argument("--no-wait", action="store_true", help="return once the jobs are started")

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules: the single-node SLURM test cluster."""
+"""Fixtures shared by the test modules: the single-node SLURM test cluster, a fresh user cache."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def slurm_unavailable() -> str | None:
         return None
     return ("SLURM is not installed and cannot be installed here (slurm/cluster/start.sh needs root and "
             "apt-get); set PRUNEBENCH_NO_SLURM=1 to skip these tests silently")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> None:
+    """No test reads a dry-run probe or data split cached by the user or an earlier session."""
+    os.environ["PRUNEBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

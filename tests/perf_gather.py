@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/perf_gather.py [N] [--keep DIR]
 
-Writes N complete run folders (result.json + 60-epoch history.csv + config.json, as bench.train
+Writes N complete run folders (result.json + 60-epoch history.csv + config.json, as bench.run
 leaves them) into a temporary folder, then times `results.gather` + `results.write` in this
 process, and the whole `bench gather` command (Python start-up and imports included) as a
 subprocess. Not collected by pytest (a benchmark, not a test).

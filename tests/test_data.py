@@ -57,7 +57,12 @@ def check_tensor_data(
 
 
 @pytest.mark.parametrize("name", [n for n in DATASETS.names() if DATASETS.get(n).on_disk])
-def test_missing_files_name_dataset_and_path(name: str, tmp_path: Path) -> None:
+def test_missing_files_name_dataset_and_path(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.data import fashion_mnist  # also looks in the system copy: as if not installed
+
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIRS", (str(tmp_path / "not-installed"),))
     root = tmp_path / "no-data-here"
     with pytest.raises(ConfigError) as err:
         load(name, root)
@@ -309,3 +314,20 @@ def test_cifar_batch_that_would_run_code_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}))
     with open(path, "rb") as f, pytest.raises(pickle.UnpicklingError, match="not allowed"):
         _ArrayUnpickler(f, encoding="latin1").load()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_normalizing_leaves_the_stored_data_alone(dtype: torch.dtype) -> None:
+    """Batches are normalized in place on their own copy: never on the stored tensors (a float
+    test or validation batch is a view of them)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (20, 1, 4, 4), generator=g).to(dtype)
+    y = torch.arange(20) % 2
+    data = TensorData(x.clone(), y, x.clone(), y, 2, mean=(0.3,), std=(0.2,)).holdout(0.2)
+    stored = [t.clone() for t in (data.x_train, data.x_val, data.x_test)]
+    batches = [*data.train_batches(8, 0, 0), *data.val_batches(8), *data.test_batches(8)]
+    now = (data.x_train, data.x_val, data.x_test)
+    assert all(torch.equal(a, b) for a, b in zip(stored, now, strict=True))
+    xt = torch.cat([xb for xb, _ in data.test_batches(8)])
+    scale = 255 if dtype == torch.uint8 else 1
+    assert torch.allclose(xt, (x.float() / scale - 0.3) / 0.2) and len(batches) == 2 + 1 + 3

@@ -57,5 +57,6 @@ def test_known_sizes() -> None:
 
     assert params("lenet300_100") == 266_610
     assert params("lenet5") == 431_080
+    assert params("lenet5_classic") == 61_706  # LeCun et al. 1998 (with 32x32 inputs): 61,706
     assert params("resnet20") == 272_474  # 0.27M (projection shortcuts add ~2k)
     assert params("vgg16") == 14_724_042

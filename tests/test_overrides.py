@@ -48,7 +48,7 @@ def test_overrides_of_the_committed_paper_sweep():
 def test_cli_dry_run_of_the_paper_sweep_with_overrides(tmp_path, capsys, monkeypatch):
     seen = []
 
-    def fake_estimate(spec, out=None):  # the dry run's timing probe of vgg16 is not under test here
+    def fake_estimate(spec, out=None, probe=False):  # the dry run's estimate of vgg16 is not under test
         seen.append(spec)
         return Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
 

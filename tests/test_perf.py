@@ -176,3 +176,161 @@ def test_bad_input_exits_2_before_anything_runs(argv: list[str], expected: str, 
 def test_cuda_without_a_gpu_is_a_config_error(capsys) -> None:
     assert main(["perf", "--quick", "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ start-up
+
+
+def test_a_digits_run_imports_neither_torchvision_nor_sklearn(tmp_path, monkeypatch) -> None:
+    """The registry imports only the modules of the names asked for; the digits split comes from
+    the user cache after the first run (which imports scikit-learn to compute it)."""
+    from bench.perf.startup import heavy_imports
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    first = heavy_imports(str(tmp_path / "runs"))
+    assert "torchvision" not in first and "sklearn" in first
+    assert list((tmp_path / "cache").glob("digits-split-*.npz"))
+    second = heavy_imports(str(tmp_path / "runs"))
+    assert "torchvision" not in second and "sklearn" not in second and "pandas" not in second
+
+
+def test_registry_imports_a_module_only_when_its_entry_is_asked_for() -> None:
+    code = ("import sys; from bench.registry import MODELS, PRUNERS; "
+            "names = MODELS.names(); assert 'resnet50' in names and 'mlp' in names, names; "
+            "assert 'bench.models.torchvision_models' not in sys.modules; "
+            "MODELS.get('mlp'); assert 'bench.models.torchvision_models' not in sys.modules; "
+            "assert 'baselines.vd' not in sys.modules; PRUNERS.get('dense'); "
+            "assert 'baselines.vd' not in sys.modules; "
+            "info = MODELS.get('resnet50'); assert 'torchvision' not in sys.modules; "
+            "info.build(10); assert 'torchvision' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_unknown_name_lists_every_builtin_choice() -> None:
+    from bench.errors import ConfigError
+    from bench.registry import MODELS
+
+    with pytest.raises(ConfigError, match=r"model: unknown model 'nope'; valid choices: .*resnet50"):
+        MODELS.get("nope", "model")
+
+
+def test_declared_names_are_read_from_the_decorators(tmp_path) -> None:
+    from bench.registry import declared_names
+
+    path = tmp_path / "m.py"
+    path.write_text('@register_model(\n    "a", input_shapes=()\n)\ndef a(n): ...\n\n'
+                    '@other("b")\ndef b(): ...\n\n@register_pruner("c")\nclass C: ...\n'
+                    '# @register_model("d")\n')
+    assert declared_names(path) == ["a", "c"]
+
+
+# ------------------------------------------------------------------------------------ dry runs
+
+DRY = """
+name = "dry"
+[budget]
+epochs = 2
+batch_size = 32
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+seeds = [0, 1]
+[pruners.dense]
+"""
+
+
+def test_step_counts_leave_out_the_validation_split() -> None:
+    from bench.estimate import _total_steps
+
+    def config(**budget) -> RunConfig:
+        return RunConfig("dense", "mlp", "digits", {}, Budget(epochs=2, batch_size=32, **budget))
+
+    assert _total_steps(config(val_fraction=0.0), 1437) == 2 * 45
+    assert _total_steps(config(val_fraction=0.1), 1437) == 2 * 41  # 1293 examples, as a run has
+    assert _total_steps(config(val_fraction=0.1, max_steps=50), 1437) == 50
+
+
+def test_a_dry_run_reuses_its_cached_probe_unless_asked_to_probe(tmp_path, monkeypatch) -> None:
+    from bench import estimate
+    from bench.sweep import load_sweep
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "s.toml").write_text(DRY)
+    spec = load_sweep(tmp_path / "s.toml")
+    probes = []
+    real = estimate._probe
+    monkeypatch.setattr(estimate, "_probe", lambda c, steps: probes.append(c) or real(c, steps))
+    first = estimate.estimate(spec)
+    assert len(probes) == 1 and "timed probe" in first.rates["dense/mlp/digits"]
+    again = estimate.estimate(spec)
+    assert len(probes) == 1 and "scaled to 32; cached " in again.rates["dense/mlp/digits"]
+    assert again.total_s == pytest.approx(first.total_s)
+    estimate.estimate(spec, probe=True)
+    assert len(probes) == 2
+
+
+def test_a_large_model_is_estimated_from_its_macs_at_the_device_rate(tmp_path, monkeypatch) -> None:
+    from bench import estimate
+    from bench.sweep import load_sweep
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(estimate, "PROBE_MAX_MACS", 0.0)  # the MLP counts as large
+    monkeypatch.setattr(estimate, "_probe", lambda c, steps: pytest.fail("probed"))
+    (tmp_path / "s.toml").write_text(DRY)
+    est = estimate.estimate(load_sweep(tmp_path / "s.toml"))
+    how = est.rates["dense/mlp/digits"]
+    assert "MAC estimate: 3 x " in how and "x 82 steps" in how and "GMAC/s" in how
+    cell = est.cells["dense/mlp/digits"]
+    assert cell.steps_per_epoch == 41 and finite_positive(cell.epoch_s) and est.total_s == 2 * cell.total_s
+    assert {"macs.json", "rates.json"} <= {p.name for p in (tmp_path / "cache").iterdir()}
+
+
+def test_the_user_cache_recomputes_what_it_cannot_read_and_survives_being_unwritable(tmp_path,
+                                                                                       monkeypatch) -> None:
+    import numpy as np
+
+    from bench import cache
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "c"))
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"x": np.arange(3)}
+
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2]
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 1
+    (tmp_path / "c" / "a.npz").write_bytes(b"torn")  # a damaged entry is recomputed and replaced
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 2
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 2
+    (tmp_path / "c" / "a.npz").write_bytes((tmp_path / "c" / "a.npz").read_bytes()[:-20])  # a torn zip
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 3
+    (tmp_path / "c" / "p.json").write_text("[1, 2]")  # not an object: treated as empty
+    assert cache.read_json("p") == {}
+    cache.write_json("p", {"k": 1})
+    assert cache.read_json("p") == {"k": 1}
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "file" / "c"))  # cannot be created
+    assert cache.cached_arrays("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 4
+    cache.write_json("p", {"k": 2})
+    assert cache.read_json("p") == {}
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_a_plugin_entry_wins_over_the_builtin_imported_after_it() -> None:
+    code = """
+import warnings
+from bench.models import register_model
+from bench.registry import MODELS
+
+@register_model("mlp", input_shapes=((1, 8, 8),))
+def mine(num_classes):
+    '''my own mlp'''
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    MODELS.items()  # imports every built-in model module, bench.models.mlp included
+assert MODELS.get("mlp").build is mine
+assert any("replaces the built-in" in str(w.message) for w in caught), caught
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)

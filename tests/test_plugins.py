@@ -27,6 +27,7 @@ def plugin_env(monkeypatch):
     stay in the registries of this process: restore both afterwards (other tests list names)."""
     monkeypatch.setenv(registry.PLUGINS_ENV, "")
     registries = (registry.PRUNERS, registry.MODELS, registry.DATASETS)
+    registry.populate()  # built-in modules import once per process: their entries must be in `saved`
     saved = [dict(r._entries) for r in registries]
     modules = set(sys.modules)
     yield

@@ -21,7 +21,7 @@ HISTORY_HEADER = "epoch,step,loss,top1,sparsity,lr,elapsed_s"
 
 def fake_result(run_id: str, pruner: str = "grda", seed: int = 0, top1: float = 0.9, sparsity: float = 0.9,
                 finished_at: str = "2025-01-01T00:00:00+00:00", **extra: Any) -> dict[str, Any]:
-    """A complete result.json record (the fields bench.train writes), for synthetic run folders."""
+    """A complete result.json record (the fields bench.run writes), for synthetic run folders."""
     hparams = {"c": 0.02, "mu": 0.6, "prune_all": True} if pruner == "grda" else {}
     rec = {
         "run_id": run_id, "config_hash": "h" * 64, "pruner": pruner, "model": "mlp", "dataset": "digits",
@@ -41,7 +41,7 @@ def fake_result(run_id: str, pruner: str = "grda", seed: int = 0, top1: float = 
 
 
 def make_run(root: Path, record: dict[str, Any], epochs: int = 3, folder: str | None = None) -> Path:
-    """A run folder as bench.train leaves it: config.json, history.csv, result.json."""
+    """A run folder as bench.run leaves it: config.json, history.csv, result.json."""
     d = root / (folder or record["run_id"])
     write_json(d / "config.json", {k: record[k] for k in ("run_id", "pruner", "model", "dataset", "seed")})
     top1, sparsity = record.get("top1") or "", record.get("sparsity") or 0.0

@@ -182,11 +182,12 @@ class TensorData:
                           self.y_train[val])
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        # in place on the batch's own float copy (one allocation); a float batch may be a view of
+        # the stored data, so its first operation makes the copy
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
-        if self._mean is not None:
-            x = (x - self._mean) / self._std
-        return x
+            return x if self._mean is None else x.sub_(self._mean).div_(self._std)
+        return x if self._mean is None else (x - self._mean).div_(self._std)
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
         g = epoch_generator(seed, epoch, self.x_train.device)

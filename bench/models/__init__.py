@@ -1,5 +1,6 @@
-"""Models, one family per module; each registers its builders with `@register_model` (the registry
-imports every module of this package)."""
+"""Models, one family per module; each registers its builders with `@register_model("name", ...)`
+(the registry imports a module when one of the names it declares is asked for: keep heavy imports,
+such as torchvision, inside the builder)."""
 
 from __future__ import annotations
 

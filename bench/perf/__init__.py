@@ -12,6 +12,7 @@ shared machine.
     suites.py    the bench_* measurements and the runner of each suite (its checks)
     fixtures.py  run folders for the gather/leaderboard timing
     report.py    the report dict as Markdown tables
+    startup.py   `--startup`: a small run's whole process against `import torch`
 
 This module holds the driver (`run_perf`) and the CLI. Importing it (and so building `bench`'s
 parser) imports no torch: the suites are imported when they run.
@@ -124,6 +125,10 @@ def options_from_args(args: argparse.Namespace) -> PerfOptions:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
+    if args.startup:  # subprocesses only: this process need not import torch
+        from bench.perf.startup import cmd_startup
+
+        return cmd_startup(args)
     import torch
 
     if args.kernels:
@@ -146,6 +151,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernels", action="store_true",
                    help="instead: the kernel table, dense vs CSR/BSR (and 2:4 on CUDA) matrix products on "
                    "standard layer shapes from 50%% to 99%% sparsity, and the crossover sparsity")
+    p.add_argument("--startup", action="store_true",
+                   help="instead: a 1-epoch digits `bench run` against `python -c \"import torch\"`, as "
+                   "whole processes, interleaved (--repeats), and the heavy modules the run imports")
+    p.add_argument("--repeats", type=int, default=7, help="--startup: interleaved repeats")
     p.add_argument("--model", default="resnet20", help="model name (see `bench list`)")
     p.add_argument("--dataset", default="synthetic", help="dataset name (synthetic takes the model's shape)")
     p.add_argument("--pruners", default=None, help="comma-separated pruners (default: all registered); "

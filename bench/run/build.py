@@ -80,6 +80,7 @@ def build(config: RunConfig, data: Data | None = None, device: torch.device | No
         input_shape=tuple(data.input_shape),
         num_classes=data.num_classes,
         device=str(device),
+        seed=config.seed,
     )
     pruner_cls = PRUNERS.get(config.pruner)
     pruner = pruner_cls(pruner_cls.Hparams(**config.hparams), b, context)

@@ -104,7 +104,7 @@ class Trainer:
     def set_lr(self) -> float:
         """Each parameter group's initial lr (the budget's, or the recipe's own) times the schedule's
         factor at this step; returns the budget's lr at this step."""
-        factor = lr_factor(self.budget, self.step / self.total_steps)
+        factor = lr_factor(self.budget, self.pruner.lr_progress(self.step))
         for group in self.optimizer.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
         return self.budget.lr * factor
@@ -197,7 +197,8 @@ class Trainer:
         """The half of a step after `backward`: the pruner's `after_backward`, the optimizer step,
         `after_step`, and a new optimizer if the pruner changed the model."""
         self.pruner.after_backward(self.step)
-        self.optimizer.step()
+        if self.pruner.updates(self.step):
+            self.optimizer.step()
         self.pruner.after_step(self.step)
         if self.pruner.model_changed:
             self.rebuild_optimizer()
