@@ -181,3 +181,21 @@ def test_each_rank_evaluates_its_share_of_the_validation_split(tmp_path):
     for r in two_ranks(tmp_path, _validation, str(tmp_path)):
         assert r["sharded"] == r["single"] and r["gathered"] == r["whole"]
         assert 0 < r["shard"] <= (r["num_val"] + 1) // 2  # decodes only about half
+
+
+
+def test_batchnorm_is_synchronised_across_gpu_ranks():
+    """BatchNorm over the global batch on GPUs (no GPU count in the run's identity); in place, so
+    the optimizer's parameters and the saved buffers stay the model's."""
+    from bench.models.resnet_cifar import resnet20
+    from bench.run.distributed import sync_batchnorm
+
+    def norms(m: torch.nn.Module) -> set[str]:
+        return {type(x).__name__ for x in m.modules() if "BatchNorm" in type(x).__name__}
+
+    model = resnet20(10)
+    params, buffers = list(model.parameters()), list(model.buffers())
+    assert sync_batchnorm(model, torch.device("cpu")) is model and norms(model) == {"BatchNorm2d"}
+    assert sync_batchnorm(model, torch.device("cuda")) is model and norms(model) == {"SyncBatchNorm"}
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+    assert all(a is b for a, b in zip(buffers, model.buffers(), strict=True))

@@ -7,6 +7,7 @@ import os
 from datetime import timedelta
 
 import torch
+from torch import nn
 
 from bench.config import RunConfig
 
@@ -57,6 +58,17 @@ PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)
 def init_group(backend: str) -> None:
     """Join this job's torch.distributed group (its rank and size from the environment)."""
     torch.distributed.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` (several ranks) with its BatchNorm layers as SyncBatchNorm on GPUs: statistics over
+    the global batch, not each rank's slice, so a run computes the same for any number of GPUs
+    and a resume with another GPU count continues the same training; the GPU count stays out of
+    the run's identity. In place: the parameters and buffers are the same tensors. torch has no
+    SyncBatchNorm on CPUs: CPU ranks (a test set-up) keep per-rank statistics."""
+    if device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 def dist_info() -> tuple[int, int]:

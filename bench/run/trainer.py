@@ -25,7 +25,7 @@ from bench.callbacks import Callback
 from bench.config import RunConfig
 from bench.run import checkpoint, evaluation, history
 from bench.run.build import Built, build
-from bench.run.distributed import dist_info, max_over_ranks, rank_seed
+from bench.run.distributed import dist_info, max_over_ranks, rank_seed, sync_batchnorm
 from bench.run.result import run_record
 from bench.runs import RunDir, RunStatus
 from bench.schedules import lr_factor
@@ -84,16 +84,11 @@ class Trainer:
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the training step calls: the model, under DistributedDataParallel when several ranks
-        train together (it averages gradients), compiled with `compile`. Under DDP on GPUs its
-        BatchNorm layers become SyncBatchNorm (statistics over the global batch, not each rank's
-        slice), so a run computes the same for any number of GPUs and a resume with another GPU
-        count continues the same training: the GPU count stays out of the run's identity. (torch
-        has no SyncBatchNorm on CPUs: CPU ranks, a test set-up, keep per-rank statistics.)"""
+        train together (it averages gradients; BatchNorm synchronised on GPUs: `sync_batchnorm`),
+        compiled with `compile`."""
         net = model
         if self.world > 1:
-            if self.device.type == "cuda":
-                nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the same parameters and buffers
-            net = nn.parallel.DistributedDataParallel(model)
+            net = nn.parallel.DistributedDataParallel(sync_batchnorm(model, self.device))
         # `compile`: the step's forward and backward compiled (the model itself, what is saved, unchanged)
         return torch.compile(net) if self.config.compile else net
 
