@@ -135,6 +135,8 @@ class RunConfig:
     deterministic: bool = hp(False, "deterministic algorithms: bit-exact resumes on CUDA, slower")
     threads: int = hp(1, "torch CPU threads of a CPU run (0: torch's default, all cores); recorded, "
                          "not part of the run's identity")
+    compile: bool = hp(False, "torch.compile the training forward (faster GPU steps after a compile of "
+                              "a minute or so); recorded, not part of the run's identity")
 
     def __post_init__(self) -> None:
         if self.data_dir == "":  # "" (configs and sweep files written before the default was named)
@@ -205,7 +207,7 @@ class RunConfig:
         return stable_hash(d)
 
 
-RUN_ONLY = ("data_dir", "loggers", "threads")  # how a run is carried out, not what it trains
+RUN_ONLY = ("data_dir", "loggers", "threads", "compile")  # how a run is carried out, not what it trains
 
 
 def stable_hash(obj: Any) -> str:
@@ -379,7 +381,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 # the RunConfig fields that are flags of `bench run` (the others: --pruner, --model, --dataset, --set)
-RUN_LEVEL = ("seed", "data_dir", "device", "loggers", "deterministic", "threads")
+RUN_LEVEL = ("seed", "data_dir", "device", "loggers", "deterministic", "threads", "compile")
 
 
 def add_run_level_flags(parser: argparse.ArgumentParser) -> None:

@@ -170,6 +170,7 @@ class RunRecord:
     cpu_model: str | None = _f("provenance", "CPU model name")
     cpu_count: int | None = _f("provenance", "logical CPUs of the machine")
     torch_threads: int | None = _f("provenance", "torch intra-op threads of the run")
+    compiled: bool | None = _f("provenance", "the training forward ran torch.compile'd (--compile)")
     load_avg_before: float | None = _f("provenance", "1-minute load average when training started")
     load_avg_after: float | None = _f("provenance", "1-minute load average when training ended")
     started_at: str | None = _f("provenance", "start, ISO 8601 UTC")

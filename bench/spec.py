@@ -6,6 +6,7 @@
     data_dir = "data"            # optional, where on-disk datasets live
     device = "auto"              # optional: auto | cpu | cuda | cuda:N (not cuda:N with --gpus > 1)
     deterministic = false        # optional: deterministic algorithms (bit-exact CUDA resumes)
+    compile = false              # optional: torch.compile the training step; not run identity
     loggers = ["tensorboard"]    # optional experiment trackers (bench.loggers); not run identity
     [budget]                     # bench.config.Budget fields, shared by every cell
     epochs = 30
@@ -69,7 +70,8 @@ from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.validate import check_config, check_data, check_loggers
 
 TOP_KEYS = (
-    "name", "max_cells", "data_dir", "device", "deterministic", "loggers", "budget", "grid", "pruners",
+    "name", "max_cells", "data_dir", "device", "deterministic", "compile", "loggers", "budget", "grid",
+    "pruners",
 )
 GRID_KEYS = ("models", "datasets", "seeds")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -164,6 +166,9 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
     deterministic = data.get("deterministic", False)
     if not isinstance(deterministic, bool):
         errors.append(f"deterministic = {deterministic!r}: expected true or false")
+    compile_ = data.get("compile", False)
+    if not isinstance(compile_, bool):
+        errors.append(f"compile = {compile_!r}: expected true or false")
     loggers = data.get("loggers", [])
     if not isinstance(loggers, list) or not all(isinstance(x, str) for x in loggers):
         errors.append(f"loggers = {loggers!r}: expected a list of names, e.g. [\"tensorboard\"]")
@@ -195,6 +200,7 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
             data_dir=data_dir,
             device=device,
             deterministic=deterministic,
+            compile=compile_,
             loggers=tuple(loggers),
         )
         try:

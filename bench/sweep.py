@@ -26,6 +26,7 @@ from bench.errors import ConfigError
 from bench.estimate import estimate
 from bench.executors import Executor
 from bench.io import write_json
+from bench.loader_probe import executor_cpus, loader_bound
 from bench.spec import SweepSpec, check_local_data, load_sweep
 from bench.validate import check_device_here, check_devices, check_out
 
@@ -190,6 +191,7 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor, probe: bool = False
         print(f"  tuned budget keys: {', '.join(spec.tuned)}; settings per pruner: {settings}")
     print("timing each (pruner, model, dataset) here (cached probe, probe or MACs)...", file=sys.stderr)
     est = estimate(spec, out if out.exists() else None, probe=probe)
+    est = loader_bound(cells, est, executor_cpus(executor), executor.tasks)  # the slower: steps or loader
     n_done = sum(1 for c in cells if status.finished_result(out if out.exists() else None, c))
     unit = "GPU" if est.device != "cpu" else "CPU"
     print(f"out: {out} ({n_done} finished, {len(cells) - n_done} to run)")

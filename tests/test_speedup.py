@@ -315,3 +315,54 @@ def test_speedup_figure_has_a_marker_per_measured_backend(tmp_path):
     assert "compact" in svg and "sparse" in svg and "median over runs" in svg
     assert "2:4" not in svg  # never measured: not in the legend
     assert not plt.get_fignums()  # closed after saving
+
+
+# ----------------------------------------------------------------------------- 2:4, float16
+
+
+def test_a_conv_pruned_by_nm_qualifies_for_2to4():
+    """`nm` groups a convolution's input channels per kernel position; so does the 2:4 check (a
+    grouping along (in, kh, kw) would reject every 3x3 convolution it pruned)."""
+    from baselines.nm import nm_mask
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 32, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(nm_mask(conv.weight, 2, 4))
+    assert inference.qualifies_2_4(conv)
+    assert not is_2_4(conv.weight.detach().reshape(32, -1))  # the (in, kh, kw) grouping
+    assert not inference.qualifies_2_4(nn.Conv2d(64, 32, 3))  # dense
+    assert not inference.qualifies_2_4(nn.Conv2d(60, 32, 1))  # 60 inputs: not a multiple of 64
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, bias=True)])
+def test_the_2to4_layer_reads_the_unfolded_input_in_the_nm_order(kw):
+    """The semi-structured path with a dense stand-in for the compressed weight: the same product."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 8, **{"bias": False, **kw}).eval()
+    x = torch.randn(2, 6, 9, 11)
+    with torch.no_grad():
+        layer = SparseMatmul(conv, inference.nm_matrix(conv).contiguous(), semi_structured=True)
+        torch.testing.assert_close(layer(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def _half(model, example, reference):
+    half = inference.HalfPrecision(model.eval())
+    half.tolerance = (inference.HALF_RTOL, inference.HALF_TOP1_SLACK)
+    half.timing_reference = inference.HalfPrecision(reference.eval())
+    return half
+
+
+def test_a_float16_backend_is_checked_with_a_float16_tolerance_against_a_float16_reference():
+    model, d = resnet20(10).eval(), data((3, 32, 32), n=32)
+    f = measure_speedup(model, d, CPU, backends={"dense": BACKENDS["dense"], "2:4": _half}, **FAST)
+    assert f["speedup_2to4_status"] == "ok", f["speedup_2to4_reason"]
+    assert 0 < f["speedup_2to4_max_abs_diff"] and f["speedup_2to4"] > 0
+
+    def strict(model, example, reference):  # the same model held to float32's tolerance
+        half = _half(model, example, reference)
+        del half.tolerance
+        return half
+
+    f = measure_speedup(model, d, CPU, backends={"dense": BACKENDS["dense"], "2:4": strict}, **FAST)
+    assert f["speedup_2to4_status"] == "refused"

@@ -128,7 +128,7 @@ def family_of(optimizer: Any) -> str | None:
 def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     """Check a gathered table and add `recipe`, `budget`, `setting`, `hparams`, `select_top1` (what
     selection uses: validation top-1, or test top-1 for a run without a validation split),
-    `validated`, `macs_reduction`, `optimizer_family` (recorded, else read off `optimizer`) and
+    `validated`, `macs_reduction`, `hardware`, `optimizer_family` (recorded, else read off `optimizer`) and
     `loaded` (recomputed by the one rule, bench.record.is_loaded); rows are sorted (dense first,
     then by pruner and hyperparameter values)."""
     missing = [c for c in REQUIRED if c not in runs.columns]
@@ -168,6 +168,7 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     df["validated"] = df["val_top1"].notna()
     df["select_top1"] = df["val_top1"].where(df["validated"], df["top1"]).astype(float)
     df["macs_reduction"] = df["macs_dense"] / df["macs_sparse"]
+    df["hardware"] = hardware(df)
     family = df["optimizer_family"].astype(object)
     df["optimizer_family"] = family.where(family.notna(), df["optimizer"].map(family_of))
     again = pd.Series(
@@ -181,6 +182,15 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     df["loaded"] = again.where(again.notna(), df["loaded"])  # no loads recorded: the run's own flag
     df["loaded"] = df["loaded"].astype("boolean").fillna(False).astype(bool)
     return df
+
+
+def hardware(df: pd.DataFrame) -> pd.Series:
+    """What a run's costs were measured on: `<gpus>x <GPU type>` (one H100 and four differ), or
+    `cpu`. Cost ratios divide only by dense runs on the same hardware."""
+    gpus = df["gpus"].astype(object).where(df["gpus"].notna(), 1)
+    label = [f"{int(n)}x {t}" if isinstance(t, str) else "cpu"
+             for n, t in zip(gpus, df["gpu_type"], strict=True)]
+    return pd.Series(label, index=df.index, dtype=object)
 
 
 def in_section(t: pd.DataFrame, key: tuple[str, ...], budget: bool = True) -> pd.DataFrame:

@@ -20,6 +20,7 @@ COSTS = {
     "state_bytes": "state_vs_dense",
 }  # measure -> its ratio to the row's own dense
 REFERENCE = [*SECTION, "optimizer_family"]  # what a row shares with its dense reference
+COST_REFERENCE = [*REFERENCE, "hardware"]  # and for cost ratios: the same GPU type and count
 # averaged over seeds: what selection uses, and every board column that is a per-run quantity
 NOT_AVERAGED = (
     "optimizer_family",
@@ -48,9 +49,9 @@ def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _dense_reference(ok: pd.DataFrame) -> pd.DataFrame:
-    """Per (section, optimizer family), the mean quiet train time, peak tensor memory and state of its
-    dense runs."""
-    dense = ok[ok["pruner"] == "dense"].groupby(REFERENCE, dropna=False)
+    """Per (section, optimizer family, hardware), the mean quiet train time, peak tensor memory and
+    state of its dense runs."""
+    dense = ok[ok["pruner"] == "dense"].groupby(COST_REFERENCE, dropna=False)
     ref = pd.concat(
         [
             dense["quiet_time_s"].mean().rename("dense_train_time_s"),
@@ -62,6 +63,11 @@ def _dense_reference(ok: pd.DataFrame) -> pd.DataFrame:
     return ref.reset_index()
 
 
+def _one_hardware(values: pd.Series) -> str:
+    """The hardware of a row's runs; `mixed` (no cost ratio) when they ran on different ones."""
+    return str(values.iloc[0]) if values.nunique() == 1 else "mixed"
+
+
 def _most_common(values: pd.Series) -> str | None:
     counts = values.dropna().value_counts()
     return str(counts.index[0]) if len(counts) else None
@@ -70,11 +76,12 @@ def _most_common(values: pd.Series) -> str | None:
 def summarize(df: pd.DataFrame, timings: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (section, pruner, setting) over its ok runs: `seeds`, `<measure>_mean`/`_std`
     (sample std)/`_ci` (half-width of the 95% t interval), `validated` (every run has a validation
-    top-1), `loaded_runs`, `num_test`, `optimizer_family`, and the cost ratios of means to its own
-    dense rows (times: quiet runs on both sides, else NaN). `train_time_s` is over the row's quiet
-    runs when it has any (else over all, and `loaded_runs` == `seeds` marks it). `timings`: timing-phase
-    records (bench.board.timing.load_timings); where a row has a quiet one, `timed_step_ms` and
-    `time_vs_dense` (with `time_vs_dense_low`/`_high`) come from it, and a loaded one is never used."""
+    top-1), `loaded_runs`, `num_test`, `optimizer_family`, `hardware`, and the cost ratios of means to
+    its own dense rows on the same hardware (times: quiet runs on both sides, else NaN).
+    `train_time_s` is over the row's quiet runs when it has any (else over all, and `loaded_runs` ==
+    `seeds` marks it). `timings`: timing-phase records (bench.board.timing.load_timings); where a row
+    has a quiet one, `timed_step_ms` and `time_vs_dense` (with `time_vs_dense_low`/`_high`) come
+    from it, and a loaded one is never used."""
     ok = ok_runs(df)
     quiet_any = ok.groupby(SETTING, sort=False)["quiet_time_s"].transform("count") > 0
     ok["train_time_s"] = ok["train_time_s"].where(~quiet_any | ~ok["loaded"])
@@ -92,13 +99,14 @@ def summarize(df: pd.DataFrame, timings: pd.DataFrame | None = None) -> pd.DataF
             g["loaded"].sum().rename("loaded_runs"),
             g["num_test"].max(),
             g["optimizer_family"].first(),
+            g["hardware"].agg(_one_hardware),
             g["quiet_time_s"].mean().rename("quiet_time_s"),
             g["speedup_best_backend"].agg(_most_common).rename("speedup_backend"),
         ],
         axis=1,
     )
     summary = pd.concat([extra, stats_], axis=1).reset_index()
-    summary = summary.merge(_dense_reference(ok), on=REFERENCE, how="left")
+    summary = summary.merge(_dense_reference(ok), on=COST_REFERENCE, how="left")
     summary["time_vs_dense"] = summary.pop("quiet_time_s") / summary.pop("dense_train_time_s")
     for col in ("peak_tensor_bytes", "state_bytes"):
         summary[COSTS[col]] = summary[f"{col}_mean"] / summary.pop(f"dense_{col}")

@@ -45,7 +45,9 @@ class Data(Protocol):
         """This rank's slice of each global batch of `batch_size` (all of it when world is 1)."""
         ...
 
-    def val_batches(self, batch_size: int) -> Iterator[Batch]: ...
+    def val_batches(self, batch_size: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
+        """The validation split in order (this rank's contiguous share of it, like test_batches)."""
+        ...
 
     def test_batches(self, batch_size: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
         """This rank's share of the test set, in batches of at most `batch_size`."""
@@ -204,9 +206,11 @@ class TensorData:
         for i in range(0, len(x_test), batch_size):
             yield self._prepare(x_test[i : i + batch_size]), y_test[i : i + batch_size]
 
-    def val_batches(self, batch_size: int) -> Iterator[Batch]:
-        for i in range(0, len(self.x_val), batch_size):
-            yield self._prepare(self.x_val[i : i + batch_size]), self.y_val[i : i + batch_size]
+    def val_batches(self, batch_size: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
+        part = batch_slice(len(self.x_val), shard)
+        x_val, y_val = self.x_val[part], self.y_val[part]
+        for i in range(0, len(x_val), batch_size):
+            yield self._prepare(x_val[i : i + batch_size]), y_val[i : i + batch_size]
 
 
 def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:

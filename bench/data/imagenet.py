@@ -13,6 +13,7 @@ from torchvision import datasets, transforms
 
 from bench.data import Batch, Shard, batch_slice, epoch_generator, register_dataset, validation_indices
 from bench.data.vision import missing_files_error
+from bench.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -88,7 +89,7 @@ class FolderData:
     conversion and normalization happen on `device`. The order of an epoch and each image's
     augmentation seed are drawn from the (seed, epoch) generator, so an epoch's batches are the
     same whatever the number of workers or ranks, and after a resume. Under torch.distributed each
-    rank decodes only its slice of each batch, and its share of the validation set.
+    rank decodes only its slice of each batch, and its share of the validation and test sets.
     """
 
     def __init__(self, train: Dataset, test: Dataset, num_classes: int, device: torch.device,
@@ -145,8 +146,52 @@ class FolderData:
     def test_batches(self, batch_size: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
         return self._batches(self._loader("test", batch_size, shard)[0])
 
-    def val_batches(self, batch_size: int) -> Iterator[Batch]:
-        return iter(()) if self.val is None else self._batches(self._loader("val", batch_size, (0, 1))[0])
+    def val_batches(self, batch_size: int, shard: Shard = (0, 1)) -> Iterator[Batch]:
+        return iter(()) if self.val is None else self._batches(self._loader("val", batch_size, shard)[0])
+
+
+Listing = tuple[list[str], dict[str, int], list[tuple[str, int]]]  # classes, class_to_idx, samples
+
+
+class _ListedFolder(datasets.ImageFolder):
+    """An ImageFolder over a listing made already (`shared_listings`): no directory is scanned."""
+
+    def __init__(self, root: str, transform: object, listing: Listing) -> None:
+        self._listing = listing
+        super().__init__(root, transform=transform)
+
+    def find_classes(self, directory: object) -> tuple[list[str], dict[str, int]]:
+        return self._listing[0], self._listing[1]
+
+    def make_dataset(self, *_: object, **__: object) -> list[tuple[str, int]]:  # type: ignore[override]
+        return self._listing[2]
+
+
+def _scan(folder: str) -> dict[str, Listing] | str:
+    """ImageFolder's listing of train/ and val/, or the error message if the files are missing."""
+    listings = {}
+    for name in ("train", "val"):
+        try:
+            ds = datasets.ImageFolder(os.path.join(folder, name))
+        except FileNotFoundError:  # no such folder, or no class folders / images in it
+            return str(missing_files_error("imagenet", os.path.join(folder, name), _HOW))
+        listings[name] = (ds.classes, ds.class_to_idx, ds.samples)
+    return listings
+
+
+def shared_listings(folder: str) -> dict[str, Listing]:
+    """The train/ and val/ listings, scanned once per job: with several ranks rank 0 lists the
+    1.28M files and broadcasts the listing (or its error), so the file system is not walked by
+    every rank at every start and requeue."""
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    box = [_scan(folder) if rank == 0 else None]
+    if world > 1:
+        torch.distributed.broadcast_object_list(box, src=0)
+    if isinstance(box[0], str):
+        raise ConfigError(box[0])
+    return box[0]  # type: ignore[return-value]
 
 
 def _check_imagenet(root: str) -> None:
@@ -175,12 +220,9 @@ def load_imagenet(root: str, device: torch.device, augment: bool, *_: object,
     if augment:
         crop_flip = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
         train_tf = transforms.Compose([*crop_flip, *to_tensor])
-    split = {}
-    for name, tf in (("train", train_tf), ("val", val_tf)):
-        try:
-            split[name] = datasets.ImageFolder(os.path.join(folder, name), transform=tf)
-        except FileNotFoundError as e:  # no such folder, or no class folders / images in it
-            raise missing_files_error("imagenet", os.path.join(folder, name), _HOW) from e
+    listings = shared_listings(folder)
+    split = {name: _ListedFolder(os.path.join(folder, name), tf, listings[name])
+             for name, tf in (("train", train_tf), ("val", val_tf))}
     if split["train"].classes != split["val"].classes:
         raise missing_files_error(
             "imagenet", os.path.join(folder, "val"), f"val must have the same class folders as train. {_HOW}"

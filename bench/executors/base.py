@@ -134,6 +134,7 @@ class RunJob(submitit.helpers.Checkpointable):
         import torch
         import torch.distributed as dist
 
+        from bench.run.distributed import init_group
         from bench.run.job import record_failure, run
 
         torch.set_num_threads(self.threads or len(os.sched_getaffinity(0)))
@@ -144,7 +145,7 @@ class RunJob(submitit.helpers.Checkpointable):
             )
             if torch.cuda.is_available():  # a site that shows each task only its own GPU: device 0
                 torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            init_group("nccl" if torch.cuda.is_available() else "gloo")
         try:
             results, errors = [], []
             for config, run_id in zip(self.configs, self.run_ids, strict=True):

@@ -253,6 +253,9 @@ def slurm_parameters(profile: Profile, name: str, tasks: int = 1) -> dict[str, A
         "array_parallelism": profile.array_parallelism,
         # requeue-able whatever the site's JobRequeue default: submitit requeues on timeout
         "additional_parameters": {"requeue": True, **profile.sbatch},
+        # SLURM 22.05-23.02's srun does not inherit sbatch's --cpus-per-task: without it each task
+        # is bound to one core and the data loader gets one worker
+        "srun_args": [f"--cpus-per-task={profile.cpus_per_task}"],
     }
     if profile.setup:
         params["setup"] = list(profile.setup)

@@ -20,6 +20,7 @@ from bench.errors import ConfigError
 from bench.io import load_checkpoint, read_json, save_checkpoint
 from bench.pruner import Pruner
 from bench.run.build import Built, build
+from bench.run.distributed import max_over_ranks
 from bench.runs import RunDir
 
 if TYPE_CHECKING:
@@ -33,12 +34,13 @@ TYPES = {"epoch": int, "step": int, "samples": int, "train_time": (int, float), 
 
 class BadCheckpoint(RuntimeError):
     """A checkpoint that loads but cannot be restored (keys missing, wrong shapes): it is set aside
-    as `checkpoint.bad.pt` (`kept`) and the run starts from scratch."""
+    as `checkpoint.bad.pt` (`kept`; by rank 0 only, `set_aside`) and the run starts from scratch."""
 
-    def __init__(self, path: Path, why: str) -> None:
+    def __init__(self, path: Path, why: str, set_aside: bool = True) -> None:
         self.kept = RunDir.at(path.parent).bad_checkpoint
-        with contextlib.suppress(OSError):  # another rank set it aside already
-            path.replace(self.kept)
+        if set_aside:
+            with contextlib.suppress(OSError):  # a folder deleted meanwhile
+                path.replace(self.kept)
         super().__init__(f"{path}: cannot resume from it ({why})")
 
 
@@ -86,24 +88,52 @@ def resume(trainer: Trainer) -> bool:
     """Restore the last checkpoint into `trainer`, if it is this config's and was written by the
     same pruner and plugin code (bench.code_version); False if there is none.
     Raises BadCheckpoint (which sets it aside) for one that loads but cannot be restored: the
-    trainer may be half restored then, so the caller starts over with a new one."""
-    path = trainer.run.checkpoint
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("config_hash") != trainer.config.config_hash:
+    trainer may be half restored then, so the caller starts over with a new one.
+
+    With several ranks every rank takes the same branch, or they would set up different
+    DistributedDataParallel wrappers and hang: rank 0 alone decides whether there is a checkpoint
+    of this config and whether it is complete, and broadcasts that; the ranks then restore it and
+    agree (a MAX over ranks) whether every one succeeded; rank 0 sets a bad one aside only then,
+    when no rank is still reading it."""
+    path, rank, world = trainer.run.checkpoint, trainer.rank, trainer.world
+    ckpt = load_checkpoint(path) if rank == 0 else None
+    verdict: str | None = _verdict(ckpt, trainer.config) if rank == 0 else None
+    if world > 1:
+        box = [verdict]
+        torch.distributed.broadcast_object_list(box, src=0)
+        verdict = box[0]
+    if verdict == "none":
         return False
-    if code_changed(ckpt.get("code_hashes"), trainer.config):  # written by other code: start over
-        return False
+    if verdict != "ok":
+        raise BadCheckpoint(path, str(verdict), set_aside=rank == 0)
+    why = None
+    try:
+        _restore(trainer, ckpt if rank == 0 else load_checkpoint(path))
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        why = f"{type(e).__name__}: {e}"
+    if world > 1:
+        failed = max_over_ranks(int(why is not None), world)
+        if failed and why is None:
+            why = "another rank could not restore it"
+    if why is not None:
+        raise BadCheckpoint(path, why, set_aside=rank == 0)
+    return True
+
+
+def _verdict(ckpt: object, config: RunConfig) -> str:
+    """Rank 0's reading of a checkpoint: "none" (absent, unreadable, another config's, or written by
+    other pruner or plugin code: start over), "ok", or why it cannot be resumed from."""
+    if not isinstance(ckpt, dict) or ckpt.get("config_hash") != config.config_hash:
+        return "none"
+    if code_changed(ckpt.get("code_hashes"), config):
+        return "none"
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
-        raise BadCheckpoint(path, f"it lacks {', '.join(missing)}")
+        return f"it lacks {', '.join(missing)}"
     wrong = [k for k, kind in TYPES.items() if not isinstance(ckpt[k], kind) or isinstance(ckpt[k], bool)]
     if wrong:  # restored as they are, they would fail the run later, far from here
-        raise BadCheckpoint(path, f"{', '.join(wrong)} of the wrong type")
-    try:
-        _restore(trainer, ckpt)
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-        raise BadCheckpoint(path, f"{type(e).__name__}: {e}") from None
-    return True
+        return f"{', '.join(wrong)} of the wrong type"
+    return "ok"
 
 
 def _restore(t: Trainer, ckpt: dict[str, Any]) -> None:

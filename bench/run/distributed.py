@@ -4,8 +4,10 @@ many, and the seeds and collective device that follow from them."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
+from torch import nn
 
 from bench.config import RunConfig
 
@@ -44,6 +46,29 @@ def configure_backends(config: RunConfig, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = device.type == "cuda" and not config.deterministic
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
+# How long a rank waits in a collective for the others. Longer than any work one rank does alone
+# while the others wait: rank 0 listing ImageNet's 1.28M files on a network file system, writing
+# a checkpoint, measuring the speed-up. torch's defaults (10 min for NCCL) are shorter than a slow
+# scan; a real hang still ends, with an error, within this time.
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)
+
+
+def init_group(backend: str) -> None:
+    """Join this job's torch.distributed group (its rank and size from the environment)."""
+    torch.distributed.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` (several ranks) with its BatchNorm layers as SyncBatchNorm on GPUs: statistics over
+    the global batch, not each rank's slice, so a run computes the same for any number of GPUs
+    and a resume with another GPU count continues the same training; the GPU count stays out of
+    the run's identity. In place: the parameters and buffers are the same tensors. torch has no
+    SyncBatchNorm on CPUs: CPU ranks (a test set-up) keep per-rank statistics."""
+    if device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 def dist_info() -> tuple[int, int]:

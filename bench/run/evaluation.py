@@ -18,20 +18,19 @@ if TYPE_CHECKING:
 def evaluate(t: Trainer, model: nn.Module, split: str = "test", keep: bool = False,
              ) -> tuple[float, float, torch.Tensor | None]:
     """(top-1, top-5, predictions) of `model` on the test set, or on the validation split
-    (`split="val"`, evaluated whole by every rank). With several ranks each evaluates its share of
-    the test set, with rank 0's buffers (BatchNorm statistics), and the counts are summed: one
-    process's result. `keep`: predictions is a (2, examples) tensor of predicted and true classes,
-    every rank's gathered in order (else None). The trainer's model is left in training mode."""
+    (`split="val"`). With several ranks each evaluates (and decodes) only its share of the split,
+    with rank 0's buffers (BatchNorm statistics), and the counts are summed: one process's result.
+    `keep`: predictions is a (2, examples) tensor of predicted and true classes, every rank's
+    gathered in order (else None). The trainer's model is left in training mode."""
     model.eval()
-    val = split == "val"
     if t.world > 1:
         for buf in model.buffers():
             torch.distributed.broadcast(buf, src=0)
     correct1 = correct5 = total = 0
     k = min(5, t.data.num_classes)
     size = max(t.budget.batch_size, 256)
-    shard = {"shard": (t.rank, t.world)} if t.world > 1 and not val else {}
-    batches = t.data.val_batches(size) if val else t.data.test_batches(size, **shard)
+    shard = {"shard": (t.rank, t.world)} if t.world > 1 else {}
+    batches = (t.data.val_batches if split == "val" else t.data.test_batches)(size, **shard)
     pred, true = [], []
     for x, y in batches:
         if t.channels_last:
@@ -44,13 +43,13 @@ def evaluate(t: Trainer, model: nn.Module, split: str = "test", keep: bool = Fal
         if keep:
             pred.append(top[:, 0].cpu())
             true.append(y.cpu())
-    if t.world > 1 and not val:
+    if t.world > 1:
         counts = torch.tensor([correct1, correct5, total], dtype=torch.int64, device=collective_device())
         torch.distributed.all_reduce(counts)
         correct1, correct5, total = counts.tolist()
     predictions = None
     if keep:
-        world, empty = 1 if val else t.world, torch.zeros(0, dtype=torch.long)
-        predictions = torch.stack([gather_cat(torch.cat(p) if p else empty, world) for p in (pred, true)])
+        empty = torch.zeros(0, dtype=torch.long)
+        predictions = torch.stack([gather_cat(torch.cat(p) if p else empty, t.world) for p in (pred, true)])
     t.model.train()
     return correct1 / max(total, 1), correct5 / max(total, 1), predictions

@@ -102,7 +102,8 @@ def run(config: RunConfig, out: str | Path, progress: bool = False, force: bool 
                 trainer = Trainer(config, rd, progress, callbacks=_callbacks(config, rd, rank, progress))
                 record = trainer.fit(started)
             except BadCheckpoint as e:  # recompute: set the checkpoint aside, start from scratch
-                print(f"{e}; training from scratch (the checkpoint is kept as {e.kept})", file=sys.stderr)
+                if rank == 0:
+                    print(f"{e}; training from scratch (the checkpoint is kept as {e.kept})", file=sys.stderr)
                 trainer = Trainer(config, rd, progress, callbacks=_callbacks(config, rd, rank, progress))
                 record = trainer.fit(started)
             if rank != 0:
@@ -161,10 +162,12 @@ def retire(run_dir: Path) -> None:
 def record_failure(config: RunConfig, run_dir: Path, error: BaseException, started: str | None = None,
                    ) -> None:
     """Write a `failed` result for `error` into `run_dir`, unless this error was recorded already.
+    With several ranks only rank 0 writes (another rank's error, written after it, would replace
+    rank 0's record); the others' errors are in their own task logs.
 
     Works without resolving the config's names (the run folder is given): a job whose process
     cannot import a plugin pruner still leaves a record saying why."""
-    if getattr(error, "_bench_recorded", False):
+    if getattr(error, "_bench_recorded", False) or dist_info()[0] != 0:
         return
     rd = RunDir.at(run_dir)
     identity = config.identity(run_id=rd.run_id)

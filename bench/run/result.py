@@ -80,6 +80,7 @@ def run_record(t: Trainer, status: str, diverged_epoch: int | None, started: str
         gpu_type=torch.cuda.get_device_name(t.device) if t.device.type == "cuda" else None,
         gpus=t.world,
         precision=b.precision,
+        compiled=t.config.compile,
         started_at=started,
         finished_at=now(),
     ).to_dict()

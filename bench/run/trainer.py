@@ -26,7 +26,7 @@ from bench.config import RunConfig
 from bench.pretrained import starter
 from bench.run import checkpoint, evaluation, history
 from bench.run.build import Built, build
-from bench.run.distributed import dist_info, max_over_ranks, rank_seed
+from bench.run.distributed import dist_info, max_over_ranks, rank_seed, sync_batchnorm
 from bench.run.result import run_record
 from bench.runs import RunDir, RunStatus
 from bench.schedules import lr_factor
@@ -84,8 +84,14 @@ class Trainer:
         return self.optimizer
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """DistributedDataParallel when several ranks train together: it averages gradients."""
-        return nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+        """What the training step calls: the model, under DistributedDataParallel when several ranks
+        train together (it averages gradients; BatchNorm synchronised on GPUs: `sync_batchnorm`),
+        compiled with `compile`."""
+        net = model
+        if self.world > 1:
+            net = nn.parallel.DistributedDataParallel(sync_batchnorm(model, self.device))
+        # `compile`: the step's forward and backward compiled (the model itself, what is saved, unchanged)
+        return torch.compile(net) if self.config.compile else net
 
     def autocast(self) -> torch.autocast:
         """The budget's precision for forward passes: bf16 autocast, or fp32 (a no-op)."""

@@ -17,4 +17,4 @@
 
 # command
 export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --output <TMP>/runs/digits-demo/.submitit/%A_%a/%A_%a_%t_log.out --error <TMP>/runs/digits-demo/.submitit/%A_%a/%A_%a_%t_log.err <PYTHON> -u -m submitit.core._submit <TMP>/runs/digits-demo/.submitit/%j
+srun --unbuffered --output <TMP>/runs/digits-demo/.submitit/%A_%a/%A_%a_%t_log.out --error <TMP>/runs/digits-demo/.submitit/%A_%a/%A_%a_%t_log.err --cpus-per-task=1 <PYTHON> -u -m submitit.core._submit <TMP>/runs/digits-demo/.submitit/%j
