@@ -130,7 +130,7 @@ sparsity = 0.9
 
 def test_set_drops_a_pruner_and_tunes_a_budget_key_from_the_command_line(tmp_path, capsys, monkeypatch):
     no_probe = Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
-    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None: no_probe)
+    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None, probe=False: no_probe)
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(SMALL)
     argv = ["sweep", str(sweep), "--dry-run", "--out", str(tmp_path / "out"),

@@ -207,7 +207,7 @@ def test_a_missing_dense_run_is_a_clear_error(runs, tmp_path, capsys):
     (alone / runs["grda"].name).symlink_to(runs["grda"])
     assert cli.main(["valley", str(alone / runs["grda"].name)]) == 2
     err = capsys.readouterr().err
-    assert "B: no dense run of model mlp, data set digits, seed 0, A's budget under" in err
+    assert "B: no dense run of model mlp, data set digits, seed 0, A's budget" in err
 
 
 # ------------------------------------------------------------------------------- boards

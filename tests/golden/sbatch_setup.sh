@@ -25,4 +25,4 @@ conda activate prunebench
 
 # command
 export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --output <TMP>/runs/demo/.submitit/%A_%a/%A_%a_%t_log.out --error <TMP>/runs/demo/.submitit/%A_%a/%A_%a_%t_log.err <PYTHON> -u -m submitit.core._submit <TMP>/runs/demo/.submitit/%j
+srun --unbuffered --output <TMP>/runs/demo/.submitit/%A_%a/%A_%a_%t_log.out --error <TMP>/runs/demo/.submitit/%A_%a/%A_%a_%t_log.err --cpus-per-task=4 <PYTHON> -u -m submitit.core._submit <TMP>/runs/demo/.submitit/%j
