@@ -701,8 +701,8 @@ def _train_on_rank(rank: int, world: int, store: str, out: str, pruner: str, hpa
         cfg = config(pruner, Budget(epochs=3, batch_size=64), **hparams)
         trainer = Trainer(cfg, Path(out), progress=False)
         trainer.fit("test")
-        torch.save({"masks": dict(getattr(trainer.pruner, "masks", None) or {}), "model": trainer.model.state_dict()},
-                   Path(out, f"rank{rank}.pt"))
+        masks = dict(getattr(trainer.pruner, "masks", None) or {})
+        torch.save({"masks": masks, "model": trainer.model.state_dict()}, Path(out, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()
 
