@@ -42,7 +42,8 @@ def param_counts(model: nn.Module) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def sparsity_stats(model: nn.Module, dense: dict[str, Any] | None = None) -> dict[str, Any]:
+def sparsity_stats(model: nn.Module, dense: dict[str, Any] | None = None,
+                   masks: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Zeros among conv/linear weights (`sparsity`) and among all parameters (`sparsity_all`, the
     gRDA paper's measure), per layer (keyed by `layer_label`), and the counts behind them.
 
@@ -50,11 +51,14 @@ def sparsity_stats(model: nn.Module, dense: dict[str, Any] | None = None) -> dic
     weights removed by structured pruning count like zeros; by default, from `model` itself.
     """
     dense = dense or param_counts(model)
-    layer_nonzero = {n: int(m.weight.count_nonzero()) for n, m in weight_layers(model)}
+    masks = masks or {}  # a layer here counts its mask's kept entries, zero or not (Pruner.reported_masks)
+    weight_nonzero = {n: int(m.weight.count_nonzero()) for n, m in weight_layers(model)}
+    layer_nonzero = {n: int(masks[n].count_nonzero()) if n in masks else c for n, c in weight_nonzero.items()}
     labels = {n: layer_label(n, m) for n, m in weight_layers(model)}  # a layer removed keeps its path
     w_total = sum(dense["layers"].values())
     w_zero = w_total - sum(layer_nonzero.values())
     all_nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
+    all_nonzero += sum(layer_nonzero[n] - weight_nonzero[n] for n in masks if n in weight_nonzero)
     return {
         "sparsity": w_zero / max(w_total, 1),
         "sparsity_all": 1 - all_nonzero / max(dense["params"], 1),

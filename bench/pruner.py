@@ -284,6 +284,11 @@ class Pruner:
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
 
+    def reported_masks(self) -> dict[str, torch.Tensor] | None:
+        """Per layer (by module name), the mask whose kept entries count as weights even where they
+        are zero (a connection regrown at 0 that never moved); None: sparsity counts zeros."""
+        return None
+
     # -- training compute ---------------------------------------------------------------------
     def compute_densities(self) -> dict[str, float]:
         """Per prunable layer (by name), the fraction of its dense MACs the last step computed

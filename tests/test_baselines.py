@@ -878,12 +878,13 @@ def test_layer_coverage_policy_holds_for_every_pruner(tmp_path: Path, pruner: st
     kept = run(config(pruner, Budget(epochs=2, prune_first_last=False), **hparams), tmp_path)
     every = run(config(pruner, Budget(epochs=2), **hparams), tmp_path)
     assert kept["status"] == every["status"] == "ok"
-    layers = kept["layer_sparsity"]
+    # layer_sparsity keys are "path (kind in->out)"
+    layers = {k.split(" ")[0]: v for k, v in kept["layer_sparsity"].items()}
     assert layers[FIRST] == 0
     assert layers[LAST] == 0 or (pruner == "channel" and layers[LAST] < 0.9)
     if pruner != "dense":
         assert layers["3"] > 0, layers
-        assert every["layer_sparsity"][FIRST] > 0, every["layer_sparsity"]
+        assert {k.split(" ")[0]: v for k, v in every["layer_sparsity"].items()}[FIRST] > 0, every
 
 
 @pytest.mark.parametrize("pruner", FULL_PRUNERS)
@@ -898,8 +899,8 @@ def test_full_budget_reaches_the_target_with_accuracy(tmp_path: Path, pruner: st
     if pruner == "nm":
         assert set(result["layer_sparsity"].values()) == {0.5}
     else:
-        # SET regrows connections at zero (as RigL's implementation); those on inputs that are always
-        # zero (digits' border pixels) never get a gradient and stay zero: up to 0.6 points more
-        assert abs(result["sparsity"] - 0.9) <= (0.006 if pruner == "set" else TOL), result["sparsity"]
+        # SET's regrown connections start at zero and those on always-zero inputs (digits' border
+        # pixels) never move: its sparsity is its mask's, so it lands on the target like the others
+        assert abs(result["sparsity"] - 0.9) <= TOL, result["sparsity"]
     if pruner != "random":
         assert result["top1"] >= 0.93, result["top1"]

@@ -49,7 +49,7 @@ def run_record(t: Trainer, status: str, diverged_epoch: int | None, started: str
         top1=top1,
         val_top1=val_top1,
         top5=top5,
-        **metrics.sparsity_stats(final, built.dense_counts),
+        **metrics.sparsity_stats(final, built.dense_counts, t.pruner.reported_masks()),
         macs_dense=built.macs_dense,
         macs_sparse=macs_sparse,
         num_train=t.data.num_train,
