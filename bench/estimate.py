@@ -150,36 +150,41 @@ def _timed(config: RunConfig, probe_steps: int, probe: bool) -> tuple[float, flo
     probes = cache.read_json("probes")
     hit = probes.get(key)
     if hit and not probe:
-        steps = _total_steps(config, hit["num_train"])
+        steps = _total_steps(config, hit["num_train"], hit.get("multiplier", 1.0))
         return hit["setup_s"], hit["step_s"], steps, f"{hit['how']}; cached {hit['when']}"
+    cpu_batch = 4
     if not probe and device.type == "cpu":  # a GPU probes a large model in seconds
         macs, num_train = _macs_and_size(config, device)
-        if macs > PROBE_MAX_MACS:
+        if macs <= PROBE_MAX_MACS:  # a small model: its real batch costs milliseconds here
+            cpu_batch = b.batch_size
+        else:
             rate = _device_rate(device)
             step_s = metrics.TRAIN_PASSES * macs * b.batch_size / rate
             return 0.0, step_s, _total_steps(config, num_train), (
                 f"MAC estimate: {metrics.TRAIN_PASSES} x {macs / 1e6:.3g} MMAC x batch {b.batch_size} at "
                 f"{rate / 1e9:.3g} GMAC/s, a dense {RATE_MODEL}'s rate here; no pruner overhead or data "
                 "loading; --probe for a timed probe")
-    setup_s, step_s, num_train, how = _probe(config, probe_steps)
+    setup_s, step_s, num_train, multiplier, how = _probe(config, probe_steps, cpu_batch=cpu_batch)
     if num_train is not None:
         from datetime import UTC, datetime
 
         probes = cache.read_json("probes")  # again: another dry run may have written meanwhile
-        probes[key] = dict(setup_s=setup_s, step_s=step_s, num_train=num_train, how=how,
-                           when=datetime.now(UTC).strftime("%Y-%m-%d"))
+        probes[key] = dict(setup_s=setup_s, step_s=step_s, num_train=num_train, multiplier=multiplier,
+                           how=how, when=datetime.now(UTC).strftime("%Y-%m-%d"))
         cache.write_json("probes", probes)
-    return setup_s, step_s, _total_steps(config, num_train), how
+    return setup_s, step_s, _total_steps(config, num_train, multiplier), how
 
 
-def _total_steps(config: RunConfig, num_train: int | None) -> int | None:
+def _total_steps(config: RunConfig, num_train: int | None, multiplier: float = 1.0) -> int | None:
     """Steps of a run whose data set has `num_train` training examples before the validation
-    split (per class `round(f * n)` are held out: the total is exact up to that rounding)."""
+    split (per class `round(f * n)` are held out: the total is exact up to that rounding), times
+    the pruner's steps per budget step (`multiplier`: IMP's full-budget rounds)."""
     if not num_train:
         return config.budget.max_steps or None
     b = config.budget
     steps = b.epochs * math.ceil((num_train - round(b.val_fraction * num_train)) / b.batch_size)
-    return min(steps, b.max_steps) if b.max_steps else steps
+    steps = min(steps, b.max_steps) if b.max_steps else steps
+    return round(steps * multiplier)
 
 
 def _macs_and_size(config: RunConfig, device: Any) -> tuple[float, int | None]:
@@ -243,9 +248,9 @@ def _device_rate(device: Any, steps: int = 5) -> float:
 
 def _probe(
     config: RunConfig, steps: int, max_s: float = 3.0, cpu_batch: int = 4
-) -> tuple[float, float, int | None, str]:
-    """(load s, s per training step, training examples before the validation split or None, how)
-    of one cell, timed here over up to
+) -> tuple[float, float, int | None, float, str]:
+    """(load s, s per training step, training examples before the validation split or None, the
+    pruner's optimizer steps per budget step, how) of one cell, timed here over up to
     `steps` steps (at least 1, no more once `max_s` seconds have passed) after one warm-up step.
     A step's time is wall time from asking the data for its batch to the step's end (device
     synchronized): data loading and augmentation count, as they do in a run.
@@ -275,7 +280,9 @@ def _probe(
         num_train = info.num_train
     with tempfile.TemporaryDirectory() as tmp:
         small = dataclasses.replace(config, budget=dataclasses.replace(b, batch_size=batch))
-        trainer = Trainer(build(small, data=data), Path(tmp))
+        built = build(small, data=data)
+        multiplier = built.total_steps / max(built.budget_steps, 1)
+        trainer = Trainer(built, Path(tmp))
         setup_s = time.perf_counter() - t0
         times: list[float] = []
         t0 = time.perf_counter()
@@ -293,4 +300,4 @@ def _probe(
                 times.append(time.perf_counter() - t_step)
                 if len(times) >= 2 and time.perf_counter() - t0 >= max_s:
                     break
-    return setup_s, median(times[1:]) * b.batch_size / batch, num_train, ", ".join(how)
+    return setup_s, median(times[1:]) * b.batch_size / batch, num_train, multiplier, ", ".join(how)

@@ -70,7 +70,7 @@ def main() -> None:
         for r in range(args.rounds + 1):  # round 0 warms both up (and holds the Trainer's memory probe)
             trainer.seed_epoch()
             t0 = time.process_time()
-            trainer.train_epoch(past_budget=True)
+            trainer.train_epoch(steps=trainer.steps_per_epoch)
             trainer.pruner.end_epoch(trainer.epoch)
             t = time.process_time() - t0
             trainer.epoch += 1

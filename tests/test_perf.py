@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -259,11 +260,11 @@ def test_a_dry_run_reuses_its_cached_probe_unless_asked_to_probe(tmp_path, monke
     spec = load_sweep(tmp_path / "s.toml")
     probes = []
     real = estimate._probe
-    monkeypatch.setattr(estimate, "_probe", lambda c, steps: probes.append(c) or real(c, steps))
+    monkeypatch.setattr(estimate, "_probe", lambda c, steps, **kw: probes.append(c) or real(c, steps, **kw))
     first = estimate.estimate(spec)
     assert len(probes) == 1 and "timed probe" in first.rates["dense/mlp/digits"]
     again = estimate.estimate(spec)
-    assert len(probes) == 1 and "scaled to 32; cached " in again.rates["dense/mlp/digits"]
+    assert len(probes) == 1 and "timed probe; cached " in again.rates["dense/mlp/digits"]
     assert again.total_s == pytest.approx(first.total_s)
     estimate.estimate(spec, probe=True)
     assert len(probes) == 2
@@ -275,7 +276,7 @@ def test_a_large_model_is_estimated_from_its_macs_at_the_device_rate(tmp_path, m
 
     monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(estimate, "PROBE_MAX_MACS", 0.0)  # the MLP counts as large
-    monkeypatch.setattr(estimate, "_probe", lambda c, steps: pytest.fail("probed"))
+    monkeypatch.setattr(estimate, "_probe", lambda c, steps, **kw: pytest.fail("probed"))
     (tmp_path / "s.toml").write_text(DRY)
     est = estimate.estimate(load_sweep(tmp_path / "s.toml"))
     how = est.rates["dense/mlp/digits"]
@@ -334,3 +335,18 @@ assert MODELS.get("mlp").build is mine
 assert any("replaces the built-in" in str(w.message) for w in caught), caught
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_dry_run_counts_imp_at_its_full_budget_per_round(tmp_path, monkeypatch) -> None:
+    """IMP trains a budget per round: the estimate's steps are the pruner's, not one budget's."""
+    from bench import estimate
+    from bench.sweep import load_sweep
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    imp = "[pruners.dense]\n[pruners.imp]\nsparsity = 0.36"
+    (tmp_path / "s.toml").write_text(DRY.replace("[pruners.dense]", imp))
+    spec = load_sweep(tmp_path / "s.toml")
+    rates = estimate.estimate(spec).rates
+    dense_steps = int(re.search(r"x (\d+) steps", rates["dense/mlp/digits"]).group(1))
+    imp_steps = int(re.search(r"x (\d+) steps", rates["imp/mlp/digits"]).group(1))
+    assert imp_steps == 3 * dense_steps  # 0.8^2 = 0.64 kept: two rounds after the first budget
