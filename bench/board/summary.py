@@ -123,14 +123,14 @@ def _with_timings(summary: pd.DataFrame, ok: pd.DataFrame, timings: pd.DataFrame
     timed = ok[[*SETTING, "run_id"]].merge(quiet, on="run_id").groupby(SETTING, sort=False).first()
     if timed.empty:
         return summary
-    summary = summary.drop(columns="time_vs_dense")
+    # the timing phase replaces the run-time ratio and the placeholders: never both side by side
+    placeholders = ["time_vs_dense", "time_vs_dense_low", "time_vs_dense_high", "timed_step_ms"]
+    summary = summary.drop(columns=placeholders)
     summary = summary.merge(
         timed[["timed_step_ms", "timed_vs_dense", "timed_vs_dense_low", "timed_vs_dense_high"]].reset_index(),
         on=SETTING,
         how="left",
-        suffixes=("_unused", ""),
     )
-    summary = summary.drop(columns=[c for c in summary.columns if c.endswith("_unused")])
     summary = summary.rename(
         columns={
             "timed_vs_dense": "time_vs_dense",
