@@ -333,7 +333,7 @@ def test_committed_sweeps_dry_run(capsys, monkeypatch, tmp_path) -> None:
     digits = LEADERBOARDS / "digits-mlp" / "sweep.toml"
     assert cli.main(["sweep", str(digits), "--dry-run", "--out", str(tmp_path / "digits-mlp")]) == 0
     assert "nothing was submitted or written" in capsys.readouterr().out
-    monkeypatch.setattr(estimate, "_probe", lambda config, steps: (5.0, 0.1, 1000, "stand-in probe"))
+    monkeypatch.setattr(estimate, "_probe", lambda config, steps, **kw: (5.0, 0.1, 1000, 1.0, "stand-in probe"))
     for sweep in SWEEPS:
         out_dir = tmp_path / sweep.parent.name
         assert cli.main(["sweep", str(sweep), "--dry-run", "--out", str(out_dir)]) == 0, sweep
@@ -413,7 +413,7 @@ def test_calibration_cost_is_shown_and_a_malformed_record_is_named(tmp_path: Pat
         load_calibrations(folder)
 
 
-@pytest.mark.parametrize("name", ["digits-mlp", "digits-mlp-paper"])
+@pytest.mark.parametrize("name", ["digits-mlp"])
 def test_committed_digits_boards_rebuild_without_running(tmp_path: Path, name: str, capsys) -> None:
     """`bench board DIR --no-run` rebuilds a committed board from its results.parquet (no training)."""
     out = tmp_path / name
