@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from bench import registry
 from bench.io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,3 +55,20 @@ def cleanup():
         ids = {r["job_id"] for r in map(read_json, (out / ".jobs").glob("*.json")) if r}
         if ids:
             subprocess.run(["scancel", *sorted(ids)], capture_output=True)
+
+
+@pytest.fixture
+def plugin_env(monkeypatch):
+    """The plugin list reaches job processes through the environment, and a plugin's entries stay
+    in the registries of this process: restore both afterwards (other tests list names)."""
+    monkeypatch.setenv(registry.PLUGINS_ENV, "")
+    registries = (registry.PRUNERS, registry.MODELS, registry.DATASETS)
+    registry.populate()  # built-in modules import once per process: their entries must be in `saved`
+    saved = [dict(r._entries) for r in registries]
+    modules = set(sys.modules)
+    yield
+    for r, entries in zip(registries, saved, strict=True):
+        r._entries = entries
+    for name in set(sys.modules) - modules:
+        if name.startswith("prunebench_plugin_"):
+            del sys.modules[name]

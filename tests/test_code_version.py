@@ -6,29 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import uuid
 
-import pytest
 from test_plugins import PLUGIN
 
-from bench import cli, registry
+from bench import cli
 from bench.io import read_json
-
-
-@pytest.fixture
-def plugin_env(monkeypatch):
-    monkeypatch.setenv(registry.PLUGINS_ENV, "")
-    registry.populate()  # the built-in entries, restored afterwards
-    registries = (registry.PRUNERS, registry.MODELS, registry.DATASETS)
-    saved = [dict(r._entries) for r in registries]
-    modules = set(sys.modules)
-    yield
-    for r, entries in zip(registries, saved, strict=True):
-        r._entries = entries
-    for name in set(sys.modules) - modules:
-        if name.startswith("prunebench_plugin_"):
-            del sys.modules[name]
 
 
 def test_editing_a_plugin_pruner_trains_the_run_anew(plugin_env, tmp_path, capsys):

@@ -6,7 +6,6 @@ name records its run as failed, with the error."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,22 +20,6 @@ from bench.io import read_json
 PLUGIN = Path(__file__).parent / "plugins" / "my_methods.py"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-
-@pytest.fixture
-def plugin_env(monkeypatch):
-    """The plugin list reaches job processes through the environment, and the plugin's entries
-    stay in the registries of this process: restore both afterwards (other tests list names)."""
-    monkeypatch.setenv(registry.PLUGINS_ENV, "")
-    registries = (registry.PRUNERS, registry.MODELS, registry.DATASETS)
-    registry.populate()  # built-in modules import once per process: their entries must be in `saved`
-    saved = [dict(r._entries) for r in registries]
-    modules = set(sys.modules)
-    yield
-    for r, entries in zip(registries, saved, strict=True):
-        r._entries = entries
-    for name in set(sys.modules) - modules:
-        if name.startswith("prunebench_plugin_"):
-            del sys.modules[name]
 
 
 def sweep_file(tmp_path: Path) -> Path:
