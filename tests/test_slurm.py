@@ -68,7 +68,7 @@ def arrays_submitted(name: str) -> set[str]:
 
 def history(folder: Path) -> list[dict[str, str]]:
     rows = list(csv.DictReader((folder / "history.csv").open()))
-    return [{k: r[k] for k in ("epoch", "step", "loss", "top1", "sparsity")} for r in rows]
+    return [{k: r[k] for k in ("epoch", "step", "loss", "val_top1", "sparsity")} for r in rows]
 
 
 def job_of(out: Path, run_id: str) -> str:
@@ -158,7 +158,7 @@ def test_cancelled_job_is_reported_stopped_and_resubmitted_by_a_rerun(cluster, t
 
 
 def test_invalid_sweep_submits_nothing(cluster, tmp_path, capsys):
-    path = sweep_file(tmp_path, 0, 32, "[pruners.grda]\nmu = 2.0\nlr = 0.1")
+    path = sweep_file(tmp_path, 0, 32, "[pruners.grda]\nmu = 2.0\nrecipe = \"paper\"")
     name = path.stem
     out = tmp_path / "out"
     assert (
@@ -170,7 +170,7 @@ def test_invalid_sweep_submits_nothing(cluster, tmp_path, capsys):
     for line in (
         "[budget] epochs = 0: must be > 0",
         "[pruners.grda] mu = 2.0: must be in (0, 1)",
-        "[pruners.grda] lr: per-pruner budget overrides are not allowed",
+        "[pruners.grda] recipe: set it in [budget]: it is the same for every pruner of a section",
     ):
         assert line in err
     assert not out.exists()
