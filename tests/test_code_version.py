@@ -15,7 +15,7 @@ from bench.io import read_json
 
 
 def test_editing_a_plugin_pruner_trains_the_run_anew(plugin_env, tmp_path, capsys):
-    plugin = tmp_path / "my_methods.py"
+    plugin = tmp_path / f"my_methods_{uuid.uuid4().hex[:8]}.py"  # a module no earlier test imported
     shutil.copy(PLUGIN, plugin)
     out = tmp_path / "runs"
     argv = ["run", "--import", str(plugin), "--pruner", "late_magnitude", "--model", "tiny_cnn",
@@ -28,7 +28,7 @@ def test_editing_a_plugin_pruner_trains_the_run_anew(plugin_env, tmp_path, capsy
 
     first, _ = run()
     hashes = first["code_hashes"]
-    assert set(hashes) == {"prunebench_plugin_my_methods"}  # its pruner, model and data set: one file
+    assert set(hashes) == {f"prunebench_plugin_{plugin.stem}"}  # its pruner, model and data set: one file
     folder = out / first["run_id"]
     again, err = run()
     assert again == first and "training anew" not in err  # same code: the cached result
@@ -50,7 +50,7 @@ def test_a_builtin_pruner_records_its_own_source_file(tmp_path, capsys):
 
 
 def test_a_sweep_retrains_the_cells_whose_plugin_changed(plugin_env, tmp_path, capsys):
-    plugin = tmp_path / "my_methods.py"
+    plugin = tmp_path / f"my_methods_{uuid.uuid4().hex[:8]}.py"  # a module no earlier test imported
     shutil.copy(PLUGIN, plugin)
     sweep = tmp_path / "mine.toml"
     sweep.write_text(f"""
