@@ -66,6 +66,15 @@ def arrays_submitted(name: str) -> set[str]:
     return {j.split("_")[0] for j in queued + acct}
 
 
+def arrays_settled(name: str, expected: set[str], timeout: float = 60) -> set[str]:
+    """`arrays_submitted`, polled until it shows `expected`: a cancelled job leaves squeue before
+    the accounting records it (a second or more on a loaded machine)."""
+    deadline = time.time() + timeout
+    while (seen := arrays_submitted(name)) != expected and time.time() < deadline:
+        time.sleep(1)
+    return seen
+
+
 def history(folder: Path) -> list[dict[str, str]]:
     rows = list(csv.DictReader((folder / "history.csv").open()))
     return [{k: r[k] for k in ("epoch", "step", "loss", "val_top1", "sparsity")} for r in rows]
@@ -151,10 +160,10 @@ def test_cancelled_job_is_reported_stopped_and_resubmitted_by_a_rerun(cluster, t
     assert "stopped 1" in p.stdout and "CANCELLED" in p.stdout and "resume the stopped ones" in p.stdout
     assert time.time() - t0 < 120
     first = job_of(out, cell.run_id)
-    assert arrays_submitted(spec.name) == {first}
+    assert arrays_settled(spec.name, {first}) == {first}
     run_sweep(spec, out, _slurm_test(), wait=False, progress=False)  # a stopped cell is resubmitted
     second = job_of(out, cell.run_id)
-    assert second != first and arrays_submitted(spec.name) == {first, second}
+    assert second != first and arrays_settled(spec.name, {first, second}) == {first, second}
 
 
 def test_invalid_sweep_submits_nothing(cluster, tmp_path, capsys):
