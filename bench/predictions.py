@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.runs import FILES
 
-PREDICTIONS = "predictions.npz"  # in a run folder
+PREDICTIONS = FILES["predictions"]  # in a run folder (bench.runs names every run file)
 PREDICTION_ARRAYS = ("val_pred", "val_true", "test_pred", "test_true")
 
 

@@ -53,8 +53,16 @@ class Backend(StrEnum):
         raise ConfigError(f"backend {name!r}: valid choices: {', '.join(b.value for b in cls)}")
 
 
+# the files a run writes in its folder, by RunDir attribute: each name is written here only
+FILES = {
+    "config": "config.json", "result": "result.json", "history": "history.csv",
+    "checkpoint": "checkpoint.pt", "bad_checkpoint": "checkpoint.bad.pt", "train_log": "train.log",
+    "progress": "progress.json", "predictions": "predictions.npz", "traceback": "traceback.txt",
+    "lock_file": ".lock",
+}
+RUN_FILES = tuple(FILES.values())
 # Files a `--force` retrain keeps, numbered: result.replaced.json, result.replaced.2.json, ...
-RETIRED = ("result.json", "history.csv", "traceback.txt", "predictions.npz")
+RETIRED = tuple(FILES[k] for k in ("result", "history", "traceback", "predictions"))
 LOCK_MESSAGE_AFTER_S = 2.0  # how long to wait for a busy lock before saying who holds it
 
 
@@ -66,10 +74,6 @@ def check_path_text(path: str | Path, what: str = "--out") -> Path:
                           "(job launchers expand it as a placeholder such as %j)")
     return Path(path)
 
-
-# the files a run writes in its folder (see RunDir)
-RUN_FILES = ("config.json", "result.json", "history.csv", "checkpoint.pt", "checkpoint.bad.pt", "train.log",
-             "progress.json", "predictions.npz", "traceback.txt", ".lock")
 
 
 @dataclass(frozen=True)
@@ -92,16 +96,16 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    config = property(lambda self: self.file("config.json"))
-    result = property(lambda self: self.file("result.json"))
-    history = property(lambda self: self.file("history.csv"))
-    checkpoint = property(lambda self: self.file("checkpoint.pt"))
-    bad_checkpoint = property(lambda self: self.file("checkpoint.bad.pt"))
-    train_log = property(lambda self: self.file("train.log"))
-    progress = property(lambda self: self.file("progress.json"))
-    predictions = property(lambda self: self.file("predictions.npz"))
-    traceback = property(lambda self: self.file("traceback.txt"))
-    lock_file = property(lambda self: self.file(".lock"))
+    config = property(lambda self: self.file(FILES["config"]))
+    result = property(lambda self: self.file(FILES["result"]))
+    history = property(lambda self: self.file(FILES["history"]))
+    checkpoint = property(lambda self: self.file(FILES["checkpoint"]))
+    bad_checkpoint = property(lambda self: self.file(FILES["bad_checkpoint"]))
+    train_log = property(lambda self: self.file(FILES["train_log"]))
+    progress = property(lambda self: self.file(FILES["progress"]))
+    predictions = property(lambda self: self.file(FILES["predictions"]))
+    traceback = property(lambda self: self.file(FILES["traceback"]))
+    lock_file = property(lambda self: self.file(FILES["lock_file"]))
 
     # -- staying inside -------------------------------------------------------------------
     def check_no_links(self) -> None:
