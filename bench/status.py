@@ -63,7 +63,7 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
         job_state = job_states.get(executors.job_key(rec)) if job_id else None
         status = result.get("status")
         stale = status in (RunStatus.OK, RunStatus.DIVERGED) and code_changed(result.get("code_hashes"), c)
-        if stale and job_state in executors.ALIVE and _after(rec, result):  # resubmitted: training anew
+        if stale and job_state in executors.ALIVE and _after(rec, result, RunDir.at(out / c.run_id).result):  # resubmitted: training anew
             state, reason = executors.activity(out / c.run_id, rec, job_state), ""
         elif stale:
             state, reason = "changed", ("its pruner's or plugin's source changed since: re-running trains "
@@ -84,12 +84,21 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
     return statuses
 
 
-def _after(job: dict[str, Any] | None, result: dict[str, Any]) -> bool:
-    """Whether `job` was submitted after `result` was written (not the job that wrote it, which
-    may linger a moment after writing it)."""
+def _after(job: dict[str, Any] | None, result: dict[str, Any], path: Path) -> bool:
+    """Whether `job` was submitted after `result` (stored at `path`) was written, so it is not the
+    job that wrote it, which may linger a moment after writing it. finished_at has whole seconds:
+    a resubmission within the same second is told by the file's own time."""
     try:
-        finished = datetime.fromisoformat(result["finished_at"]).timestamp()
-        return float(job["submitted_ts"]) > finished + 1  # finished_at has whole seconds
+        submitted = float(job["submitted_ts"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    try:
+        if submitted > path.stat().st_mtime:
+            return True
+    except OSError:
+        pass
+    try:
+        return submitted > datetime.fromisoformat(result["finished_at"]).timestamp() + 1
     except (KeyError, TypeError, ValueError):
         return False
 
