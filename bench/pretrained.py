@@ -2,7 +2,8 @@
 seed's initialization, then prunes and fine-tunes within its budget. The weights come from
 
 - a run folder: its final model (bench.run.checkpoint.load_model; masks applied), identified by
-  its checkpoint.pt;
+  the sha256 of that model's tensors (not of checkpoint.pt, which also holds timings: a run
+  retrained bit for bit names the same fine-tuning runs);
 - a file holding a state_dict (or a whole saved model, or one of this harness's checkpoints);
 - `torchvision:NAME`: torchvision's default weights for NAME, read from torch's hub cache
   (`$TORCH_HOME/hub/checkpoints`) when present there; never downloaded.
@@ -62,10 +63,26 @@ def _torchvision_file(name: str) -> Path:
 
 
 def sha256(spec: str) -> str:
-    """sha256 of the weights file `spec` names (ConfigError if there is none)."""
+    """sha256 of the weights `spec` names (ConfigError if there are none): of a run folder's final
+    model's tensors, else of the weights file."""
     path = weights_file(spec)
     stat = path.stat()
-    return _file_sha256(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _run_sha256(*key) if _is_run_folder(spec, path) else _file_sha256(*key)
+
+
+def _is_run_folder(spec: str, path: Path) -> bool:
+    return path.name == CHECKPOINT and path.parent == Path(spec)
+
+
+@functools.lru_cache(maxsize=32)
+def _run_sha256(path: str, mtime_ns: int, size: int) -> str:  # the cache key: the checkpoint as it is now
+    _, model = load_model(Path(path).parent, device="cpu")
+    digest = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        digest.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=32)
@@ -112,7 +129,7 @@ def load_into(model: nn.Module, spec: str, expected_sha256: str) -> None:
 
 def _state_dict(spec: str) -> dict[str, torch.Tensor]:
     path = weights_file(spec)
-    if path.name == CHECKPOINT and path.parent == Path(spec):  # a run folder: its final model
+    if _is_run_folder(spec, path):  # its final model
         _, model = load_model(path.parent, device="cpu")
         return model.state_dict()
     try:

@@ -63,7 +63,8 @@ def cell_statuses(out: Path, cells: list[RunConfig]) -> list[CellStatus]:
         job_state = job_states.get(executors.job_key(rec)) if job_id else None
         status = result.get("status")
         stale = status in (RunStatus.OK, RunStatus.DIVERGED) and code_changed(result.get("code_hashes"), c)
-        if stale and job_state in executors.ALIVE and _after(rec, result, RunDir.at(out / c.run_id).result):  # resubmitted: training anew
+        resubmitted = job_state in executors.ALIVE and _after(rec, result, RunDir.at(out / c.run_id).result)
+        if stale and resubmitted:  # training anew
             state, reason = executors.activity(out / c.run_id, rec, job_state), ""
         elif stale:
             state, reason = "changed", ("its pruner's or plugin's source changed since: re-running trains "

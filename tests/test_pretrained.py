@@ -4,7 +4,6 @@ starts from them."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 from bench import cli
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
-from bench.pretrained import starter
+from bench.pretrained import sha256, starter
 from bench.run.build import build
 from bench.run.checkpoint import load_model
 from bench.validate import check_config
@@ -52,8 +51,8 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_a_run_started_from_a_run_folder_records_it_and_starts_from_its_weights(trained, tmp_path, capsys):
     result = _run(["--pruner", "magnitude", "--epochs", "1", "--init", str(trained), "--out", str(tmp_path)],
                   capsys)
-    sha = hashlib.sha256((trained / "checkpoint.pt").read_bytes()).hexdigest()
-    assert result["budget"]["init"] == str(trained) and result["budget"]["init_sha256"] == sha
+    assert result["budget"]["init"] == str(trained)
+    assert result["budget"]["init_sha256"] == sha256(str(trained))
     scratch = RunConfig(pruner="magnitude", budget=Budget(epochs=1))
     assert result["run_id"] != scratch.run_id  # prune-then-fine-tune: a budget of its own
 
@@ -96,10 +95,23 @@ def test_missing_inits_name_what_is_expected(tmp_path, monkeypatch, capsys):
     assert not list(tmp_path.glob("dense-*"))  # nothing written
 
 
+def test_a_run_folder_init_is_named_by_its_weights_not_by_its_checkpoint_file(trained, tmp_path):
+    from bench.run.job import run
+
+    config = RunConfig(budget=Budget(epochs=1))
+    run(config, tmp_path)  # the same run trained again elsewhere: same weights, another checkpoint.pt
+    again = tmp_path / config.run_id
+    assert (again / "checkpoint.pt").read_bytes() != (trained / "checkpoint.pt").read_bytes()
+    assert sha256(str(again)) == sha256(str(trained))
+    other = RunConfig(budget=Budget(epochs=1), seed=1)
+    run(other, tmp_path)
+    assert sha256(str(tmp_path / other.run_id)) != sha256(str(trained))
+
+
 def test_a_sweep_file_names_an_init_and_its_cells_record_its_hash(trained):
     from bench.spec import sweep_from_toml
 
     spec = sweep_from_toml(f'[budget]\ninit = "{trained}"\nepochs = 1\n[grid]\nmodels = ["mlp"]\n'
                            'datasets = ["digits"]\n[pruners.magnitude]\nsparsity = 0.5\n')
     (cell,) = spec.cells
-    assert cell.budget.init_sha256 == hashlib.sha256((trained / "checkpoint.pt").read_bytes()).hexdigest()
+    assert cell.budget.init_sha256 == sha256(str(trained))
