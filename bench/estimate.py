@@ -64,12 +64,27 @@ PROBE_MAX_MACS = 1e7  # forward MACs per example: above it, no probe unless aske
 RATE_MODEL, RATE_BATCH = "resnet20", 16  # the dense training step that measures a device's MAC rate
 
 
-def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8, probe: bool = False) -> Estimate:
+def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8, probe: bool = False,
+             threads: int | None = None) -> Estimate:
     """Extrapolate each cell's compute to its budget: the training time of finished runs of the
     same (pruner, model, dataset) in `out`, else a probe on this machine (cached; data loading +
     steps x the step time; evaluation is not counted), else, for a large model on a CPU, its MACs
-    at this device's rate. `probe`: time a real probe for every group without finished runs."""
+    at this device's rate. `probe`: time a real probe for every group without finished runs.
+    `threads`: the torch threads each cell will run with on a CPU (the executor's), so a probe
+    times what a cell gets, not the whole machine."""
     import torch  # not at the top: parsing a sweep must not import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _estimate(spec, out, probe_steps, probe)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _estimate(spec: SweepSpec, out: Path | None, probe_steps: int, probe: bool) -> Estimate:
+    import torch
 
     from bench.run.distributed import resolve_device
 
@@ -257,6 +272,8 @@ def _probe(
     On a CPU the steps take `cpu_batch` examples and their time is scaled linearly to the budget's
     batch size: a full ResNet-50 batch takes minutes there. A dataset that is not on disk is
     replaced by random data of its shape; the step count then comes from its standard size."""
+    import torch
+
     from bench import metrics  # torch: imported when a probe runs
     from bench.data.synthetic import load_synthetic
     from bench.run.build import build
@@ -266,7 +283,8 @@ def _probe(
     b, info, model = config.budget, DATASETS.get(config.dataset), MODELS.get(config.model)
     device = resolve_device(config.device)
     batch = b.batch_size if device.type == "cuda" else min(b.batch_size, cpu_batch)
-    how = ["timed probe"] + ([f"batch {batch} scaled to {b.batch_size}"] if batch < b.batch_size else [])
+    how = ["timed probe"] + ([f"{torch.get_num_threads()} thread(s)"] if device.type == "cpu" else [])
+    how += [f"batch {batch} scaled to {b.batch_size}"] if batch < b.batch_size else []
     shape = info.input_shape or model.input_shapes[0]
     classes = info.num_classes or (model.classes or (10,))[0]
     t0 = time.perf_counter()

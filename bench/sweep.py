@@ -190,7 +190,8 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor, probe: bool = False
         settings = ", ".join(f"{p} {n}" for p, n in spec.settings_per_pruner().items())
         print(f"  tuned budget keys: {', '.join(spec.tuned)}; settings per pruner: {settings}")
     print("timing each (pruner, model, dataset) here (cached probe, probe or MACs)...", file=sys.stderr)
-    est = estimate(spec, out if out.exists() else None, probe=probe)
+    threads = executor.cell_threads(len(cells))  # probes time what one cell gets, not the machine
+    est = estimate(spec, out if out.exists() else None, probe=probe, threads=threads)
     est = loader_bound(cells, est, executor_cpus(executor), executor.tasks)  # the slower: steps or loader
     n_done = sum(1 for c in cells if status.finished_result(out if out.exists() else None, c))
     unit = "GPU" if est.device != "cpu" else "CPU"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -264,10 +265,33 @@ def test_a_dry_run_reuses_its_cached_probe_unless_asked_to_probe(tmp_path, monke
     first = estimate.estimate(spec)
     assert len(probes) == 1 and "timed probe" in first.rates["dense/mlp/digits"]
     again = estimate.estimate(spec)
-    assert len(probes) == 1 and "timed probe; cached " in again.rates["dense/mlp/digits"]
+    assert len(probes) == 1 and "timed probe, " in again.rates["dense/mlp/digits"]
+    assert "; cached " in again.rates["dense/mlp/digits"]
     assert again.total_s == pytest.approx(first.total_s)
     estimate.estimate(spec, probe=True)
     assert len(probes) == 2
+
+
+def test_a_dry_run_probes_with_the_threads_each_local_cell_gets(tmp_path, monkeypatch) -> None:
+    """Two cells at a time on this machine's cores: each trains with cores / 2 threads, and the
+    probe that times them must too (timed with every core, the estimate comes out too short)."""
+    from bench import estimate, executors
+    from bench.sweep import load_sweep
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "s.toml").write_text(DRY)
+    spec = load_sweep(tmp_path / "s.toml")
+    local = executors.create("local", {"parallel": 2})
+    threads = local.cell_threads(len(spec.cells))
+    assert threads == max(1, len(os.sched_getaffinity(0)) // 2)
+    seen = []
+    real = estimate._probe
+    monkeypatch.setattr(estimate, "_probe",
+                        lambda c, steps, **kw: seen.append(torch.get_num_threads()) or real(c, steps, **kw))
+    before = torch.get_num_threads()
+    est = estimate.estimate(spec, threads=threads)
+    assert seen == [threads] and f"{threads} thread(s)" in est.rates["dense/mlp/digits"]
+    assert torch.get_num_threads() == before  # the dry run's own process is left as it was
 
 
 def test_a_large_model_is_estimated_from_its_macs_at_the_device_rate(tmp_path, monkeypatch) -> None:

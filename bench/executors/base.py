@@ -63,6 +63,11 @@ class Executor(ABC):
     def lanes(self, n_cells: int) -> int:
         """How many cells run at once (for the dry run's wall-time estimate)."""
 
+    def cell_threads(self, n_cells: int) -> int | None:
+        """The torch threads each cell runs with on a CPU when `n_cells` run here (the dry run
+        times its probes with as many); None: not known here (another machine's)."""
+        return None
+
     def dry_run_check(self, est: Estimate) -> list[str]:
         """Lines the dry run adds for this executor (limits the cells may hit); raises ConfigError
         for a sweep whose cells cannot finish under this executor's limits."""

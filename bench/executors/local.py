@@ -51,13 +51,16 @@ class Local(Executor):
         default = max(1, (gpus or cores) // self.tasks)
         return max(1, min(self.options.parallel or default, n_cells))
 
+    def cell_threads(self, n_cells: int) -> int:
+        return max(1, local_devices()[0] // (self.lanes(n_cells) * self.tasks))
+
     def submit(self, cells: list[RunConfig], out: Path, name: str) -> list[submitit.Job]:
         if not cells:
             return []
-        cores, n_gpus = local_devices()
+        n_gpus = local_devices()[1]
         lanes = self.lanes(len(cells))
         groups = [cells[i::lanes] for i in range(lanes)]
-        threads = max(1, cores // (lanes * self.tasks))
+        threads = self.cell_threads(len(cells))
         ex = submitit.LocalExecutor(out.absolute() / ".submitit" / "%j", max_num_timeout=MAX_TIMEOUTS)
         jobs = []
         for i, group in enumerate(groups):
