@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -387,11 +388,15 @@ def test_board_rejects_bad_executor_and_profile_before_running(tmp_path: Path, m
 
 
 @pytest.mark.slow
-def test_board_end_to_end(tmp_path: Path, monkeypatch) -> None:
+def test_board_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     """Slow (~20 s): `bench board` on a 2-epoch dense + gRDA sweep through submitit's local executor."""
     pruners = "[pruners.dense]\n[pruners.grda]\nc = 0.02\nmu = [0.55, 0.7]\n"
     board = tiny_board(tmp_path, monkeypatch, f"[budget]\nepochs = 2\n{GRID}{pruners}")
     assert cli.main(["board", str(board.relative_to(tmp_path)), "--no-plots"]) == 0
+    # what the board cost, phase by phase
+    said = capsys.readouterr().err
+    assert re.search(r"^board: runs [\d.]+ (s|min), gather [\d.]+ s, valley [\d.]+ (s|min), "
+                     r"tables and figures [\d.]+ (s|min)$", said, re.M), said
     runs = pd.read_parquet(board / "results.parquet")
     assert sorted(runs["pruner"]) == ["dense", "grda", "grda"] and (runs["status"] == "ok").all()
     assert len(pd.read_parquet(board / "results.history.parquet")) == 6

@@ -624,7 +624,8 @@ def test_cli_dry_run_counts_cells_estimates_compute_and_writes_nothing(tmp_path,
     assert "sweep digits-demo (sweep.toml): 9 cells" in out
     assert re.search(r"grda\s+6", out) and re.search(r"dense\s+3", out)
     assert re.search(r"estimated compute, timed on this machine \(cpu\): [0-9.e-]+ CPU-hours", out)
-    probe = r"grda/mlp/digits: [0-9.e+-]+ ms/step x 82 steps .*\(timed probe, \d+ thread\(s\)[;)]"  # small: its real batch
+    # a small model: probed at its real batch
+    probe = r"grda/mlp/digits: [0-9.e+-]+ ms/step x 82 steps .*\(timed probe, \d+ thread\(s\)[;)]"
     assert re.search(probe, out)
     assert (
         cli.main(["sweep", "sweep.toml", "--dry-run", "--executor", "slurm", "--profile", "local-test"]) == 0

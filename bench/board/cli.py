@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from time import perf_counter
 
 import pandas as pd
 
@@ -65,11 +68,14 @@ def board(
     timing_dir = (out if time else directory) / "timing"
     load_timings(timing_dir)  # likewise
     stored_valley = None if run else read_valley(directory)  # likewise; a run measures it anew
+    took: list[tuple[str, float]] = []  # each phase's wall time, said at the end
     if run:
         executor = executor or executors.create()
         check_here(spec, executor)
-        run_sweep(spec, runs_dir, executor, wait=True, force=force)  # on a cluster too: it needs every cell
-    g = results.gather(runs_dir) if runs_dir.is_dir() else None
+        with _phase("runs", took):
+            run_sweep(spec, runs_dir, executor, wait=True, force=force)  # on a cluster too: it needs all
+    with _phase("gather", took):
+        g = results.gather(runs_dir) if runs_dir.is_dir() else None
     from_folders = g is not None and not g.runs.empty
     if not from_folders:
         if run or not (directory / "results.parquet").is_file():
@@ -101,7 +107,8 @@ def board(
     out.mkdir(parents=True, exist_ok=True)
     results.write(g, out / "results.parquet")
     df = prepare(g.runs)
-    valley = _valley(df, runs_dir, stored_valley, measure=from_folders and (run or stored_valley is None))
+    with _phase("valley", took):
+        valley = _valley(df, runs_dir, stored_valley, measure=from_folders and (run or stored_valley is None))
     loaded = int(df.loc[df["status"] == "ok", "loaded"].sum())
     if loaded:
         print(
@@ -115,7 +122,8 @@ def board(
             f"timing phase: every setting, serially, interleaved with dense, into {timing_dir}",
             file=sys.stderr,
         )
-        time_board(spec.cells, timing_dir)
+        with _phase("timing", took):
+            time_board(spec.cells, timing_dir)
     timings = load_timings(timing_dir)
     if len(timings) and timings["timing_loaded"].any():
         print(
@@ -123,19 +131,33 @@ def board(
             f"({LOADED_RULE}) and are not used; rerun `--time` on a quiet machine",
             file=sys.stderr,
         )
-    return write_leaderboard(
-        g.runs,
-        out,
-        g.history,
-        load_published(),
-        f"Leaderboard: {spec.name}",
-        plots,
-        note=_board_note(directory, runs_dir, len(spec.cells), spec.overrides),
-        calibrations=calibrations,
-        predictions=predictions.correctness(g.predictions),
-        timings=timings,
-        valley=valley,
-    )
+    with _phase("tables and figures", took):
+        readme = write_leaderboard(
+            g.runs,
+            out,
+            g.history,
+            load_published(),
+            f"Leaderboard: {spec.name}",
+            plots,
+            note=_board_note(directory, runs_dir, len(spec.cells), spec.overrides),
+            calibrations=calibrations,
+            predictions=predictions.correctness(g.predictions),
+            timings=timings,
+            valley=valley,
+        )
+    print("board: " + ", ".join(f"{name} {_duration(s)}" for name, s in took), file=sys.stderr)
+    return readme
+
+
+@contextmanager
+def _phase(name: str, took: list[tuple[str, float]]) -> Iterator[None]:
+    start = perf_counter()
+    yield
+    took.append((name, perf_counter() - start))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def _valley(
