@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.board.prepare import loaded
 from bench.errors import ConfigError, clip
 from bench.markdown import table
 from bench.predictions import read_predictions, read_run_predictions
@@ -48,6 +49,7 @@ from bench.spec import parse_value
 from bench.stats import PairedBootstrap, PairedT, paired_bootstrap, paired_t
 
 PAIR_KEYS = ("model", "dataset", "seed")
+TIMED = ("train_time_s",)  # compared over quiet pairs only: a loaded machine's times say nothing
 METRICS = tuple(s.name for s in COMPARED)  # labels, units and formats: bench.record.SHOWN
 
 
@@ -87,7 +89,7 @@ class Comparison:
             "pairs": self.pairs[[*PAIR_KEYS, "run_id_a", "run_id_b"]].to_dict(orient="records"),
             "left_out": self.left_out,
             "metrics": {m.metric: {"a_mean": _num(m.a_mean), "b_mean": _num(m.b_mean), "test": m.test,
-                                   "n": len(self.pairs),
+                                   "n": m.diff.n if isinstance(m.diff, PairedT) else m.diff.seeds,
                                    **{k: _num(v) for k, v in asdict(m.diff).items()}}
                         for m in self.metrics},
         }
@@ -240,7 +242,8 @@ def compare(runs: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame], a: str, b: s
                               f"the settings {_settings(side)}; select one, e.g. grda:c=0.02,mu=0.6")
     metrics = [m for m in METRICS if m in side_a.columns and m in side_b.columns]
     budget = [c for c in side_a.columns if c.startswith("budget.") and c in side_b.columns]
-    keep = [*PAIR_KEYS, "run_id", *metrics, *budget]
+    keep = [*PAIR_KEYS, "run_id", "loaded", *metrics, *budget]
+    side_a, side_b = side_a.assign(loaded=loaded(side_a)), side_b.assign(loaded=loaded(side_b))
     pairs = side_a[keep].merge(side_b[keep], on=list(PAIR_KEYS), suffixes=("_a", "_b"))
     if pairs.empty:
         def seen(s: pd.DataFrame) -> str:
@@ -253,14 +256,19 @@ def compare(runs: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame], a: str, b: s
         raise ConfigError(f"A and B trained under different budgets: {problem}; a difference between them "
                           "is not the pruners'. Pass --unequal-budgets to compare them anyway")
     diffs = []
+    quiet = ~(pairs["loaded_a"] | pairs["loaded_b"])
     for m in metrics:
-        both = pairs[[f"{m}_a", f"{m}_b"]].astype(float).dropna()
+        used = pairs[quiet] if m in TIMED else pairs
+        both = used[[f"{m}_a", f"{m}_b"]].astype(float).dropna()
         means = [float(both[c].mean()) if len(both) else math.nan for c in (f"{m}_a", f"{m}_b")]
         boot = _top1_bootstrap(pairs, correct or {}, level) if m == "top1" else None
         if boot is not None:
             diffs.append(MetricDiff(m, *means, boot, "seeds × examples bootstrap"))
-        else:
-            diffs.append(MetricDiff(m, *means, paired_t((both[f"{m}_a"] - both[f"{m}_b"]).tolist(), level)))
+            continue
+        test = "paired t over seeds"
+        if m in TIMED and not quiet.all():
+            test += f", quiet pairs only ({int((~quiet).sum())} loaded left out)"
+        diffs.append(MetricDiff(m, *means, paired_t((both[f"{m}_a"] - both[f"{m}_b"]).tolist(), level), test))
     return Comparison(a, b, pairs, diffs, left_out)
 
 

@@ -79,6 +79,21 @@ def test_compare_pairs_by_seed_with_the_hand_computed_interval():
     assert [p["seed"] for p in d["pairs"]] == [0, 1, 2, 3]
 
 
+def test_train_time_is_compared_over_quiet_pairs_only():
+    runs = _runs()
+    # seed 0's gmp run timed with the 1-minute load at 6 on 2 cores; seed 1's flagged by its run
+    runs["load_avg_before"], runs["load_avg_after"], runs["cpu_count"] = 1.0, 1.0, 2
+    gmp = runs["pruner"] == "gmp"
+    runs.loc[gmp & (runs["seed"] == 0), "load_avg_after"] = 6.0
+    runs.loc[gmp & (runs["seed"] == 1), ["load_avg_before", "load_avg_after"]] = None
+    runs["loaded"] = gmp & (runs["seed"] == 1)
+    c = compare(runs, "grda:c=0.02", "gmp:sparsity=0.9")
+    time = c.metric("train_time_s")
+    assert time.diff.n == 2 and time.a_mean == pytest.approx((12.0 + 13.0) / 2)  # seeds 2 and 3
+    assert time.test == "paired t over seeds, quiet pairs only (2 loaded left out)"
+    assert c.metric("top1").diff.n == 4 and c.to_dict()["metrics"]["train_time_s"]["n"] == 2
+
+
 def test_unpaired_seeds_drop_out():
     runs = _runs()
     runs = runs[~((runs["pruner"] == "gmp") & (runs["seed"] == 3))]

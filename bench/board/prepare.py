@@ -171,17 +171,19 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     df["hardware"] = hardware(df)
     family = df["optimizer_family"].astype(object)
     df["optimizer_family"] = family.where(family.notna(), df["optimizer"].map(family_of))
-    again = pd.Series(
-        [
-            is_loaded(*r)
-            for r in df[["load_avg_before", "load_avg_after", "cpu_count"]].itertuples(index=False)
-        ],
-        index=df.index,
-        dtype=object,
-    )
-    df["loaded"] = again.where(again.notna(), df["loaded"])  # no loads recorded: the run's own flag
-    df["loaded"] = df["loaded"].astype("boolean").fillna(False).astype(bool)
+    df["loaded"] = loaded(df)
     return df
+
+
+def loaded(runs: pd.DataFrame) -> pd.Series:
+    """Per run, whether it was timed on a loaded machine: the one rule (bench.record.is_loaded) on
+    its recorded load averages, else the run's own flag, else False."""
+    cols = ["load_avg_before", "load_avg_after", "cpu_count"]
+    table = runs.reindex(columns=cols)
+    again = pd.Series([is_loaded(*r) for r in table.itertuples(index=False)], index=runs.index, dtype=object)
+    own = runs["loaded"] if "loaded" in runs.columns else pd.Series(None, index=runs.index, dtype=object)
+    flag = again.where(again.notna(), own)  # no loads recorded: the run's own flag
+    return flag.astype("boolean").fillna(False).astype(bool)
 
 
 def hardware(df: pd.DataFrame) -> pd.Series:
