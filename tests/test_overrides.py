@@ -48,7 +48,7 @@ def test_overrides_of_the_committed_paper_sweep():
 def test_cli_dry_run_of_the_paper_sweep_with_overrides(tmp_path, capsys, monkeypatch):
     seen = []
 
-    def fake_estimate(spec, out=None, probe=False):  # the dry run's estimate of vgg16 is not under test
+    def fake_estimate(spec, out=None, probe=False, threads=None):  # vgg16's estimate is not under test
         seen.append(spec)
         return Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
 
@@ -130,7 +130,7 @@ sparsity = 0.9
 
 def test_set_drops_a_pruner_and_tunes_a_budget_key_from_the_command_line(tmp_path, capsys, monkeypatch):
     no_probe = Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
-    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None, probe=False: no_probe)
+    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None, probe=False, threads=None: no_probe)
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(SMALL)
     argv = ["sweep", str(sweep), "--dry-run", "--out", str(tmp_path / "out"),

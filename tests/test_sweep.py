@@ -336,7 +336,7 @@ def test_committed_sweeps_lead_with_the_paper_track_with_a_dense_row_per_optimiz
         assert pruned <= dense, f"{recipe} track: no dense row trained with {sorted(pruned - dense)}"
     # and the dry run still takes it (its compute probe is not under test here)
     no_probe = Estimate(1.0, 1.0, 1.0, "cpu", {}, [], {})
-    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None, probe=False: no_probe)
+    monkeypatch.setattr("bench.sweep.estimate", lambda spec, out=None, probe=False, threads=None: no_probe)
     assert cli.main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
     assert f"{len(spec.cells)} cells" in capsys.readouterr().out and not (tmp_path / "out").exists()
 
