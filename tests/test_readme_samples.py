@@ -28,7 +28,7 @@ VOLATILE = [
     (r"[\d.e+-]+ ms/step", "<n> ms/step"),
     (r"\+ [\d.e+-]+ s to load", "+ <n> s to load"),
     (r"[\d.e+-]+ ms/batch", "<n> ms/batch"),
-    (r"\(timed probe[^)]*\)", "(timed probe)"),  # probed now, or cached with its batch and date
+    (r"\(timed probe(?:[^()]|\([^()]*\))*\)", "(timed probe)"),  # threads, batch, cache date
     (r"with \d+ CPUs per task \(\d+ workers\)", "with <n> CPUs per task"),
 ]
 
