@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -160,7 +161,7 @@ class RunConfig:
             budget["lr_milestones"] = tuple(budget["lr_milestones"])
         return cls(**{**d, "budget": Budget(**budget), "loggers": tuple(d.get("loggers", ()))})
 
-    @property
+    @functools.cached_property  # computed once: a status poll asks every cell's, every second
     def run_id(self) -> str:
         """`<pruner>-<model>-<dataset>-s<seed>-<hash of the non-default fields>`."""
         from bench.registry import PRUNERS
@@ -195,7 +196,7 @@ class RunConfig:
             "budget": self.to_dict()["budget"],
         }
 
-    @property
+    @functools.cached_property
     def config_hash(self) -> str:
         """Hash of the whole resolved config (except where and how it runs: RUN_ONLY), defaults included."""
         d = self.to_dict()
