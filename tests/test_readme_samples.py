@@ -101,7 +101,8 @@ def test_every_readme_sample_prints_what_the_readme_shows(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
            "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     env.pop("PRUNEBENCH_PLUGINS", None)
-    (tmp_path / "leaderboards").symlink_to(REPO / "leaderboards")  # the committed boards, read only
+    (tmp_path / "leaderboards").mkdir()  # the committed digits board, read only; `-o leaderboards/mine` here
+    (tmp_path / "leaderboards" / "digits-mlp").symlink_to(REPO / "leaderboards" / "digits-mlp")
     checked: set[int] = set()
 
     def run(cmd: str) -> str:
