@@ -108,7 +108,7 @@ class TrainLog(Callback):
                    f"{c.dataset}, seed {c.seed}, device {trainer.device}, {trainer.total_steps} steps)")
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        self.write(epoch_line(row, trainer.budget.epochs, trainer.eta_s())
+        self.write(epoch_line(row, trainer.total_epochs, trainer.eta_s())
                    + f"  lr {row['lr']:.4g}  train {duration(row['elapsed_s'])}")
 
     def on_fit_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
@@ -123,8 +123,8 @@ class Progress(Callback):
         self.path, self.echo = RunDir.at(run_dir).progress, echo
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        line = epoch_line(row, trainer.budget.epochs, trainer.eta_s())
-        write_json(self.path, {"line": line, "epoch": row["epoch"] + 1, "epochs": trainer.budget.epochs,
+        line = epoch_line(row, trainer.total_epochs, trainer.eta_s())
+        write_json(self.path, {"line": line, "epoch": row["epoch"] + 1, "epochs": trainer.total_epochs,
                                "updated_at": _now(), "unix_time": time.time()})
         if self.echo:
             print(f"{trainer.config.run_id}: {line}", file=sys.stderr, flush=True)

@@ -537,8 +537,14 @@ def test_imp_rounds_each_train_a_full_budget_by_default(tmp_path: Path) -> None:
     p = trainer.pruner
     assert p.round_steps == trainer.context.total_steps == 41 and p.k == 0  # MLP: k = 0
     assert [p.lr_progress(s) for s in (0, 40, 41, 81, 82)] == [0, 40 / 41, 0, 40 / 41, 0]
+    from bench.callbacks import Progress
+
+    trainer.callbacks.append(Progress(tmp_path, echo=False))
     result = trainer.fit("test")
     assert result["budget_multiplier"] == 3.0 and result["steps"] == 3 * 41
+    # progress counts the rounds' epochs too: the last line is 3/3, not 3/1 with a negative eta
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress["epochs"] == trainer.total_epochs == 3 and progress["line"].startswith("epoch 3/3 ")
     assert abs(result["sparsity"] - 0.36) <= TOL
     assert 1.5 < result["train_compute_multiplier"] < 3.0  # later rounds are sparser
     squeezed = run(config("imp", Budget(epochs=1), sparsity=0.36, round_budget="squeezed"), tmp_path)

@@ -207,12 +207,18 @@ class Trainer:
             self.predictions[split] = predictions
         return top1, top5
 
+    @property
+    def total_epochs(self) -> int:
+        """Epochs this run trains: the budget's, or more where the pruner trains longer (IMP's
+        full-budget rounds)."""
+        return max(self.budget.epochs, math.ceil(self.total_steps / self.steps_per_epoch))
+
     def eta_s(self) -> float | None:
         """Seconds left, from this process's wall time per epoch so far (None before an epoch)."""
         done = self.epoch - self._fit_start_epoch
         if done <= 0:
             return None
-        return (time.perf_counter() - self._fit_start_time) / done * (self.budget.epochs - self.epoch)
+        return (time.perf_counter() - self._fit_start_time) / done * (self.total_epochs - self.epoch)
 
     def seed_epoch(self) -> None:
         """Seed this rank's own randomness for the current epoch from (seed, epoch, rank)."""
@@ -230,7 +236,7 @@ class Trainer:
         metrics.reset_peak_memory(self.device)
         self.load_before = metrics.load_average()
         status, diverged_epoch = RunStatus.OK, None
-        epochs = max(self.budget.epochs, math.ceil(self.total_steps / self.steps_per_epoch))
+        epochs = self.total_epochs
         bar = tqdm(total=epochs, initial=self.epoch, disable=not self.progress or self.rank != 0,
                    unit="epoch", desc=self.config.run_id, leave=True)
         while self.epoch < epochs and self.step < self.total_steps:
