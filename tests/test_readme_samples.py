@@ -59,16 +59,19 @@ def blocks() -> list[tuple[int, str, str]]:
     return found
 
 
-def output_after(marker: str) -> tuple[int, str]:
-    """The README's output block (a fence without a language) that follows the first block or
-    prose line containing `marker`."""
+def block_after(marker: str, lang: str = "") -> tuple[int, str]:
+    """(line, text) of the README's first `lang` block (default: an output block, a fence without a
+    language) that opens on or after the line containing `marker`."""
     text = README.read_text()
-    at = text.index(marker)
-    line = text[:at].count("\n") + 1
-    for start, lang, body in blocks():
-        if start > line and lang == "":
+    line = text[: text.index(marker)].count("\n") + 1
+    for start, block_lang, body in blocks():
+        if start >= line - 1 and block_lang == lang and not (lang == "" and marker in body):
             return start, body
-    raise AssertionError(f"no output block after {marker!r} in README.md")
+    raise AssertionError(f"no {lang or 'output'} block after {marker!r} in README.md")
+
+
+def output_after(marker: str) -> tuple[int, str]:
+    return block_after(marker)
 
 
 def command(marker: str) -> str:
@@ -89,12 +92,7 @@ def assert_shows(shown: str, out: str, where: int) -> None:
 
 
 def block_body(marker: str, lang: str) -> str:
-    text = README.read_text()
-    line = text[: text.index(marker)].count("\n") + 1
-    for start, block_lang, body in blocks():
-        if start >= line - 1 and block_lang == lang:
-            return body
-    raise AssertionError(f"no {lang} block at {marker!r}")
+    return block_after(marker, lang)[1]
 
 
 def test_every_readme_sample_prints_what_the_readme_shows(tmp_path):
