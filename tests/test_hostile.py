@@ -412,7 +412,10 @@ def _job_record(out: Path, cell: RunConfig) -> dict | None:
 def test_sigint_to_bench_sweep_stops_its_jobs_and_a_rerun_resumes_the_cell(tmp_path):
     """Ctrl-C (SIGINT to the `bench sweep` process alone) stops its local job, as its message says;
     the cell is then `stopped`, and re-running the sweep (no flag) resumes it from its checkpoint."""
-    path = sweep_file(tmp_path, f'{GRID}[budget]\nepochs = 200\n[pruners.dense]\n')
+    # far more epochs than the test waits for (a digits epoch takes ~20 ms: 200 epochs could end
+    # before a test process starved by other work sends its SIGINT)
+    grid = f'{GRID}[budget]\nepochs = 20000\n[pruners.dense]\n'
+    path = sweep_file(tmp_path, grid)
     (cell,) = load_sweep(path).cells
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -434,8 +437,8 @@ def test_sigint_to_bench_sweep_stops_its_jobs_and_a_rerun_resumes_the_cell(tmp_p
     assert state.state == "stopped"
     # the re-run resumes it; a shorter budget would be another cell, so stop it after one more epoch
     done_before = io.load_checkpoint(out / cell.run_id / "checkpoint.pt")["epoch"]
-    assert 1 <= done_before < 200
-    spec = load_sweep(sweep_file(tmp_path, f'{GRID}[budget]\nepochs = 200\n[pruners.dense]\n', "s.toml"))
+    assert 1 <= done_before < 20000
+    spec = load_sweep(sweep_file(tmp_path, grid, "s.toml"))
     run_sweep(spec, out, wait=False, progress=False)
     job = _job_record(out, cell)
     try:
