@@ -412,15 +412,17 @@ def _job_record(out: Path, cell: RunConfig) -> dict | None:
 def test_sigint_to_bench_sweep_stops_its_jobs_and_a_rerun_resumes_the_cell(tmp_path):
     """Ctrl-C (SIGINT to the `bench sweep` process alone) stops its local job, as its message says;
     the cell is then `stopped`, and re-running the sweep (no flag) resumes it from its checkpoint."""
-    # far more epochs than the test waits for (a digits epoch takes ~20 ms: 200 epochs could end
-    # before a test process starved by other work sends its SIGINT)
+    # far more epochs than the test lasts: the run must still be training when the signal comes
     grid = f'{GRID}[budget]\nepochs = 20000\n[pruners.dense]\n'
     path = sweep_file(tmp_path, grid)
     (cell,) = load_sweep(path).cells
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # SIGINT as in a terminal's foreground process: a shell starts background jobs (`pytest &`,
+    # nohup) with SIGINT ignored, and Python then never raises KeyboardInterrupt
     sweep = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(path), "--out", str(out)],
-                             stderr=subprocess.PIPE, text=True, env=env)
+                             stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + patience(120)
     while not (out / cell.run_id / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
