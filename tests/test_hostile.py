@@ -413,8 +413,8 @@ def test_sigint_to_bench_sweep_stops_its_jobs_and_a_rerun_resumes_the_cell(tmp_p
     """Ctrl-C (SIGINT to the `bench sweep` process alone) stops its local job, as its message says;
     the cell is then `stopped`, and re-running the sweep (no flag) resumes it from its checkpoint."""
     # far more epochs than the test lasts: the run must still be training when the signal comes
-    grid = f'{GRID}[budget]\nepochs = 20000\n[pruners.dense]\n'
-    path = sweep_file(tmp_path, grid)
+    sweep_text = f'{GRID}[budget]\nepochs = 20000\n[pruners.dense]\n'
+    path = sweep_file(tmp_path, sweep_text)
     (cell,) = load_sweep(path).cells
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -440,7 +440,7 @@ def test_sigint_to_bench_sweep_stops_its_jobs_and_a_rerun_resumes_the_cell(tmp_p
     # the re-run resumes it; a shorter budget would be another cell, so stop it after one more epoch
     done_before = io.load_checkpoint(out / cell.run_id / "checkpoint.pt")["epoch"]
     assert 1 <= done_before < 20000
-    spec = load_sweep(sweep_file(tmp_path, grid, "s.toml"))
+    spec = load_sweep(sweep_file(tmp_path, sweep_text, "s.toml"))
     run_sweep(spec, out, wait=False, progress=False)
     job = _job_record(out, cell)
     try:
