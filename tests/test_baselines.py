@@ -32,6 +32,7 @@ from baselines.str import STRHparams, STRPruner
 from baselines.synflow import SynFlowHparams, SynFlowPruner, synflow_masks
 from baselines.vd import SVDOMixin, VDHparams, VDPruner, VDWeights, kl_approx, vd_weights_reference
 from bench import metrics
+from bench.callbacks import Progress
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.io import load_checkpoint
@@ -537,8 +538,6 @@ def test_imp_rounds_each_train_a_full_budget_by_default(tmp_path: Path) -> None:
     p = trainer.pruner
     assert p.round_steps == trainer.context.total_steps == 41 and p.k == 0  # MLP: k = 0
     assert [p.lr_progress(s) for s in (0, 40, 41, 81, 82)] == [0, 40 / 41, 0, 40 / 41, 0]
-    from bench.callbacks import Progress
-
     trainer.callbacks.append(Progress(tmp_path, echo=False))
     result = trainer.fit("test")
     assert result["budget_multiplier"] == 3.0 and result["steps"] == 3 * 41

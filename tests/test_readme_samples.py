@@ -70,10 +70,6 @@ def block_after(marker: str, lang: str = "") -> tuple[int, str]:
     raise AssertionError(f"no {lang or 'output'} block after {marker!r} in README.md")
 
 
-def output_after(marker: str) -> tuple[int, str]:
-    return block_after(marker)
-
-
 def command(marker: str) -> str:
     """The README's command line containing `marker` (continuation lines joined)."""
     text = README.read_text().replace("\\\n", " ")
@@ -111,14 +107,14 @@ def test_every_readme_sample_prints_what_the_readme_shows(tmp_path):
         return p.stdout
 
     def check(marker: str, out: str) -> None:
-        start, shown = output_after(marker)
+        start, shown = block_after(marker)
         assert_shows(shown, out, start)
         checked.add(start)
 
     # Quick start: one run, its line and its train.log
     grda = "--pruner grda --model mlp --dataset digits --epochs 60"
     check(grda, run(command(grda)))
-    run_id = re.search(r"runs/(grda-mlp-digits-s0-\w+)", output_after(grda)[1]).group(1)
+    run_id = re.search(r"runs/(grda-mlp-digits-s0-\w+)", block_after(grda)[1]).group(1)
     log = (tmp_path / "runs" / run_id / "train.log").read_text()
     check("Every run appends to its `train.log`", "\n".join(log.splitlines()[:2]))
 
