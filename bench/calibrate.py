@@ -37,6 +37,7 @@ from bench.io import read_json, write_json
 from bench.pruner import SparsityKnob
 from bench.registry import PRUNERS
 from bench.run.job import run
+from bench.runs import FILES, RunStatus
 from bench.spec import config_from_args
 from bench.validate import check_config, check_out
 
@@ -199,7 +200,7 @@ def calibrate(
                 log(f"calibrate {config.pruner} [{phase}, {cfg.budget.epochs} epochs] {knob.name}={value:g}: "
                     f"{r['status']}, sparsity {r['sparsity']:.4f}, top1 {r['top1']}")
                 # a run that did not finish counts as overshooting (NaN compares as "not below")
-                return r["sparsity"] if r["status"] == "ok" else math.nan
+                return r["sparsity"] if r["status"] == RunStatus.OK else math.nan
 
             return evaluate
 
@@ -215,7 +216,7 @@ def calibrate(
                 slope = _slope(max(below), min(above)) if below and above else None
         secant_search(evaluator(config, "full"), u0, bounds, target, tolerance, full_runs, slope)
 
-        full = [t for t in trials if t["phase"] == "full" and t["status"] == "ok"]
+        full = [t for t in trials if t["phase"] == "full" and t["status"] == RunStatus.OK]
         if not full:
             raise RuntimeError(f"calibrate {config.pruner}: no full-budget run finished (see the log above)")
         best = min(full, key=lambda t: abs(t["sparsity"] - target))
@@ -302,7 +303,7 @@ def _publish(src: Path, out: Path, config: RunConfig) -> Path:
         return dest
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{src.name}."))
-    shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(FILES["lock_file"]))
     os.replace(tmp, dest)
     return dest
 

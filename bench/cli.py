@@ -28,7 +28,7 @@ from bench.callbacks import summary_line
 from bench.config import Budget, add_run_flags
 from bench.errors import ConfigError, clip_words
 from bench.registry import DATASETS, MODELS, PRUNERS
-from bench.runs import RunDir
+from bench.runs import FILES, RunDir, RunStatus
 from bench.spec import config_from_args
 from bench.validate import check_data, check_device_here, check_out
 
@@ -74,12 +74,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if disk_full(e):
             raise  # said in one line by `main`
         folder = f"{args.out.rstrip('/')}/{config.run_id}"
-        print(f"bench run: the run failed: {type(e).__name__}: {e}\n(recorded in {folder}/result.json, "
-              f"traceback in {folder}/traceback.txt)", file=sys.stderr)
+        print(f"bench run: the run failed: {type(e).__name__}: {e}\n(recorded in {folder}/{FILES['result']}, "
+              f"traceback in {folder}/{FILES['traceback']})", file=sys.stderr)
         return 1
     folder = f"{args.out.rstrip('/')}/{result['run_id']}"
     print(json.dumps(result, indent=2) if args.json else summary_line(result, folder))
-    return 0 if result["status"] == "ok" else 1
+    return 0 if result["status"] == RunStatus.OK else 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:

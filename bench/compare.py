@@ -45,6 +45,7 @@ from bench.markdown import table
 from bench.predictions import read_predictions, read_run_predictions
 from bench.record import COMPARED, SHOWN
 from bench.results import load
+from bench.runs import RunStatus
 from bench.spec import parse_value
 from bench.stats import PairedBootstrap, PairedT, paired_bootstrap, paired_t
 
@@ -157,7 +158,7 @@ def _settings(df: pd.DataFrame) -> str:
 
 
 def _ok(runs: pd.DataFrame, what: str) -> pd.DataFrame:
-    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    ok = runs[runs["status"] == RunStatus.OK] if "status" in runs.columns else runs
     if ok.empty:
         raise ConfigError(f"{what}: no finished (status ok) runs among its {len(runs)}" if len(runs) else
                           f"{what}: no runs to compare")

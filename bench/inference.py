@@ -44,6 +44,7 @@ from torch import nn
 
 from bench import metrics, runs
 from bench.compact import remove_zero_channels
+from bench.runs import BackendStatus
 
 MAX_DENSITY = 0.5  # a layer denser than this stays dense in `sparse` (see `bench perf --kernels`)
 BSR_BLOCKS = (16, 8, 4)  # tried largest first; BSR when its stored entries are <= 2x the non-zeros
@@ -266,17 +267,16 @@ def qualifies_2_4(layer: nn.Module) -> bool:
     return is_2_4(w) and w.shape[0] % SEMI_ROWS == 0 and w.shape[1] % SEMI_COLS == 0
 
 
-BACKENDS: dict[str, Backend] = {
-    "dense": dense_backend,
-    "compact": compact_backend,
-    "sparse": sparse_backend,
-    "2:4": semi_structured_backend,
+BACKENDS: dict[str, Backend] = {  # by display name (runs.Backend), dense first
+    runs.Backend.DENSE.value: dense_backend,
+    runs.Backend.COMPACT.value: compact_backend,
+    runs.Backend.SPARSE.value: sparse_backend,
+    runs.Backend.SEMI_STRUCTURED.value: semi_structured_backend,
 }
 
 
 # ------------------------------------------------------------------------------------- fields
 
-STATUSES = ("ok", "refused", "not_applicable", "failed")
 # the fields this returns are the `speedup_*` fields of bench.record.RunRecord; {b} is a backend's
 # key there (`BACKEND_KEYS`)
 BACKEND_KEYS = {b.value: b.key for b in runs.Backend}
@@ -326,7 +326,7 @@ class Timings:
         """Median milliseconds per call."""
         return median(self.samples[name]) * 1e3
 
-    def speedup(self, name: str, reference: str = "dense") -> float:
+    def speedup(self, name: str, reference: str = runs.Backend.DENSE.value) -> float:
         """Median over rounds of reference time / `name`'s time in the same round: a burst of
         load from other processes slows both sides of a pair alike."""
         return median(a / b for a, b in zip(self.samples[reference], self.samples[name], strict=True))
@@ -404,7 +404,7 @@ def measure_speedup(
     started = time.perf_counter()
     device = torch.device(device)
     backends = dict(BACKENDS if backends is None else backends)
-    if next(iter(backends)) != "dense":
+    if next(iter(backends)) != runs.Backend.DENSE:
         raise ValueError("measure_speedup: the first backend must be 'dense' (the reference)")
     model = copy.deepcopy(model).to(device).eval()
     example_bytes = 4 * math.prod(data.input_shape)
@@ -443,9 +443,9 @@ def measure_speedup(
         scale = max(1.0, float(ref.abs().max()))
         for name, build in backends.items():
             key = backend_key(name)
-            status, reason, diff = "ok", None, None
+            status, reason, diff = BackendStatus.OK, None, None
             try:
-                if name == "dense" and dense_model is not None:
+                if name == runs.Backend.DENSE and dense_model is not None:
                     built = reference
                     reason = "unpruned architecture (timed only; the outputs are the trained model's)"
                 else:
@@ -457,19 +457,19 @@ def measure_speedup(
                     b_rtol, slack = getattr(built, "tolerance", (rtol, 0.0))  # float16: looser
                     tol = b_rtol * scale
                     if diff > tol or abs(agree - correct) > slack * len(y_all):
-                        status = "refused"
+                        status = BackendStatus.REFUSED
                         reason = (f"outputs differ from the trained model's: max |logit difference| "
                                   f"{diff:.3g} (tolerance {tol:.3g}), top-1 {agree}/{len(y_all)} vs "
                                   f"{correct}/{len(y_all)}")
             except NotApplicable as e:
-                status, reason = "not_applicable", str(e)
+                status, reason = BackendStatus.NOT_APPLICABLE, str(e)
             except Exception as e:  # a backend that cannot run this model is a result, not a crash
-                status, reason = "failed", f"{type(e).__name__}: {e}"
-            if status == "ok":
+                status, reason = BackendStatus.FAILED, f"{type(e).__name__}: {e}"
+            if status == BackendStatus.OK:
                 runnable[name] = built
-            elif name == "dense":
+            elif name == runs.Backend.DENSE:
                 raise RuntimeError(f"measure_speedup: the dense reference did not run: {reason}")
-            fields.update({f"speedup_{key}_status": status, f"speedup_{key}_reason": reason,
+            fields.update({f"speedup_{key}_status": status.value, f"speedup_{key}_reason": reason,
                            f"speedup_{key}_max_abs_diff": diff})
 
         used = repeats
@@ -481,7 +481,7 @@ def measure_speedup(
             calls.update({own[name]: (lambda m=runnable[name].timing_reference, x=x: m(x)) for name in own})
             t = interleaved_timings(calls, device, repeats, budget_s)
             used = min(used, t.repeats)
-            ratios = {name: t.speedup(name, own.get(name, "dense")) for name in runnable}
+            ratios = {name: t.speedup(name, own.get(name, runs.Backend.DENSE.value)) for name in runnable}
             for name in backends:
                 key = backend_key(name)
                 fields[f"speedup_{key}_ms{suffix}"] = t.ms(name) if name in runnable else None

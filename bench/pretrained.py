@@ -25,9 +25,10 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.run.checkpoint import load_model
+from bench.runs import FILES
 
 TORCHVISION = "torchvision:"
-CHECKPOINT = "checkpoint.pt"  # a run folder's (bench.runs.RunDir.checkpoint)
+CHECKPOINT = FILES["checkpoint"]  # a run folder's
 
 
 def weights_file(spec: str) -> Path:

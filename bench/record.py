@@ -19,9 +19,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bench.runs import Backend, RunStatus
+
 Kind = Literal["identity", "metric", "provenance"]
-STATUSES = ("ok", "diverged", "failed")  # what a finished attempt records
-FINISHED = ("ok", "diverged")  # statuses that are final: re-running returns them
+STATUSES = tuple(s.value for s in RunStatus)  # what a finished attempt records
+FINISHED = tuple(s.value for s in RunStatus if s.finished)  # final: re-running returns them
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ class RunRecord:
 
 
 # Per inference backend (`bench.inference.BACKENDS`, `2:4` written `2to4`), the same fields.
-SPEEDUP_BACKENDS = ("dense", "compact", "sparse", "2to4")
+SPEEDUP_BACKENDS = tuple(b.key for b in Backend)
 _PER_BACKEND = (
     ("status", str, "ok | refused (outputs differ from the trained model's) | not_applicable | failed"),
     ("reason", str, "why not ok; for sparse, the formats used (csr:3,bsr16:1)"),

@@ -39,8 +39,9 @@ from bench.errors import ConfigError
 from bench.io import atomic_write
 from bench.predictions import predictions_path, read_run_predictions
 from bench.record import IDENTITY, METRICS, NESTED, PROVENANCE, STATUSES
+from bench.runs import FILES, RunStatus
 
-RESULT, CONFIG, HISTORY = "result.json", "config.json", "history.csv"
+RESULT, CONFIG, HISTORY = FILES["result"], FILES["config"], FILES["history"]
 HISTORY_IDENTITY = ("run_id", "pruner", "model", "dataset", "seed")
 
 
@@ -291,7 +292,7 @@ def _history_frame(runs: pd.DataFrame, blobs: list[bytes | None]) -> tuple[pd.Da
 def _gather_predictions(runs: pd.DataFrame) -> tuple[dict[str, dict[str, np.ndarray]], list[Skipped]]:
     found, skipped = {}, []
     for run_id, folder, status in runs[["run_id", "path", "status"]].itertuples(index=False):
-        if status != "ok":
+        if status != RunStatus.OK:
             continue
         got = read_run_predictions(folder)
         if isinstance(got, str):

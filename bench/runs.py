@@ -27,8 +27,13 @@ class RunStatus(StrEnum):
     """A run record's `status` (equal to the plain strings written in result.json)."""
 
     OK = "ok"
-    FAILED = "failed"
     DIVERGED = "diverged"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        """Final: re-running the config returns this record instead of training again."""
+        return self is not RunStatus.FAILED
 
 
 class Backend(StrEnum):
@@ -51,6 +56,15 @@ class Backend(StrEnum):
             if name in (b.value, b.key):
                 return b
         raise ConfigError(f"backend {name!r}: valid choices: {', '.join(b.value for b in cls)}")
+
+
+class BackendStatus(StrEnum):
+    """What an inference backend's check gave (`speedup_<key>_status`): timed only when OK."""
+
+    OK = "ok"
+    REFUSED = "refused"  # its outputs differ from the trained model's
+    NOT_APPLICABLE = "not_applicable"
+    FAILED = "failed"
 
 
 # the files a run writes in its folder, by RunDir attribute: each name is written here only

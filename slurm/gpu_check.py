@@ -41,6 +41,7 @@ from bench.run.build import build
 from bench.run.job import run
 from bench.run.result import now
 from bench.run.trainer import Trainer
+from bench.runs import Backend, BackendStatus, RunDir
 from bench.validate import check_config
 
 
@@ -93,15 +94,15 @@ def resume_bit_identical(args: argparse.Namespace) -> dict[str, Any]:
         device=_device(), deterministic=True, budget=Budget(epochs=2, batch_size=128)))
     with tempfile.TemporaryDirectory() as tmp:
         whole = run(config, Path(tmp) / "whole")
-        rd = Path(tmp) / "resumed" / config.run_id
-        rd.mkdir(parents=True)
+        rd = RunDir(Path(tmp) / "resumed", config.run_id)
+        rd.create()
         try:
             Trainer(config, rd, callbacks=[_StopAfterFirstEpoch()]).fit(now())
         except KeyboardInterrupt:
             pass
-        resumed = run(config, Path(tmp) / "resumed")
-        a = load_checkpoint(Path(tmp) / "whole" / config.run_id / "checkpoint.pt")["model"]
-        b = load_checkpoint(rd / "checkpoint.pt")["model"]
+        resumed = run(config, rd.out)
+        a = load_checkpoint(RunDir(Path(tmp) / "whole", config.run_id).checkpoint)["model"]
+        b = load_checkpoint(rd.checkpoint)["model"]
     identical = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     out = {"model": config.model, "resumed": resumed["resumed"], "weights_identical": identical,
            "top1": [whole["top1"], resumed["top1"]]}
@@ -250,14 +251,16 @@ def nm_2to4(args: argparse.Namespace) -> dict[str, Any]:
                 m.weight.mul_(nm_mask(m.weight, 2, 4))
     x = torch.randn(256, 3, 224, 224)
     data = TensorData(x[:8], torch.zeros(8, dtype=torch.long), x, torch.randint(0, 1000, (256,)), 1000)
-    backends = {"dense": BACKENDS["dense"], "2:4": BACKENDS["2:4"]}
+    backends = {b.value: BACKENDS[b.value] for b in (Backend.DENSE, Backend.SEMI_STRUCTURED)}
     f = measure_speedup(model, data, "cuda", batch_size=256, backends=backends, max_check_examples=256)
-    out = {k.removeprefix("speedup_"): v for k, v in f.items() if "2to4" in k or k == "speedup_dense_ms"}
-    out["summary"] = (f"{f['speedup_2to4_status']}: {f['speedup_2to4'] or 0:.2f}x at batch 256, "
-                      f"{f['speedup_2to4_b1'] or 0:.2f}x at batch 1, "
-                      f"max |diff| {f['speedup_2to4_max_abs_diff']}")
-    if f["speedup_2to4_status"] != "ok":
-        raise Failed(f"2:4 backend {f['speedup_2to4_status']}: {f['speedup_2to4_reason']}", out)
+    key = f"speedup_{Backend.SEMI_STRUCTURED.key}"
+    out = {k.removeprefix("speedup_"): v for k, v in f.items()
+           if k.startswith(key) or k == "speedup_dense_ms"}
+    out["summary"] = (f"{f[f'{key}_status']}: {f[key] or 0:.2f}x at batch 256, "
+                      f"{f[f'{key}_b1'] or 0:.2f}x at batch 1, "
+                      f"max |diff| {f[f'{key}_max_abs_diff']}")
+    if f[f"{key}_status"] != BackendStatus.OK:
+        raise Failed(f"2:4 backend {f[f'{key}_status']}: {f[f'{key}_reason']}", out)
     return out
 
 

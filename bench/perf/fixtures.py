@@ -12,6 +12,7 @@ from pathlib import Path
 from bench.config import Budget, RunConfig
 from bench.registry import PRUNERS
 from bench.run.job import run
+from bench.runs import FILES, RunDir
 from bench.validate import check_config
 
 
@@ -21,7 +22,7 @@ def make_run_folders(root: Path, n: int, epochs: int = 60) -> None:
     metrics. A throwaway fixture: written plainly, since 3n fsyncs (bench.io) would dominate."""
     with tempfile.TemporaryDirectory() as tmp:
         template = run(check_config(RunConfig(pruner="grda", budget=Budget(epochs=1))), tmp)
-        header = (Path(tmp) / template["run_id"] / "history.csv").read_text().splitlines()[0].split(",")
+        header = RunDir(Path(tmp), template["run_id"]).history.read_text().splitlines()[0].split(",")
     rng = random.Random(0)
     pruners = PRUNERS.names()
 
@@ -44,9 +45,10 @@ def make_run_folders(root: Path, n: int, epochs: int = 60) -> None:
             for e in range(epochs)
         ]
         return root / run_id, {
-            "result.json": json.dumps(record, indent=2, sort_keys=True),
-            "config.json": json.dumps({"run_id": run_id, "pruner": pruner, "seed": seed, "hparams": hparams}),
-            "history.csv": "\n".join(rows) + "\n",
+            FILES["result"]: json.dumps(record, indent=2, sort_keys=True),
+            FILES["config"]: json.dumps({"run_id": run_id, "pruner": pruner, "seed": seed,
+                                         "hparams": hparams}),
+            FILES["history"]: "\n".join(rows) + "\n",
         }
 
     def write(item: tuple[Path, dict[str, str]]) -> None:

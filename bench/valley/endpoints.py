@@ -14,6 +14,7 @@ from bench.compare import select
 from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
+from bench.runs import RunDir, RunStatus
 
 if TYPE_CHECKING:
     import torch
@@ -40,14 +41,14 @@ class Endpoint:
 
 def read_run(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     """A finished run folder's config and result; ConfigError unless it is one with a checkpoint."""
-    run_dir = Path(run_dir)
-    result = read_json(run_dir / "result.json")
-    if not isinstance(result, dict) or not (run_dir / "config.json").is_file():
+    run_dir, rd = Path(run_dir), RunDir.at(run_dir)
+    result = read_json(rd.result)
+    if not isinstance(result, dict) or not rd.config.is_file():
         raise ConfigError(f"{run_dir}: no readable config.json and result.json; is it a run folder "
                           "(runs/<run_id>)?")
-    if result.get("status") != "ok":
+    if result.get("status") != RunStatus.OK:
         raise ConfigError(f"{run_dir}: the run's status is {result.get('status')!r}; only finished (ok) runs")
-    if not (run_dir / "checkpoint.pt").is_file():
+    if not rd.checkpoint.is_file():
         raise ConfigError(f"{run_dir}: no checkpoint.pt, so no final weights")
     return read_config(run_dir), result
 
@@ -115,7 +116,7 @@ def data_order_note(a: Endpoint, b: Endpoint) -> str | None:
 
 
 def _one(runs: pd.DataFrame, selector: str, where: str) -> Path:
-    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    ok = runs[runs["status"] == RunStatus.OK] if "status" in runs.columns else runs
     found = select(ok, selector) if not ok.empty else ok
     if found.empty:
         raise ConfigError(f"{selector!r}: no finished (status ok) run under {where}")
@@ -131,7 +132,7 @@ def resolve(selector: str, runs: Callable[[], pd.DataFrame], where: str) -> Path
     """A run folder: `selector` itself when it is a path, else the one run it selects."""
     path = Path(selector)
     if path.exists():
-        if not (path / "result.json").is_file():
+        if not RunDir.at(path).result.is_file():
             raise ConfigError(f"{selector!r}: not a run folder (no result.json); give a run folder or a "
                               "selector such as grda:c=0.01648,seed=0")
         return path
@@ -141,7 +142,7 @@ def resolve(selector: str, runs: Callable[[], pd.DataFrame], where: str) -> Path
 def dense_partner(a_dir: Path, runs: pd.DataFrame, where: str) -> Path:
     """The dense run of A's model, data set, seed and budget (and optimizer family, where recorded)."""
     config, result = read_run(a_dir)
-    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    ok = runs[runs["status"] == RunStatus.OK] if "status" in runs.columns else runs
     ok = ok[(ok["pruner"] == "dense") & (ok["model"] == config.model) & (ok["dataset"] == config.dataset)
             & (ok["seed"] == config.seed)]
     ok = ok[[read_config(Path(p)).budget == config.budget for p in ok["path"]]]
@@ -160,7 +161,7 @@ def dense_partner(a_dir: Path, runs: pd.DataFrame, where: str) -> Path:
 
 
 def read_config(run_dir: Path) -> RunConfig:
-    config = read_json(run_dir / "config.json")
+    config = read_json(RunDir.at(run_dir).config)
     if not isinstance(config, dict):
         raise ConfigError(f"{run_dir}: no readable config.json")
     return RunConfig.from_dict({k: v for k, v in config.items() if k not in ("run_id", "config_hash")})
