@@ -58,7 +58,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
     from safetensors.torch import save_file
 
     from bench.run.checkpoint import load_built
-    from bench.run.trainer import Trainer
+    from bench.run.evaluation import evaluate
 
     run_dir = Path(run_dir)
     config, result = _finished(run_dir)
@@ -89,7 +89,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
     if check:
         try:
             loaded = load_model(st_path).to(built.device)
-            written["top1_loaded"], _ = Trainer(built, run_dir).evaluate(loaded)  # the run's own evaluation
+            written["top1_loaded"], _, _ = evaluate(built, loaded)  # the run's own evaluation
         except ConfigError as e:
             written["check_error"] = str(e)
     return written

@@ -93,3 +93,10 @@ def test_no_module_is_long():
     long = {str(p.relative_to(REPO)): n for pkg in (*PACKAGES, "slurm") for p in (REPO / pkg).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 520}
     assert not long, long
+
+
+def test_the_trainer_class_is_short():
+    """The Trainer holds the loop and evaluation only (~200 lines); helpers live beside it."""
+    tree = ast.parse((REPO / "bench" / "run" / "trainer.py").read_text())
+    trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+    assert trainer.end_lineno - trainer.lineno + 1 <= 200

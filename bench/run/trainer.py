@@ -27,14 +27,12 @@ from bench.pretrained import starter
 from bench.run import checkpoint, evaluation, history
 from bench.run.build import Built, build
 from bench.run.distributed import dist_info, max_over_ranks, rank_seed, sync_batchnorm
+from bench.run.memory import MEMORY_STEPS, tracked_step
 from bench.run.result import run_record
 from bench.runs import RunDir, RunStatus
 from bench.schedules import lr_factor
 
 STEP_TIME_WINDOW = 2000  # step times kept for the median (the most recent ones)
-# CPU: the training steps whose live tensors are tracked for peak_tensor_bytes (the first steps
-# after optimizer state exists); they are left out of the step times (tracking slows them)
-MEMORY_STEPS = range(2, 5)
 
 
 class Trainer:
@@ -50,8 +48,10 @@ class Trainer:
         self.device, self.data, self.model = built.device, built.data, built.model
         self.pruner, self.optimizer, self.context = built.pruner, built.optimizer, built.context
         self.steps_per_epoch, self.total_steps = built.steps_per_epoch, built.total_steps
+        # epochs this run trains: the budget's, or more where the pruner trains longer (IMP's rounds)
+        self.total_epochs = max(self.budget.epochs, math.ceil(self.total_steps / self.steps_per_epoch))
         self.channels_last = built.channels_last
-        self.net = self.wrap(self.model)  # what the training step calls: DDP over ranks, or the model
+        self.net = wrap(self.model, self.world, self.device, self.config.compile)  # what a step calls
         self.epoch, self.step, self.samples, self.train_time, self.train_macs = 0, 0, 0, 0.0, 0.0
         # this epoch's correct training predictions, and its examples (train_top1)
         self.correct, self.epoch_samples = torch.zeros((), dtype=torch.int64, device=self.device), 0
@@ -66,10 +66,6 @@ class Trainer:
         """Checkpoint this epoch (bench.run.checkpoint.save; every rank calls it)."""
         checkpoint.save(self)
 
-    def resume(self) -> bool:
-        """Restore the last checkpoint of this config, if any (bench.run.checkpoint.resume)."""
-        return checkpoint.resume(self)
-
     def peak_memory(self) -> int:
         """The run's peak memory so far (bytes): over the segments before a resume and, with several
         ranks, the largest rank's. Every rank calls it."""
@@ -79,23 +75,13 @@ class Trainer:
         """A new optimizer after the pruner replaced the model's parameters (structured pruning)."""
         self.pruner.model_changed = False
         self.optimizer = self.pruner.make_optimizer(self.model)
-        self.net = self.wrap(self.model)
+        self.net = wrap(self.model, self.world, self.device, self.config.compile)
         self.set_lr()
         return self.optimizer
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """What the training step calls: the model, under DistributedDataParallel when several ranks
-        train together (it averages gradients; BatchNorm synchronised on GPUs: `sync_batchnorm`),
-        compiled with `compile`."""
-        net = model
-        if self.world > 1:
-            net = nn.parallel.DistributedDataParallel(sync_batchnorm(model, self.device))
-        # `compile`: the step's forward and backward compiled (the model itself, what is saved, unchanged)
-        return torch.compile(net) if self.config.compile else net
-
     def autocast(self) -> torch.autocast:
         """The budget's precision for forward passes: bf16 autocast, or fp32 (a no-op)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.budget.precision == "bf16")
+        return evaluation.autocast(self.device, self.budget.precision)
 
     def set_lr(self) -> float:
         """Each parameter group's initial lr (the budget's, or the recipe's own) times the schedule's
@@ -126,7 +112,7 @@ class Trainer:
             n_left = self.data.num_train - i * b.batch_size
             global_batch = min(b.batch_size, n_left) if self.world > 1 else None
             if not cuda and self.step in MEMORY_STEPS:
-                loss_sum += self.tracked_step(x, y, global_batch)
+                loss_sum += tracked_step(self, x, y, global_batch)
             elif cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -178,17 +164,6 @@ class Trainer:
             self.built.macs_dense, self.built.layer_macs, self.pruner.compute_densities())
         return loss.detach()
 
-    def tracked_step(self, x: torch.Tensor, y: torch.Tensor, global_batch: int | None = None) -> torch.Tensor:
-        """`train_step` with its live tensors tracked (CPU): raises `tensor_peak` to the step's peak."""
-        opt_state = (v for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v))
-        params = list(self.model.parameters())
-        existing = (*params, *(p.grad for p in params if p.grad is not None), *self.model.buffers(),
-                    *opt_state, *self.pruner.state_tensors(), self.correct)
-        with metrics.TensorMemory(existing) as memory:
-            loss = self.train_step(x, y, global_batch)
-        self.tensor_peak = max(self.tensor_peak or 0, memory.peak)
-        return loss
-
     def update(self) -> None:
         """The half of a step after `backward`: the pruner's `after_backward`, the optimizer step,
         `after_step`, and a new optimizer if the pruner changed the model."""
@@ -202,16 +177,11 @@ class Trainer:
     def evaluate(self, model: nn.Module, split: str = "test", keep: bool = False) -> tuple[float, float]:
         """(top-1, top-5) of `model` on the test set or the validation split (bench.run.evaluation);
         `keep`: also keep every example's predicted and true class in `predictions[split]`."""
-        top1, top5, predictions = evaluation.evaluate(self, model, split, keep)
+        top1, top5, predictions = evaluation.evaluate(self.built, model, split, keep, self.rank, self.world)
+        self.model.train()  # `model` may be the trained model itself
         if predictions is not None:
             self.predictions[split] = predictions
         return top1, top5
-
-    @property
-    def total_epochs(self) -> int:
-        """Epochs this run trains: the budget's, or more where the pruner trains longer (IMP's
-        full-budget rounds)."""
-        return max(self.budget.epochs, math.ceil(self.total_steps / self.steps_per_epoch))
 
     def eta_s(self) -> float | None:
         """Seconds left, from this process's wall time per epoch so far (None before an epoch)."""
@@ -230,7 +200,7 @@ class Trainer:
 
     def fit(self, started: str) -> dict[str, Any]:
         """Train (from the last checkpoint, if any) to the end of the budget; returns the record."""
-        resumed = self.resume()
+        resumed = checkpoint.resume(self)  # the last checkpoint of this config, if any
         self._fit_start_epoch, self._fit_start_time = self.epoch, time.perf_counter()
         self.call("on_fit_start")
         metrics.reset_peak_memory(self.device)
@@ -263,3 +233,11 @@ class Trainer:
         record = run_record(self, status, diverged_epoch, started, resumed)
         self.call("on_fit_end", record)
         return record
+
+
+def wrap(model: nn.Module, world: int, device: torch.device, compile_: bool) -> nn.Module:
+    """What the training step calls: the model, under DistributedDataParallel when several ranks
+    train together (it averages gradients; BatchNorm synchronised on GPUs: `sync_batchnorm`),
+    compiled with `compile_` (the step's forward and backward; the saved model unchanged)."""
+    net = nn.parallel.DistributedDataParallel(sync_batchnorm(model, device)) if world > 1 else model
+    return torch.compile(net) if compile_ else net
