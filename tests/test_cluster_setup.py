@@ -4,6 +4,7 @@ ones are refused naming the key and what is valid."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,3 +64,21 @@ def test_bad_setup_or_sbatch_options_name_the_key(tmp_path, text, message):
     assert message in str(e.value)
     if "valid keys" in message:
         assert "setup, sbatch" in str(e.value)
+
+
+@pytest.mark.parametrize("installed_before", [False, True])
+def test_a_failed_slurm_install_skips_and_a_failed_start_raises(monkeypatch, installed_before):
+    """No network for apt-get: SLURM stays missing, the SLURM tests skip naming the failure; where
+    SLURM was installed, a failed start is an error."""
+    import conftest
+
+    failed = subprocess.CompletedProcess([], 100, "", "E: Unable to fetch some archives\n")
+    monkeypatch.setattr(conftest.subprocess, "run", lambda *a, **k: failed)
+    sbatch = "/usr/bin/sbatch" if installed_before else None
+    monkeypatch.setattr(conftest.shutil, "which", lambda name: sbatch)
+    if installed_before:
+        with pytest.raises(RuntimeError, match=r"start.sh failed \(100\)"):
+            conftest.start_cluster()
+    else:
+        why = conftest.start_cluster()
+        assert why is not None and "could not install it (exit 100: E: Unable to fetch some archives)" in why
