@@ -1,5 +1,6 @@
 """Recipe tracks (`budget.recipe`): what each means, and the methods that keep their own optimizer
-on the shared one. Text for boards and `bench list`; nothing here trains.
+on the shared one (those whose `PrunerInfo.own_optimizer` is set). Text for boards and `bench list`;
+nothing here trains, and nothing imports torch until a track is described.
 
 `paper`: each method its authors' optimizer (the pruner's `paper_recipe`); `shared`: one standard
 recipe, SGD with the budget's momentum and weight decay, for every method that can take it. The
@@ -9,8 +10,9 @@ decay 5e-4. Epochs, batches, the lr schedule, data and evaluation are the budget
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.config import Budget
@@ -22,8 +24,9 @@ TRACKS: dict[str, str] = {
     "can take it",
 }
 
-# methods that do not take the shared recipe, and why (VD: unless `optimizer = "sgd"`)
-OWN_OPTIMIZER: dict[str, str] = {
+# why a method that keeps its own optimizer (`PrunerInfo.own_optimizer`) does, in a board's words;
+# one without a note here is described by its paper recipe
+OWN_OPTIMIZER_NOTES: dict[str, str] = {
     "grda": "gRDA is its own optimizer (proximal SGD steps: no momentum or weight decay by design)",
     "vd": "VD needs Adam (lr 1e-3, the authors' recipe): with SGD its KL term barely moves the "
     "dropout rates; `optimizer = \"sgd\"` trains it with the shared recipe instead",
@@ -31,12 +34,24 @@ OWN_OPTIMIZER: dict[str, str] = {
 
 
 def own_optimizer(recipe: str, pruner: str, hparams: dict | None = None) -> str | None:
-    """Why `pruner` (with `hparams`) does not train with the track's shared recipe, or None."""
-    if recipe != "shared" or pruner not in OWN_OPTIMIZER:
+    """Why `pruner` (with `hparams`) does not train with the track's shared recipe, or None: a
+    method whose `PrunerInfo.own_optimizer` is set, unless its `optimizer` knob picks SGD (VD)."""
+    if recipe != "shared":
         return None
-    if pruner == "vd" and (hparams or {}).get("optimizer", "adam") != "adam":
+    from bench.registry import PRUNERS  # imports the pruner (torch): only when a track is described
+
+    cls = PRUNERS.get(pruner)
+    if not cls.info.own_optimizer or picks_sgd(cls, hparams):
         return None
-    return OWN_OPTIMIZER[pruner]
+    default = f"{pruner} keeps its own optimizer ({recipe_text(cls.paper_recipe)})"
+    return OWN_OPTIMIZER_NOTES.get(pruner, default)
+
+
+def picks_sgd(pruner_cls: Any, hparams: dict | None) -> bool:
+    """The method's `optimizer` knob (VD's), as set in `hparams` or by default, is SGD: it then
+    trains with the budget's SGD recipe instead of its own optimizer."""
+    default = {f.name: f.default for f in dataclasses.fields(pruner_cls.Hparams)}.get("optimizer")
+    return (hparams or {}).get("optimizer", default) == "sgd"
 
 
 def recipe_text(recipe: OptimizerRecipe | None) -> str:
@@ -74,7 +89,7 @@ def describe_track(
         groups: dict[str, list[str]] = {}
         for name, hp in pruners:
             own = PRUNERS.get(name).paper_recipe
-            if name == "vd" and hp.get("optimizer", "adam") != "adam":  # Gale et al.'s SGD recipe
+            if picks_sgd(PRUNERS.get(name), hp):  # VD with Gale et al.'s SGD recipe
                 how, name = "SGD with the budget's momentum and weight decay", f"{name} (optimizer = sgd)"
             else:
                 how = recipe_text(own)

@@ -34,7 +34,7 @@ from bench.run.job import run
 from bench.spec import TOP_KEYS, load_sweep, run_overrides, sweep_from_dict, sweep_from_toml
 from bench.status import cell_statuses, to_submit
 from bench.sweep import run_sweep
-from bench.tracks import describe_track, own_optimizer
+from bench.tracks import OWN_OPTIMIZER_NOTES, describe_track, own_optimizer
 from bench.validate import check_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -310,6 +310,13 @@ def test_track_text_names_each_method_s_optimizer_and_marks_those_off_the_shared
     assert shared.count("gRDA is its own optimizer") == 1 and shared.count("VD needs Adam") == 1
     assert own_optimizer("shared", "vd", {"optimizer": "sgd"}) is None
     assert own_optimizer("shared", "gmp", {}) is None and own_optimizer("paper", "grda", {}) is None
+
+
+@pytest.mark.parametrize("pruner", PRUNERS.names())
+def test_the_shared_track_marks_exactly_the_methods_whose_metadata_owns_their_optimizer(pruner):
+    info = PRUNERS.get(pruner).info
+    assert (own_optimizer("shared", pruner, {}) is not None) == info.own_optimizer
+    assert pruner not in OWN_OPTIMIZER_NOTES or info.own_optimizer  # no note for a method that shares
 
 
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/sweep.toml"))
