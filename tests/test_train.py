@@ -12,7 +12,9 @@ import torch
 from bench import cli, metrics
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
-from bench.registry import PRUNERS
+from bench.registry import MODELS, PRUNERS
+from bench.run.checkpoint import load_built
+from bench.run.history import l2_l1_ratio
 from bench.run.job import run
 from bench.run.trainer import Trainer
 from bench.schedules import lr_factor
@@ -310,3 +312,17 @@ def test_paper_recipe_gives_each_pruner_its_papers_optimizer(tmp_path):
 def test_every_pruner_declares_its_papers_recipe(pruner):
     """`recipe = "paper"` means each pruner's own paper's optimizer: none may silently fall back."""
     assert PRUNERS.get(pruner).paper_recipe is not None, f"{pruner}: declare paper_recipe"
+
+
+@pytest.mark.parametrize("pruner", ["vd", "str"])
+def test_history_ratio_is_over_the_effective_weights_of_reparameterized_pruners(tmp_path, pruner):
+    """w_l2_l1 is ||w||_2/||w||_1 of the network's weights: the finalized (evaluated) model's, not
+    the trained parameters, which hold VD's log sigma^2 and STR's dense v and thresholds s."""
+    r = run(check_config(RunConfig(pruner=pruner, budget=Budget(epochs=1))), tmp_path)
+    with open(tmp_path / r["run_id"] / "history.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    built, final = load_built(tmp_path / r["run_id"])  # final: the model the last epoch evaluated
+    dense = MODELS.get("mlp").build(10)
+    assert sorted(n for n, _ in final.named_parameters()) == sorted(n for n, _ in dense.named_parameters())
+    assert float(last["w_l2_l1"]) == l2_l1_ratio(final)
+    assert float(last["w_l2_l1"]) != l2_l1_ratio(built.model)  # the trained reparameterization's
