@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import cli, executors
-from bench.config import Budget, RunConfig, build_dataclass
+from bench.config import SWEEP_LEVEL, Budget, RunConfig, build_dataclass
 from bench.errors import ConfigError
 from bench.estimate import Estimate
 from bench.executors import local as local_executor
@@ -351,6 +351,28 @@ def test_data_dir_and_device_reach_every_cell():
         }
     )
     assert [(c.data_dir, c.device) for c in spec.cells] == [("/data", "cpu")]
+
+
+def test_run_level_keys_are_the_run_config_fields_with_their_defaults_and_checks():
+    """The sweep's top-level run keys are RunConfig's SWEEP_LEVEL fields: unset, a cell has the
+    field's default; set badly, each is an error naming the key, all reported at once."""
+    assert set(SWEEP_LEVEL) <= set(TOP_KEYS)
+    assert set(SWEEP_LEVEL) <= {f.name for f in dataclasses.fields(RunConfig)}
+    grid = {"pruners": {"dense": {}}, "grid": {"models": ["mlp"], "datasets": ["digits"]}}
+    (cell,) = sweep_from_dict(grid).cells
+    assert {k: getattr(cell, k) for k in SWEEP_LEVEL} == {k: getattr(RunConfig(), k) for k in SWEEP_LEVEL}
+    assert cell.data_dir == RunConfig.data_dir == "data"
+    (cell,) = sweep_from_dict({**grid, "device": "cpu", "deterministic": True, "compile": True}).cells
+    assert (cell.device, cell.deterministic, cell.compile) == ("cpu", True, True)
+    bad = {"data_dir": 1, "device": "tpu", "deterministic": 2, "compile": "maybe", "loggers": ["nope"]}
+    with pytest.raises(ConfigError) as e:
+        sweep_from_dict({**grid, **bad}, "s.toml")
+    msg = str(e.value)
+    assert msg.startswith("5 errors in s.toml:")
+    for line in ("data_dir = 1: expected a string", "device = 'tpu': valid choices: auto, cpu, cuda, cuda:N",
+                 "deterministic = 2: expected true or false", "compile = 'maybe': expected true or false",
+                 "loggers = 'nope': unknown logger; valid choices: "):
+        assert line in msg
 
 
 BAD = """
