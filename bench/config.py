@@ -56,7 +56,17 @@ class Budget:
     lr_milestones: tuple[float, ...] = hp((0.5, 0.75), "step schedule: fractions of the budget")
     lr_gamma: float = hp(0.1, "step schedule: lr factor at each milestone")
     momentum: float = hp(0.0, "SGD momentum for SGD-based pruners (gRDA uses none by design)")
-    weight_decay: float = hp(0.0, "SGD weight decay for SGD-based pruners")
+    weight_decay: float = hp(
+        0.0,
+        "SGD weight decay for SGD-based pruners; on the paper track, when > 0, the weight decay of the "
+        "methods whose papers train with SGD and momentum (they set it per data set and network; 0: "
+        "their recipe's 5e-4)",
+    )
+    nesterov: bool = hp(
+        False,
+        "Nesterov momentum for the SGD recipes with momentum: the shared one, and on the paper track "
+        "those of the methods whose papers train with SGD and momentum",
+    )
     augment: bool = hp(True, "the dataset's standard augmentation (CIFAR: pad 4 + crop, flip)")
     prune_first_last: bool = hp(True, "whether the first and last layers are prunable")
     val_fraction: float = hp(
@@ -203,8 +213,9 @@ class RunConfig:
         for name in RUN_ONLY:
             d.pop(name)
         d["budget"].pop("init")  # where the init's weights lie; their identity is init_sha256
-        if not d["budget"]["init_sha256"]:  # configs from before pretrained starts keep their hash
-            d["budget"].pop("init_sha256")
+        for key in ("init_sha256", "nesterov"):  # at their default: configs from before they existed
+            if not d["budget"][key]:             # keep their hash (and their checkpoints resume)
+                d["budget"].pop(key)
         return stable_hash(d)
 
 

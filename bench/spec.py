@@ -27,7 +27,10 @@ is reported at once, each naming file, table and key.
 
 Budget keys as axes: a list in [budget] (`lr = [0.05, 0.1]`) runs every pruner at each value; a
 budget key in a pruner's table replaces [budget]'s for that pruner (tuning its lr, epochs or weight
-decay with as many settings as another pruner's knob). The keys of SECTION_BUDGET_KEYS define what
+decay with as many settings as another pruner's knob). On the paper track `weight_decay` (when > 0)
+and `nesterov` are those of the methods whose papers train with SGD and momentum (the papers set
+them per data set and network: bench.pruner.SGD_MOMENTUM_WD): [budget] states a board's, a
+pruner's table that of a paper with its own. The keys of SECTION_BUDGET_KEYS define what
 is compared (the recipe track, the validation split, augmentation, the layers that may be pruned,
 the arithmetic): a list of them in [budget] gives one board section per value, and a pruner table
 may not set them. A pruner's settings are its distinct (hyperparameters, budget) pairs

@@ -74,6 +74,7 @@ def describe_track(
         groups: dict[str, list[str]] = {}
         for name, hp in pruners:
             own = PRUNERS.get(name).paper_recipe
+            own = own.on(budget) if own is not None and budget is not None else own  # its weight decay here
             if name == "vd" and hp.get("optimizer", "adam") != "adam":  # Gale et al.'s SGD recipe
                 how, name = "SGD with the budget's momentum and weight decay", f"{name} (optimizer = sgd)"
             else:

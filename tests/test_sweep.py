@@ -312,6 +312,83 @@ def test_track_text_names_each_method_s_optimizer_and_marks_those_off_the_shared
     assert own_optimizer("shared", "gmp", {}) is None and own_optimizer("paper", "grda", {}) is None
 
 
+PAPER_DECAY = """
+[budget]
+epochs = 1
+max_steps = 1
+recipe = "paper"
+weight_decay = 1e-4
+nesterov = true
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+[pruners.gmp]
+sparsity = 0.9
+[pruners.str]
+[pruners.imp]  # a paper of its own: that pruner's own values
+sparsity = 0.9
+weight_decay = 2e-4
+nesterov = false
+[pruners.grda]
+[pruners.vd]
+[pruners.dense]
+optimizer = ["sgd", "sgd_momentum"]
+"""
+
+
+def _sgd(opt: torch.optim.Optimizer) -> tuple[str, float, bool, list[float]]:
+    d = opt.defaults
+    return type(opt).__name__, d.get("momentum", 0.0), d.get("nesterov", False), [
+        g.get("weight_decay", 0.0) for g in opt.param_groups]
+
+
+def test_a_sweep_states_the_weight_decay_and_nesterov_of_the_momentum_sgd_papers():
+    """[budget] weight_decay and nesterov on the paper track: the optimizer of every method whose
+    paper trains with SGD and momentum (and of the dense model trained that way) takes them, a
+    pruner's own table its own; gRDA (its own optimizer), VD's Adam and plain SGD keep theirs."""
+    from bench.run.build import build
+
+    built = {(c.pruner, c.hparams.get("optimizer")): _sgd(build(c).optimizer)
+             for c in sweep_from_toml(PAPER_DECAY).cells}
+    assert built[("gmp", None)] == ("SGD", 0.9, True, [1e-4])
+    assert built[("str", None)][:3] == ("SGD", 0.9, True)
+    assert built[("str", None)][3][0] == 1e-4  # the weights'; the thresholds' is its s_weight_decay
+    assert built[("imp", None)] == ("SGD", 0.9, False, [2e-4])
+    assert built[("dense", "sgd_momentum")] == ("SGD", 0.9, True, [1e-4])
+    assert built[("dense", "sgd")] == ("SGD", 0.0, False, [0.0])
+    assert built[("vd", "adam")][0] == "Adam" and set(built[("vd", "adam")][3]) == {0.0}
+    assert built[("grda", None)][0] == "GRDA"
+    text = describe_track("paper", [("gmp", {}), ("imp", {})], sweep_from_toml(PAPER_DECAY).budget)
+    assert "SGD, Nesterov momentum 0.9, weight decay 0.0001 for gmp" in text
+    # unset (every committed board so far): the papers' CIFAR-scale 5e-4, no Nesterov, as before
+    unset = sweep_from_toml(PAPER_DECAY, overrides=["~budget.weight_decay", "~budget.nesterov",
+                                                    "~pruners.imp.weight_decay", "~pruners.imp.nesterov"])
+    for cell in unset.cells:
+        if cell.pruner in ("gmp", "imp"):
+            assert _sgd(build(cell).optimizer) == ("SGD", 0.9, False, [5e-4])
+
+
+def test_nesterov_on_the_shared_track_needs_the_budgets_momentum():
+    from bench.pruner import OptimizerRecipe
+
+    assert OptimizerRecipe.shared(Budget(momentum=0.9, nesterov=True)).nesterov
+    plain = OptimizerRecipe.shared(Budget(nesterov=True))  # no momentum: Nesterov's step is plain SGD's
+    assert not plain.nesterov and plain.build([torch.zeros(1, requires_grad=True)], Budget()).defaults[
+        "momentum"] == 0.0
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("budget.nesterov=2", "[budget] nesterov = 2: expected true or false"),
+    ("budget.weight_decay=-1e-4", "[budget] weight_decay = -0.0001: must be >= 0"),
+    ("pruners.imp.weight_decay='high'", "[pruners.imp] weight_decay = 'high': expected a number"),
+    ("pruners.imp.nesterov='sometimes'", "[pruners.imp] nesterov = 'sometimes': expected true or false"),
+])
+def test_a_bad_paper_weight_decay_or_nesterov_names_the_key(override, expected):
+    with pytest.raises(ConfigError) as e:
+        sweep_from_toml(PAPER_DECAY, "s.toml", [override])
+    assert f"s.toml: {expected}" in str(e.value)
+
+
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/sweep.toml"))
 
 
