@@ -418,6 +418,19 @@ def test_committed_sweeps_lead_with_the_paper_track_with_a_dense_row_per_optimiz
     assert f"{len(spec.cells)} cells" in capsys.readouterr().out and not (tmp_path / "out").exists()
 
 
+BUILT = [p for p in COMMITTED if (p.parent / "results.parquet").exists()]
+
+
+@pytest.mark.parametrize("path", BUILT, ids=lambda p: p.parent.name)
+def test_a_built_boards_sweep_expands_to_exactly_the_runs_of_its_results(path):
+    """The run ids of a committed board's results are its sweep file's cells: a change to the
+    sweep parser, the budget or a pruner's defaults that renames a cell shows here."""
+    import pandas as pd
+
+    runs = pd.read_parquet(path.parent / "results.parquet", columns=["run_id"])["run_id"]
+    assert sorted(c.run_id for c in load_sweep(path).cells) == sorted(runs)
+
+
 def test_data_dir_and_device_reach_every_cell():
     spec = sweep_from_dict(
         {
