@@ -56,7 +56,17 @@ class Budget:
     lr_milestones: tuple[float, ...] = hp((0.5, 0.75), "step schedule: fractions of the budget")
     lr_gamma: float = hp(0.1, "step schedule: lr factor at each milestone")
     momentum: float = hp(0.0, "SGD momentum for SGD-based pruners (gRDA uses none by design)")
-    weight_decay: float = hp(0.0, "SGD weight decay for SGD-based pruners")
+    weight_decay: float = hp(
+        0.0,
+        "SGD weight decay for SGD-based pruners; on the paper track, when > 0, the weight decay of the "
+        "methods whose papers train with SGD and momentum (they set it per data set and network; 0: "
+        "their recipe's 5e-4)",
+    )
+    nesterov: bool = hp(
+        False,
+        "Nesterov momentum for the SGD recipes with momentum: the shared one, and on the paper track "
+        "those of the methods whose papers train with SGD and momentum",
+    )
     augment: bool = hp(True, "the dataset's standard augmentation (CIFAR: pad 4 + crop, flip)")
     prune_first_last: bool = hp(True, "whether the first and last layers are prunable")
     val_fraction: float = hp(
@@ -203,8 +213,9 @@ class RunConfig:
         for name in RUN_ONLY:
             d.pop(name)
         d["budget"].pop("init")  # where the init's weights lie; their identity is init_sha256
-        if not d["budget"]["init_sha256"]:  # configs from before pretrained starts keep their hash
-            d["budget"].pop("init_sha256")
+        for key in ("init_sha256", "nesterov"):  # at their default: configs from before they existed
+            if not d["budget"][key]:             # keep their hash (and their checkpoints resume)
+                d["budget"].pop(key)
         return stable_hash(d)
 
 
@@ -383,14 +394,18 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 # the RunConfig fields that are flags of `bench run` (the others: --pruner, --model, --dataset, --set)
 RUN_LEVEL = ("seed", "data_dir", "device", "loggers", "deterministic", "threads", "compile")
+# the RUN_LEVEL fields a sweep file sets at its top, for every cell (seed: the grid's `seeds`
+# axis; threads: the executor's, from the cores it gives each cell)
+SWEEP_LEVEL = tuple(k for k in RUN_LEVEL if k not in ("seed", "threads"))
 
 
-def add_run_level_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RUN_LEVEL field of RunConfig, from its declaration (help, default, type): a
-    bool is a switch, a tuple a repeatable flag; unset flags are None (the field's default)."""
+def add_run_level_flags(parser: argparse.ArgumentParser, names: Sequence[str] = RUN_LEVEL) -> None:
+    """One flag per RUN_LEVEL field of RunConfig (or per one of `names`), from its declaration
+    (help, default, type): a bool is a switch, a tuple a repeatable flag; unset flags are None
+    (the field's default)."""
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
-        if f.name not in RUN_LEVEL:
+        if f.name not in names:
             continue
         flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
         help_ = f"{f.metadata['help']} (default: {f.default!r})".replace("%", "%%")
@@ -403,8 +418,19 @@ def add_run_level_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run_level_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The RUN_LEVEL fields given on the command line, converted to their declared types
-    (ConfigError naming the flag for a value that does not convert)."""
-    hints = typing.get_type_hints(RunConfig)
-    return {name: coerce(getattr(args, name), hints[name], "--" + name.replace("_", "-"))
+    """The RUN_LEVEL fields given on the command line, converted to their declared types and
+    checked (ConfigError naming the flag for a value that does not convert or is out of range)."""
+    return {name: run_level_value(name, getattr(args, name), "--" + name.replace("_", "-"))
             for name in RUN_LEVEL if getattr(args, name, None) is not None}
+
+
+def run_level_value(name: str, value: Any, where: str) -> Any:
+    """A user value of the RunConfig field `name` (a flag's string, a sweep file's TOML value),
+    converted to its declared type and range-checked by RunConfig's own checks; ConfigError
+    naming `where` and what is valid."""
+    value = coerce(value, typing.get_type_hints(RunConfig)[name], where)
+    try:
+        RunConfig(**{name: value})
+    except ConfigError as e:
+        raise ConfigError(str(e).replace(name, where, 1)) from None
+    return value

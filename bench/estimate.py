@@ -219,7 +219,7 @@ def _macs_and_size(config: RunConfig, device: Any) -> tuple[float, int | None]:
         dense, _ = metrics.macs(model_info.build(classes), tuple(shape), cpu)
         num_train = info.num_train
         if num_train is None:
-            num_train = info.load(config.data_dir or "data", cpu, False, shape, classes).num_train
+            num_train = info.load(config.data_dir, cpu, False, shape, classes).num_train
         known = cache.read_json("macs")
         known[key] = dict(macs=dense, num_train=num_train)
         cache.write_json("macs", known)

@@ -41,8 +41,10 @@ for a target sparsity.
 Optimizer recipe: with the budget's `recipe = "shared"` every pruner trains with the budget's
 optimizer settings (`OptimizerRecipe.shared`); with `recipe = "paper"` each pruner uses its
 class attribute `paper_recipe`, the optimizer its paper trained with (None: it has none of its
-own, and keeps the shared one). Either way `make_optimizer` builds `self.optimizer_recipe()`;
-a pruner that builds its own optimizer (gRDA) or parameter groups (STR) reads it from there.
+own, and keeps the shared one); the SGD-momentum papers' recipe takes its weight decay and
+Nesterov from the budget when it sets them (`OptimizerRecipe.on`). Either way `make_optimizer`
+builds `self.optimizer_recipe()`; a pruner that builds its own optimizer (gRDA) or parameter
+groups (STR) reads it from there.
 Epochs, batches, the lr schedule (it scales each parameter group's own initial lr), data and
 evaluation are shared by both tracks.
 
@@ -159,11 +161,22 @@ class OptimizerRecipe:
     momentum: float = 0.0  # SGD only
     nesterov: bool = False  # SGD only
     weight_decay: float = 0.0  # coupled (added to the gradient), as torch's SGD and Adam do
+    # the budget's `weight_decay` (when > 0) and `nesterov` replace this recipe's (see `on`)
+    per_budget: bool = False
 
     @classmethod
     def shared(cls, budget: Budget) -> OptimizerRecipe:
-        """The shared track: SGD with the budget's lr, momentum and weight decay."""
-        return cls("sgd", None, budget.momentum, False, budget.weight_decay)
+        """The shared track: SGD with the budget's lr, momentum, weight decay and Nesterov (without
+        momentum Nesterov is plain SGD, which torch spells nesterov=False)."""
+        return cls("sgd", None, budget.momentum, budget.nesterov and budget.momentum > 0, budget.weight_decay)
+
+    def on(self, budget: Budget) -> OptimizerRecipe:
+        """This recipe as it trains under `budget`: a `per_budget` recipe takes the budget's weight
+        decay when it sets one (> 0) and its Nesterov; any other recipe is itself."""
+        if not self.per_budget:
+            return self
+        return dataclasses.replace(self, weight_decay=budget.weight_decay or self.weight_decay,
+                                   nesterov=budget.nesterov and self.momentum > 0, per_budget=False)
 
     @property
     def family(self) -> str:
@@ -173,17 +186,22 @@ class OptimizerRecipe:
         return "sgd_momentum" if self.momentum > 0 else "sgd"
 
     def build(self, params: Any, budget: Budget) -> torch.optim.Optimizer:
-        """The optimizer over `params` (tensors or parameter groups, as torch.optim takes them)."""
-        lr = budget.lr if self.lr is None else self.lr
-        if self.optimizer == "adam":  # fused: one kernel per tensor (several times the foreach speed on CPU)
-            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay, fused=True)
-        return torch.optim.SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
-                               weight_decay=self.weight_decay, foreach=True)
+        """The optimizer over `params` (tensors or parameter groups, as torch.optim takes them),
+        with this recipe `on(budget)`."""
+        r = self.on(budget)
+        lr = budget.lr if r.lr is None else r.lr
+        if r.optimizer == "adam":  # fused: one kernel per tensor (several times the foreach speed on CPU)
+            return torch.optim.Adam(params, lr=lr, weight_decay=r.weight_decay, fused=True)
+        return torch.optim.SGD(params, lr=lr, momentum=r.momentum, nesterov=r.nesterov,
+                               weight_decay=r.weight_decay, foreach=True)
 
 
 # The recipe of the SGD-trained pruning papers (Zhu & Gupta 2017, Gale et al. 2019, Kusupati et al.
-# 2020): momentum 0.9 with weight decay (5e-4, the usual CIFAR-scale value).
-SGD_MOMENTUM_WD = OptimizerRecipe("sgd", momentum=0.9, weight_decay=5e-4)
+# 2020, Evci et al. 2020, Lee et al. 2019, Frankle et al. 2020): momentum 0.9 with weight decay.
+# Their weight decay (and Nesterov) depends on the data set and network, so the budget states it
+# (`weight_decay`, `nesterov`: a sweep file's [budget], or a pruner's own table); unset, 5e-4
+# without Nesterov, the usual CIFAR-scale value.
+SGD_MOMENTUM_WD = OptimizerRecipe("sgd", momentum=0.9, weight_decay=5e-4, per_budget=True)
 
 
 @dataclass(frozen=True)
@@ -314,7 +332,7 @@ class Pruner:
     def optimizer_recipe(self) -> OptimizerRecipe:
         """The optimizer settings of the budget's recipe track (see the module docstring)."""
         if self.budget.recipe == "paper" and self.paper_recipe is not None:
-            return self.paper_recipe
+            return self.paper_recipe.on(self.budget)
         return OptimizerRecipe.shared(self.budget)
 
     @property

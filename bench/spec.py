@@ -3,11 +3,9 @@
 
     name = "digits-demo"         # default out folder: runs/<name>
     max_cells = 10000            # optional: the most cells the grid may ask for (default 10000)
-    data_dir = "data"            # optional, where on-disk datasets live
-    device = "auto"              # optional: auto | cpu | cuda | cuda:N (not cuda:N with --gpus > 1)
-    deterministic = false        # optional: deterministic algorithms (bit-exact CUDA resumes)
-    compile = false              # optional: torch.compile the training step; not run identity
-    loggers = ["tensorboard"]    # optional experiment trackers (bench.loggers); not run identity
+    data_dir = "/path/to/data"   # optional: RunConfig's run-level fields (SWEEP_LEVEL: data_dir,
+    device = "cuda"              # device, loggers, deterministic, compile), for every cell; their
+    loggers = ["tensorboard"]    # types, defaults and help are the fields' (`bench run --help`)
     [budget]                     # bench.config.Budget fields, shared by every cell
     epochs = 30
     [grid]
@@ -29,7 +27,10 @@ is reported at once, each naming file, table and key.
 
 Budget keys as axes: a list in [budget] (`lr = [0.05, 0.1]`) runs every pruner at each value; a
 budget key in a pruner's table replaces [budget]'s for that pruner (tuning its lr, epochs or weight
-decay with as many settings as another pruner's knob). The keys of SECTION_BUDGET_KEYS define what
+decay with as many settings as another pruner's knob). On the paper track `weight_decay` (when > 0)
+and `nesterov` are those of the methods whose papers train with SGD and momentum (the papers set
+them per data set and network: bench.pruner.SGD_MOMENTUM_WD): [budget] states a board's, a
+pruner's table that of a paper with its own. The keys of SECTION_BUDGET_KEYS define what
 is compared (the recipe track, the validation split, augmentation, the layers that may be pruned,
 the arithmetic): a list of them in [budget] gives one board section per value, and a pruner table
 may not set them. A pruner's settings are its distinct (hyperparameters, budget) pairs
@@ -54,13 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import (
-    DEVICE_RE,
-    MAX_SEED,
-    Budget,
-    RunConfig,
-    coerce,
-)
+from bench.config import MAX_SEED, SWEEP_LEVEL, Budget, RunConfig, coerce, run_level_value
 from bench.errors import ConfigError
 from bench.overrides import BUDGET_KEYS, apply_overrides, budget_check
 from bench.overrides import config_from_args as config_from_args  # re-exported: callers import it here
@@ -69,10 +64,7 @@ from bench.overrides import run_overrides as run_overrides
 from bench.registry import DATASETS, MODELS, PRUNERS
 from bench.validate import check_config, check_data, check_loggers
 
-TOP_KEYS = (
-    "name", "max_cells", "data_dir", "device", "deterministic", "compile", "loggers", "budget", "grid",
-    "pruners",
-)
+TOP_KEYS = ("name", "max_cells", *SWEEP_LEVEL, "budget", "grid", "pruners")
 GRID_KEYS = ("models", "datasets", "seeds")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 100  # characters: the name is a folder name (255 bytes at most) and a SLURM job name
@@ -157,26 +149,7 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
     if not isinstance(max_cells, int) or isinstance(max_cells, bool) or max_cells < 1:
         errors.append(f"max_cells = {max_cells!r}: expected an integer >= 1")
         max_cells = MAX_CELLS
-    data_dir = data.get("data_dir", "")
-    if not isinstance(data_dir, str):
-        errors.append(f"data_dir = {data_dir!r}: expected a string (a folder)")
-    device = data.get("device", "auto")
-    if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
-        errors.append(f"device = {device!r}: valid choices: auto, cpu, cuda, cuda:N")
-    deterministic = data.get("deterministic", False)
-    if not isinstance(deterministic, bool):
-        errors.append(f"deterministic = {deterministic!r}: expected true or false")
-    compile_ = data.get("compile", False)
-    if not isinstance(compile_, bool):
-        errors.append(f"compile = {compile_!r}: expected true or false")
-    loggers = data.get("loggers", [])
-    if not isinstance(loggers, list) or not all(isinstance(x, str) for x in loggers):
-        errors.append(f"loggers = {loggers!r}: expected a list of names, e.g. [\"tensorboard\"]")
-        loggers = []
-    try:
-        check_loggers(tuple(loggers))
-    except ConfigError as e:
-        errors.append(str(e))
+    run_level = _parse_run_level(data, errors)
     budget_axes = _parse_budget(data.get("budget", {}), errors)
     grid = _parse_grid(data.get("grid"), errors)
     raw_budget = data.get("budget") if isinstance(data.get("budget"), dict) else {}
@@ -197,11 +170,7 @@ def sweep_from_dict(data: dict[str, Any], path: str | Path = "sweep.toml", sourc
             hparams=hparams,
             budget=budget,
             seed=seed,
-            data_dir=data_dir,
-            device=device,
-            deterministic=deterministic,
-            compile=compile_,
-            loggers=tuple(loggers),
+            **run_level,
         )
         try:
             config = check_config(config)
@@ -223,6 +192,23 @@ def _format(path: Path, errors: list[str]) -> str:
     if len(lines) == 1:
         return lines[0]
     return f"{len(lines)} errors in {path}:\n  " + "\n  ".join(lines)
+
+
+def _parse_run_level(data: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """The SWEEP_LEVEL keys the file sets (RunConfig fields: their types, checks and defaults are
+    the field declarations'), each converted and checked; the unset ones keep RunConfig's default."""
+    values: dict[str, Any] = {}
+    for key in SWEEP_LEVEL:
+        if key not in data:
+            continue
+        try:
+            values[key] = run_level_value(key, data[key], key)
+            if key == "loggers":
+                check_loggers(values[key])
+        except ConfigError as e:
+            errors.append(str(e))
+            values.pop(key, None)
+    return values
 
 
 def _unknown_keys(table: dict[str, Any], valid: tuple[str, ...], where: str, errors: list[str]) -> None:
@@ -464,7 +450,6 @@ def check_local_data(spec: SweepSpec) -> None:
         try:
             check_data(cell)
         except ConfigError as e:
-            key = f"data_dir = {cell.data_dir!r}" if cell.data_dir else "data_dir (unset: 'data')"
-            errors.append(f"{key}: {e}")
+            errors.append(f"data_dir = {cell.data_dir!r}: {e}")
     if errors:
         raise ConfigError(_format(spec.path, errors))

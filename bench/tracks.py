@@ -89,6 +89,7 @@ def describe_track(
         groups: dict[str, list[str]] = {}
         for name, hp in pruners:
             own = PRUNERS.get(name).paper_recipe
+            own = own.on(budget) if own is not None and budget is not None else own  # its weight decay here
             if picks_sgd(PRUNERS.get(name), hp):  # VD with Gale et al.'s SGD recipe
                 how, name = "SGD with the budget's momentum and weight decay", f"{name} (optimizer = sgd)"
             else:

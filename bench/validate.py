@@ -73,7 +73,7 @@ def check_data(config: RunConfig) -> None:
     any folder is created; a job that meets missing files records the run as failed."""
     info = DATASETS.get(config.dataset, "dataset")
     if info.check is not None:
-        info.check(config.data_dir or "data")
+        info.check(config.data_dir)
 
 
 def check_devices(configs: Sequence[RunConfig], tasks: int) -> None:

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import cli, executors
-from bench.config import Budget, RunConfig, build_dataclass
+from bench.config import SWEEP_LEVEL, Budget, RunConfig, build_dataclass
 from bench.errors import ConfigError
 from bench.estimate import Estimate
 from bench.executors import local as local_executor
@@ -319,6 +319,83 @@ def test_the_shared_track_marks_exactly_the_methods_whose_metadata_owns_their_op
     assert pruner not in OWN_OPTIMIZER_NOTES or info.own_optimizer  # no note for a method that shares
 
 
+PAPER_DECAY = """
+[budget]
+epochs = 1
+max_steps = 1
+recipe = "paper"
+weight_decay = 1e-4
+nesterov = true
+[grid]
+models = ["mlp"]
+datasets = ["digits"]
+[pruners.gmp]
+sparsity = 0.9
+[pruners.str]
+[pruners.imp]  # a paper of its own: that pruner's own values
+sparsity = 0.9
+weight_decay = 2e-4
+nesterov = false
+[pruners.grda]
+[pruners.vd]
+[pruners.dense]
+optimizer = ["sgd", "sgd_momentum"]
+"""
+
+
+def _sgd(opt: torch.optim.Optimizer) -> tuple[str, float, bool, list[float]]:
+    d = opt.defaults
+    return type(opt).__name__, d.get("momentum", 0.0), d.get("nesterov", False), [
+        g.get("weight_decay", 0.0) for g in opt.param_groups]
+
+
+def test_a_sweep_states_the_weight_decay_and_nesterov_of_the_momentum_sgd_papers():
+    """[budget] weight_decay and nesterov on the paper track: the optimizer of every method whose
+    paper trains with SGD and momentum (and of the dense model trained that way) takes them, a
+    pruner's own table its own; gRDA (its own optimizer), VD's Adam and plain SGD keep theirs."""
+    from bench.run.build import build
+
+    built = {(c.pruner, c.hparams.get("optimizer")): _sgd(build(c).optimizer)
+             for c in sweep_from_toml(PAPER_DECAY).cells}
+    assert built[("gmp", None)] == ("SGD", 0.9, True, [1e-4])
+    assert built[("str", None)][:3] == ("SGD", 0.9, True)
+    assert built[("str", None)][3][0] == 1e-4  # the weights'; the thresholds' is its s_weight_decay
+    assert built[("imp", None)] == ("SGD", 0.9, False, [2e-4])
+    assert built[("dense", "sgd_momentum")] == ("SGD", 0.9, True, [1e-4])
+    assert built[("dense", "sgd")] == ("SGD", 0.0, False, [0.0])
+    assert built[("vd", "adam")][0] == "Adam" and set(built[("vd", "adam")][3]) == {0.0}
+    assert built[("grda", None)][0] == "GRDA"
+    text = describe_track("paper", [("gmp", {}), ("imp", {})], sweep_from_toml(PAPER_DECAY).budget)
+    assert "SGD, Nesterov momentum 0.9, weight decay 0.0001 for gmp" in text
+    # unset (every committed board so far): the papers' CIFAR-scale 5e-4, no Nesterov, as before
+    unset = sweep_from_toml(PAPER_DECAY, overrides=["~budget.weight_decay", "~budget.nesterov",
+                                                    "~pruners.imp.weight_decay", "~pruners.imp.nesterov"])
+    for cell in unset.cells:
+        if cell.pruner in ("gmp", "imp"):
+            assert _sgd(build(cell).optimizer) == ("SGD", 0.9, False, [5e-4])
+
+
+def test_nesterov_on_the_shared_track_needs_the_budgets_momentum():
+    from bench.pruner import OptimizerRecipe
+
+    assert OptimizerRecipe.shared(Budget(momentum=0.9, nesterov=True)).nesterov
+    plain = OptimizerRecipe.shared(Budget(nesterov=True))  # no momentum: Nesterov's step is plain SGD's
+    assert not plain.nesterov and plain.build([torch.zeros(1, requires_grad=True)], Budget()).defaults[
+        "momentum"] == 0.0
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("budget.nesterov=2", "[budget] nesterov = 2: expected true or false"),
+    ("budget.weight_decay=-1e-4", "[budget] weight_decay = -0.0001: must be >= 0"),
+    ("pruners.imp.weight_decay='high'", "[pruners.imp] weight_decay = 'high': expected a number"),
+    ("pruners.imp.nesterov='sometimes'", "[pruners.imp] nesterov = 'sometimes': expected true or false"),
+])
+def test_a_bad_paper_weight_decay_or_nesterov_names_the_key(override, expected):
+    with pytest.raises(ConfigError) as e:
+        sweep_from_toml(PAPER_DECAY, "s.toml", [override])
+    assert f"s.toml: {expected}" in str(e.value)
+
+
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/sweep.toml"))
 
 
@@ -348,6 +425,19 @@ def test_committed_sweeps_lead_with_the_paper_track_with_a_dense_row_per_optimiz
     assert f"{len(spec.cells)} cells" in capsys.readouterr().out and not (tmp_path / "out").exists()
 
 
+BUILT = [p for p in COMMITTED if (p.parent / "results.parquet").exists()]
+
+
+@pytest.mark.parametrize("path", BUILT, ids=lambda p: p.parent.name)
+def test_a_built_boards_sweep_expands_to_exactly_the_runs_of_its_results(path):
+    """The run ids of a committed board's results are its sweep file's cells: a change to the
+    sweep parser, the budget or a pruner's defaults that renames a cell shows here."""
+    import pandas as pd
+
+    runs = pd.read_parquet(path.parent / "results.parquet", columns=["run_id"])["run_id"]
+    assert sorted(c.run_id for c in load_sweep(path).cells) == sorted(runs)
+
+
 def test_data_dir_and_device_reach_every_cell():
     spec = sweep_from_dict(
         {
@@ -358,6 +448,28 @@ def test_data_dir_and_device_reach_every_cell():
         }
     )
     assert [(c.data_dir, c.device) for c in spec.cells] == [("/data", "cpu")]
+
+
+def test_run_level_keys_are_the_run_config_fields_with_their_defaults_and_checks():
+    """The sweep's top-level run keys are RunConfig's SWEEP_LEVEL fields: unset, a cell has the
+    field's default; set badly, each is an error naming the key, all reported at once."""
+    assert set(SWEEP_LEVEL) <= set(TOP_KEYS)
+    assert set(SWEEP_LEVEL) <= {f.name for f in dataclasses.fields(RunConfig)}
+    grid = {"pruners": {"dense": {}}, "grid": {"models": ["mlp"], "datasets": ["digits"]}}
+    (cell,) = sweep_from_dict(grid).cells
+    assert {k: getattr(cell, k) for k in SWEEP_LEVEL} == {k: getattr(RunConfig(), k) for k in SWEEP_LEVEL}
+    assert cell.data_dir == RunConfig.data_dir == "data"
+    (cell,) = sweep_from_dict({**grid, "device": "cpu", "deterministic": True, "compile": True}).cells
+    assert (cell.device, cell.deterministic, cell.compile) == ("cpu", True, True)
+    bad = {"data_dir": 1, "device": "tpu", "deterministic": 2, "compile": "maybe", "loggers": ["nope"]}
+    with pytest.raises(ConfigError) as e:
+        sweep_from_dict({**grid, **bad}, "s.toml")
+    msg = str(e.value)
+    assert msg.startswith("5 errors in s.toml:")
+    for line in ("data_dir = 1: expected a string", "device = 'tpu': valid choices: auto, cpu, cuda, cuda:N",
+                 "deterministic = 2: expected true or false", "compile = 'maybe': expected true or false",
+                 "loggers = 'nope': unknown logger; valid choices: "):
+        assert line in msg
 
 
 BAD = """

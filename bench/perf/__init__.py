@@ -28,7 +28,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.config import Budget, RunConfig, add_dataclass_flags, dataclass_from_args, parse_sets
+from bench.config import (
+    Budget,
+    RunConfig,
+    add_dataclass_flags,
+    add_run_level_flags,
+    dataclass_from_args,
+    parse_sets,
+    run_level_from_args,
+)
 from bench.errors import ConfigError
 from bench.io import write_json
 from bench.perf.options import PERF_MOMENTUM, QUICK, REFERENCE, SMALL_RUN, SUITES, PerfOptions, Sizes
@@ -115,11 +123,11 @@ def options_from_args(args: argparse.Namespace) -> PerfOptions:
     if args.momentum is None:
         args.momentum = str(PERF_MOMENTUM)
     budget = dataclass_from_args(Budget, args, "budget")
-    device = resolve_device(args.device)
+    base = RunConfig(model=args.model, dataset=args.dataset, budget=budget, **run_level_from_args(args))
+    device = resolve_device(base.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: CUDA is not available here; valid choices: auto, cpu")
-    configs = {p: check_config(RunConfig(p, args.model, args.dataset, hparams[p], budget, args.seed,
-                                         args.data_dir, str(device)))
+        raise ConfigError(f"--device {base.device}: CUDA is not available here; valid choices: auto, cpu")
+    configs = {p: check_config(dataclasses.replace(base, pruner=p, hparams=hparams[p], device=str(device)))
                for p in pruners}
     return PerfOptions(configs, tuple(suites), QUICK if args.quick else Sizes(), args.quick)
 
@@ -168,10 +176,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="all", help=f"all, or comma-separated: {', '.join(SUITES)}")
     p.add_argument("--quick", action="store_true", help="tiny sizes (for tests; numbers are meaningless)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the full report as JSON")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the models and batches timed (default: 0)")
-    p.add_argument("--data-dir", default="data", help="where on-disk datasets live")
+    add_run_level_flags(p, ("seed", "device", "data_dir"))  # the timed models' and batches' seed
     budget = p.add_argument_group("budget")
     budget.add_argument("--momentum", default=None, metavar="MOMENTUM", help="SGD momentum of the SGD-based "
                         f"pruners (default here: {PERF_MOMENTUM}; gRDA uses none by design)")
