@@ -66,6 +66,7 @@ class Budget:
         False,
         "Nesterov momentum for the SGD recipes with momentum: the shared one, and on the paper track "
         "those of the methods whose papers train with SGD and momentum",
+        legacy=False,  # runs from before it existed trained without; boards group them with new ones
     )
     augment: bool = hp(True, "the dataset's standard augmentation (CIFAR: pad 4 + crop, flip)")
     prune_first_last: bool = hp(True, "whether the first and last layers are prunable")

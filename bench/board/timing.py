@@ -83,7 +83,7 @@ def _trainer(config: RunConfig, folder: Path) -> tuple[Any, Any, Any]:
     device = resolve_device(config.device)
     shape = info.input_shape or model.input_shapes[0]
     classes = info.num_classes or (model.classes or (10,))[0]
-    data = info.load(config.data_dir or "data", device, b.augment, shape, classes)
+    data = info.load(config.data_dir, device, b.augment, shape, classes)
     return Trainer(build(config, data=data), folder), device, data
 
 
