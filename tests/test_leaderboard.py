@@ -46,12 +46,12 @@ def test_costs_and_drop_against_own_dense_hand_computed() -> None:
         row("x0", "grda", 0, 0.9, 0.9, time=15.0, dataset="other"),  # no dense in its section
     ]))
     s = summarize(df).set_index(["dataset", "pruner"])
-    # times: quiet runs only on both sides (dense's loaded run 14 s is compared with nothing)
-    assert s.loc[("digits", "grda"), "time_vs_dense"] == pytest.approx(13.5 / 10.0)
+    # the runs' wall times are provenance (quiet runs where there are some), never a time ratio
+    assert s["time_vs_dense"].isna().all()
     assert s.loc[("digits", "dense"), "train_time_s_mean"] == pytest.approx(10.0)
     assert s.loc[("digits", "grda"), "memory_vs_dense"] == pytest.approx(150.0 / 120.0)
     assert s.loc[("digits", "grda"), "state_vs_dense"] == pytest.approx(2.0)
-    assert np.isnan(s.loc[("other", "grda"), "time_vs_dense"])
+    assert np.isnan(s.loc[("other", "grda"), "memory_vs_dense"])
     # drop: per seed 0.92 - 0.90 and 0.90 - 0.89, mean 0.015
     assert s.loc[("digits", "grda"), "drop_vs_dense_mean"] == pytest.approx(0.015)
     assert np.isnan(s.loc[("other", "grda"), "drop_vs_dense_mean"])
