@@ -221,7 +221,8 @@ DERIVED: tuple[Shown, ...] = (
     Shown("macs_reduction", "MACs reduction", "×", 1.0, ".2f", "dense / sparse conv/linear multiply-"
           "accumulates of one forward pass (macs_dense / macs_sparse)", board=6),
     Shown("timed_step_ms", "timed step", "ms", 1.0, ".3g", "median time of one training step in the board's "
-          "timing phase (every setting timed serially on a quiet machine, interleaved with its dense model)",
+          "timing phase (every setting timed serially on a quiet machine, interleaved with the dense model "
+          "of its optimizer family; a dense row: its own steps there)",
           board=11, interval=False),
     Shown("time_vs_dense", "time vs dense", "", 1.0, ".2f", "from the board's timing phase only: median over "
           "rounds of the step time over its own dense model's in the same round, with its 95% interval over "
