@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import to_rgb
 from matplotlib.lines import Line2D
 from scipy import stats
 
@@ -31,28 +32,43 @@ matplotlib.rcParams["svg.hashsalt"] = "prunebench"  # stable ids: the same figur
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 LINES = ("-", "--", "-.", ":")
+DENSE_LINES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)))  # one per dense model
+
+
+DENSE_COLOR = (0.0, 0.0, 0.0)  # dense: black, apart from every pruner's hue
+
+
+# after tab10's hues: navy, magenta, maroon, gold, mint, lime, teal, lavender (Trubetskoy's list of
+# distinct colours), in an order that keeps each one far (RGB distance >= 0.25) from those before it
+EXTRA_COLORS = ("#000075", "#f032e6", "#800000", "#ffe119", "#aaffc3", "#bfef45", "#469990", "#dcbeff")
+
+
+def _palette(n: int) -> list[tuple[float, float, float]]:
+    """`n` distinct colours: tab10's, then EXTRA_COLORS; beyond those, husl hues evenly spaced."""
+    colours = [*sns.color_palette("tab10", 10), *map(to_rgb, EXTRA_COLORS)]
+    return colours[:n] if n <= len(colours) else sns.color_palette("husl", n)
 
 
 def pruner_styles(names: Iterable[str] = ()) -> dict[str, dict]:
     """Per pruner a colour, a marker and a line style, fixed by the registry's order (dense first,
     then every registered pruner by name), so a pruner looks the same in every figure of a board and
     across boards; `names` not registered (a plugin not loaded here, a published-only row) follow,
-    sorted. Ten saturated colours x twelve markers x four line styles: no two pruners share all
-    three, and neighbours differ in colour and marker."""
+    sorted. Dense is black; every other pruner has a colour of its own (no two share one), and
+    neighbours also differ in marker and line style."""
     from bench.registry import PRUNERS
 
     registered = PRUNERS.names()
-    order = ["dense", *(n for n in registered if n != "dense")]
-    order += sorted(set(names) - set(order))
-    hues = sns.color_palette("tab10", 10)
-    return {
-        name: {
-            "color": hues[i % 10],
-            "marker": MARKERS[i % len(MARKERS)],
-            "ls": LINES[(i // 10) % len(LINES)],
+    order = [n for n in registered if n != "dense"]
+    order += sorted(set(names) - set(order) - {"dense"})
+    hues = _palette(len(order))
+    styles = {"dense": {"color": DENSE_COLOR, "marker": "o", "ls": "--"}}
+    for i, name in enumerate(order):
+        styles[name] = {
+            "color": tuple(hues[i]),
+            "marker": MARKERS[(i + 1) % len(MARKERS)],
+            "ls": LINES[i % len(LINES)],
         }
-        for i, name in enumerate(order)
-    }
+    return styles
 
 
 def _legend(ax: plt.Axes, styles: dict, shown: Iterable[str], extra: list | None = None) -> None:
@@ -174,20 +190,17 @@ def accuracy_sparsity(
             )
             shown |= set(pub["pruner"])
             extra.append(Line2D([], [], color="black", marker="x", ls="", label="published"))
-    if dense is not None:
-        for _, d in dense.iterrows():
+    if dense is not None:  # one line per dense model (optimizer family), each its own style and label
+        colour = styles["dense"]["color"]
+        for ls, (_, d) in zip(DENSE_LINES, dense.sort_values("setting").iterrows(), strict=False):
             mean, half = d["top1_mean"], d["top1_ci"]
-            ax.axhline(100 * mean, color=styles["dense"]["color"], ls="--", lw=1)
+            ax.axhline(100 * mean, color=colour, ls=ls, lw=1)
             if not np.isnan(half):
-                ax.axhspan(
-                    100 * max(mean - half, 0),
-                    100 * min(mean + half, 1),
-                    color=styles["dense"]["color"],
-                    alpha=0.12,
-                    lw=0,
-                )
-        if len(dense):
-            extra.append(Line2D([], [], color=styles["dense"]["color"], ls="--", label="dense ± 95% CI"))
+                low_, high_ = 100 * max(mean - half, 0), 100 * min(mean + half, 1)
+                ax.axhspan(low_, high_, color=colour, alpha=0.08, lw=0)
+            family = d.get("optimizer_family")
+            name = f"dense, {family}" if isinstance(family, str) else f"dense, {d['setting']}"
+            extra.append(Line2D([], [], color=colour, ls=ls, label=f"{name} ± 95% CI"))
     ax.set_xscale("log")
     ax.invert_xaxis()
     ticks = [t for t in LEVEL_TICKS if settings["sparsity_mean"].max() >= t - 0.3]
@@ -205,14 +218,18 @@ def accuracy_sparsity(
 
 
 def sparsity_epochs(history: pd.DataFrame, path: str | Path, styles: dict, title: str = "") -> Path:
-    """Sparsity against epoch, one line per setting (mean over seeds), in each pruner's colour and
-    line style. `history` holds `pruner`, `setting`, `epoch`, `sparsity` (fraction)."""
+    """Sparsity against the fraction of training done, one line per setting (mean over seeds), in
+    each pruner's colour and line style. The fraction is of each run's own epochs, so IMP, whose
+    rounds each train a full budget, shares the axis with the one-budget methods. `history` holds
+    `run_id`, `pruner`, `setting`, `epoch`, `sparsity` (fraction)."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    mean = history.groupby(["pruner", "setting", "epoch"], as_index=False)["sparsity"].mean()
+    h = history.assign(done=history["epoch"] + 1)
+    h["done"] = h["done"] / h.groupby("run_id")["done"].transform("max")
+    mean = h.groupby(["pruner", "setting", "done"], as_index=False)["sparsity"].mean()
     for (pruner, _), line in mean.groupby(["pruner", "setting"], sort=True):
         st = styles[pruner]
         ax.plot(
-            line["epoch"],
+            100 * line["done"],
             100 * line["sparsity"],
             color=st["color"],
             ls=st["ls"],
@@ -227,7 +244,12 @@ def sparsity_epochs(history: pd.DataFrame, path: str | Path, styles: dict, title
         set(mean["pruner"]),
         [Line2D([], [], color="none", label="a line per setting, mean over seeds")],
     )
-    ax.set(xlabel="epoch", ylabel="sparsity (% zero weights)", title=title)
+    ax.set(
+        xlabel="training done (% of each run's epochs; IMP: all its rounds)",
+        ylabel="sparsity (% zero weights)",
+        title=title,
+    )
+    ax.set_xlim(0, 100)
     return _save(fig, path)
 
 
@@ -314,59 +336,48 @@ def cost_per_level(
     title: str = "",
     summary: pd.DataFrame | None = None,
 ) -> Path:
-    """At each level, each on-level cell's train time and training peak memory against its own dense
-    (per seed, quiet runs only), mean with a 95% Student-t interval over seeds; 1 dashed. Where
-    `summary` holds the timing phase's `time_vs_dense_low`/`_high` for the cell's setting, the time
-    panel shows that ratio and its interval over rounds instead (never mixed with run times)."""
+    """At each level, each on-level cell's training peak memory against its own dense (per seed),
+    mean with a 95% Student-t interval over seeds; and, where `summary` holds the timing phase's
+    `time_vs_dense` with `_low`/`_high`, its step time against its own dense: the median over the
+    timing rounds of the setting's lowest seed, with the 95% interval over those rounds. The
+    accuracy runs' wall times are never drawn. 1 dashed."""
     timed = None
     if summary is not None and "time_vs_dense_low" in summary and summary["time_vs_dense_low"].notna().any():
         timed = summary.set_index(["pruner", "setting"])[
             ["time_vs_dense", "time_vs_dense_low", "time_vs_dense_high"]
         ]
-    dense = (
-        runs[runs["pruner"] == "dense"]
-        .groupby(["optimizer_family", "seed"], dropna=False)[["quiet_time_s", "peak_tensor_bytes"]]
-        .mean()
-    )
-    measures = {"quiet_time_s": "train time vs own dense", "peak_tensor_bytes": "training peak vs own dense"}
+    dense = runs[runs["pruner"] == "dense"].groupby(["optimizer_family", "seed"], dropna=False)[
+        "peak_tensor_bytes"
+    ].mean()
+    panels = {"peak_tensor_bytes": "training peak vs own dense (95% interval over seeds)"}
+    if timed is not None:
+        panels["time"] = "step time vs own dense (timing phase: 95% interval over rounds)"
     on = cells[cells["on_level"]]
     levels = sorted(on["target"].unique())
-    fig, axes = plt.subplots(1, len(measures), figsize=(11, 0.3 * max(len(on), 6) + 1.2), sharey=True)
+    size = (5.5 * len(panels), 0.3 * max(len(on), 6) + 1.2)
+    fig, axes = plt.subplots(1, len(panels), figsize=size, sharey=True, squeeze=False)
     labels = [f"{100 * t:g}% {p}" for t in levels for p in sorted(on.loc[on["target"] == t, "pruner"])]
-    for ax, (col, label) in zip(axes, measures.items(), strict=True):
+    for ax, (col, label) in zip(axes[0], panels.items(), strict=True):
         for i, text in enumerate(labels):
             level, pruner = text.split(" ", 1)
             c = on[(on["pruner"] == pruner) & np.isclose(100 * on["target"], float(level[:-1]))].iloc[0]
-            if col == "quiet_time_s" and timed is not None:
+            look = dict(color=styles[pruner]["color"], marker=styles[pruner]["marker"], capsize=2, ms=5)
+            if col == "time":
                 if (pruner, c["setting"]) in timed.index:
                     mid, lo, hi = timed.loc[(pruner, c["setting"])]
-                    ax.errorbar(
-                        [mid],
-                        [i],
-                        xerr=[[mid - lo], [hi - mid]],
-                        color=styles[pruner]["color"],
-                        marker=styles[pruner]["marker"],
-                        capsize=2,
-                        ms=5,
-                    )
+                    if not np.isnan(mid):
+                        ax.errorbar([mid], [i], xerr=[[mid - lo], [hi - mid]], **look)
                 continue
             r = runs[(runs["pruner"] == pruner) & (runs["setting"] == c["setting"])]
-            ref = dense.reindex(pd.MultiIndex.from_arrays([r["optimizer_family"], r["seed"]]))[col].to_numpy()
+            ref = dense.reindex(pd.MultiIndex.from_arrays([r["optimizer_family"], r["seed"]])).to_numpy(float)
             ratio = r[col].to_numpy(float) / ref
             ratio = ratio[~np.isnan(ratio)]
             if len(ratio):
-                ax.errorbar(
-                    [ratio.mean()],
-                    [i],
-                    xerr=[[_halfwidth(pd.Series(ratio))]] if len(ratio) > 1 else None,
-                    color=styles[pruner]["color"],
-                    marker=styles[pruner]["marker"],
-                    capsize=2,
-                    ms=5,
-                )
+                half = _halfwidth(pd.Series(ratio))
+                ax.errorbar([ratio.mean()], [i], xerr=None if np.isnan(half) else [[half]], **look)
         ax.axvline(1.0, color="grey", ls="--", lw=1)
         ax.set(xlabel=label)
-    axes[0].set_yticks(range(len(labels)), labels, fontsize=7)
-    axes[0].invert_yaxis()
-    axes[0].set_title(title, loc="left")  # an axes title: tight_layout leaves it room
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)
+    axes[0][0].invert_yaxis()
+    axes[0][0].set_title(title, loc="left")  # an axes title: tight_layout leaves it room
     return _save(fig, path)

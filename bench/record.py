@@ -110,7 +110,7 @@ class RunRecord:
     steps: int | None = _f("metric", "optimizer steps taken")
     samples_seen: int | None = _f("metric", "training examples seen")
     train_time_s: float | None = _f("metric", "wall time of the training loop (no evaluation), seconds",
-                                    label="train time", unit="s", fmt=".1f", board=10, compare=True)
+                                    label="train time", unit="s", fmt=".1f", compare=True)
     step_time_ms: float | None = _f("metric", "median time of one training step, milliseconds")
     step_time_iqr_ms: float | None = _f("metric", "interquartile range of the step times, milliseconds")
     loaded: bool | None = _f("metric", "timed on a loaded machine (see is_loaded: times not comparable)")
@@ -127,8 +127,10 @@ class RunRecord:
     train_compute_multiplier: float | None = _f("metric", "train_macs / those of one dense run of the budget",
                                                 label="train compute", unit="× dense", fmt=".3g", board=9,
                                                 interval=False)
-    budget_multiplier: float | None = _f("metric", "optimizer steps run / the budget's (IMP, full budget "
-                                         "per round: > 1)")
+    budget_multiplier: float | None = _f("metric", "optimizer steps run / the budget's (1 for most "
+                                         "methods; IMP training a full budget per round: about its "
+                                         "rounds + 1)",
+                                         label="budget", unit="×", fmt=".3g", board=7, interval=False)
     resumed: bool | None = _f("metric", "whether the run resumed from a checkpoint")
     # measured inference speed-up of the final model (bench.inference); per backend: below
     speedup_theoretical: float | None = _f("metric", "dense MACs / remaining MACs of one forward pass")
@@ -221,11 +223,12 @@ DERIVED: tuple[Shown, ...] = (
     Shown("macs_reduction", "MACs reduction", "×", 1.0, ".2f", "dense / sparse conv/linear multiply-"
           "accumulates of one forward pass (macs_dense / macs_sparse)", board=6),
     Shown("timed_step_ms", "timed step", "ms", 1.0, ".3g", "median time of one training step in the board's "
-          "timing phase (every setting timed serially on a quiet machine, interleaved with its dense model)",
+          "timing phase (every setting timed serially on a quiet machine, interleaved with the dense model "
+          "of its optimizer family; a dense row: its own steps there)",
           board=11, interval=False),
-    Shown("time_vs_dense", "time vs dense", "", 1.0, ".2f", "from the timing phase where the board has one: "
-          "median over rounds of the step time over its dense model's in the same round; else train time "
-          "over that of its dense reference, quiet runs only (never a loaded time against a quiet one)",
+    Shown("time_vs_dense", "time vs dense", "", 1.0, ".2f", "from the board's timing phase only: median over "
+          "rounds of the step time over its own dense model's in the same round, with its 95% interval over "
+          "rounds; empty on a board without one (the accuracy runs' wall times are never compared)",
           board=12, interval=False),
     Shown("memory_vs_dense", "memory vs dense", "", 1.0, ".2f", "training peak / that of its dense reference",
           board=14, interval=False),

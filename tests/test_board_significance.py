@@ -172,8 +172,59 @@ def test_timing_phase_times_each_setting_against_dense_and_feeds_the_time_column
     assert s.loc["magnitude", "time_vs_dense"] == pytest.approx(mid)  # not the runs' 100 s / 10 s
     assert s.loc["magnitude", "time_vs_dense_low"] <= mid <= s.loc["magnitude", "time_vs_dense_high"]
     assert s.loc["dense", "time_vs_dense"] == 1.0
+    assert s.loc["dense", "timed_step_ms"] == pytest.approx(rec["dense_step_ms"])
     s = summarize(prepare(pd.DataFrame(rows)), t.assign(timing_loaded=True)).set_index("pruner")
-    assert s.loc["magnitude", "time_vs_dense"] == pytest.approx(10.0)  # a loaded record is never used
+    # a loaded record is never used, and the runs' wall times (100 s / 10 s) never stand in for it
+    assert s[["timed_step_ms", "time_vs_dense", "time_vs_dense_low"]].isna().all().all()
     (tmp_path / "timing" / "timing-bad.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"timing-bad\.json: malformed timing record"):
         timing.load_timings(tmp_path / "timing")
+
+
+def test_each_setting_is_timed_against_the_dense_model_of_its_own_optimizer_family() -> None:
+    from bench.board import timing
+    from bench.config import Budget, RunConfig
+
+    budget = Budget(epochs=1, recipe="paper")
+    dense = {f: [RunConfig(pruner="dense", seed=s, budget=budget, hparams={"optimizer": f}) for s in (0, 1)]
+             for f in ("sgd", "sgd_momentum", "adam")}
+    pruned = [RunConfig(pruner=p, seed=s, budget=budget, hparams=hp) for s in (1, 0)
+              for p, hp in (("grda", {"c": 0.01}), ("magnitude", {"sparsity": 0.9}), ("vd", {}))]
+    found = {c.pruner: (c, ids, d) for c, ids, d in timing.settings([*pruned, *(c for v in dense.values()
+                                                                                 for c in v)])}
+    own = {"grda": "sgd", "magnitude": "sgd_momentum", "vd": "adam"}  # plain SGD, the papers' SGD, Adam
+    assert set(found) == set(own)
+    for pruner, family in own.items():
+        config, run_ids, ref = found[pruner]
+        assert config.seed == 0 and len(run_ids) == 2
+        assert ref == dense[family][0], pruner  # its own family's dense model, lowest seed
+        assert timing.optimizer_family(config) == timing.optimizer_family(ref) == family
+    # a family without a dense cell is not timed at all (never against another family's dense)
+    assert {c.pruner for c, _, _ in timing.settings([*pruned, *dense["adam"]])} == {"vd"}
+
+
+def test_a_timing_record_against_another_familys_dense_is_not_used_and_the_board_says_why() -> None:
+    from bench.board.summary import timing_note
+
+    rows = [row("ds", "dense", 0, 0.95, 0.0, {"optimizer": "sgd"}, family="sgd"),
+            row("da", "dense", 0, 0.98, 0.0, {"optimizer": "adam"}, family="adam"),
+            row("g", "grda", 0, 0.94, 0.9, family="sgd"), row("v", "vd", 0, 0.97, 0.9, family="adam")]
+    record = dict(pruner=None, timed_step_ms=2.0, timed_dense_step_ms=1.0, timed_vs_dense=2.0,
+                  timed_vs_dense_low=1.8, timed_vs_dense_high=2.2, timing_loaded=False)
+    timings = pd.DataFrame([{**record, "run_id": "g", "dense_run_id": "da"},  # gRDA against Adam's dense
+                            {**record, "run_id": "v", "dense_run_id": "da"}])
+    df = prepare(pd.DataFrame(rows))
+    s = summarize(df, timings).set_index("pruner")
+    assert s.loc["vd", "time_vs_dense"] == 2.0 and pd.isna(s.loc["grda", "time_vs_dense"])
+    assert s.loc["dense"].set_index("optimizer_family").loc["adam", "time_vs_dense"] == 1.0
+    assert pd.isna(s.loc["dense"].set_index("optimizer_family").loc["sgd", "time_vs_dense"])
+    note = timing_note(ok_runs(df), timings, "leaderboards/x")
+    assert "from the timing phase only" in note
+    assert "1 run(s) have a timing record made against a dense model of another optimizer family" in note
+    assert "`bench board leaderboards/x --time` on a quiet machine" in note
+    none = timing_note(ok_runs(df), None, "leaderboards/x")
+    assert none.startswith("Times: no timing phase on this board") and "leaderboards/x --time" in none
+    md = markdown.render(*tables(pd.DataFrame(rows)), timing_note=none)
+    header = next(line for line in md.splitlines() if line.startswith("| recipe | pruner"))
+    assert none in md and "train time" not in header and "| time vs dense |" in header
+    assert "Accuracy runs' train wall time: median 10.0 s per run" in md  # provenance, in the section

@@ -109,14 +109,6 @@ def board(
     df = prepare(g.runs)
     with _phase("valley", took):
         valley = _valley(df, runs_dir, stored_valley, measure=from_folders and (run or stored_valley is None))
-    loaded = int(df.loc[df["status"] == "ok", "loaded"].sum())
-    if loaded:
-        print(
-            f"warning: {loaded} of {len(g.runs)} runs were timed on a loaded machine ({LOADED_RULE}): their "
-            "train times are compared with nothing and marked in the tables. Rerun them on a quiet machine "
-            "for times to trust.",
-            file=sys.stderr,
-        )
     if time:
         print(
             f"timing phase: every setting, serially, interleaved with dense, into {timing_dir}",
@@ -144,6 +136,8 @@ def board(
             predictions=predictions.correctness(g.predictions),
             timings=timings,
             valley=valley,
+            prepared=df,
+            directory=directory.as_posix(),
         )
     print("board: " + ", ".join(f"{name} {_duration(s)}" for name, s in took), file=sys.stderr)
     return readme

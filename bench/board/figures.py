@@ -73,7 +73,7 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         "sparsity-epoch",
-        "how each pruner's sparsity grows over training",
+        "how each pruner's sparsity grows over training (x: fraction of each run's training)",
         lambda s: (
             s.history is not None and len(s.history) > 0 and s.history["run_id"].isin(s.runs["run_id"]).any()
         ),
@@ -87,8 +87,10 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         "cost",
-        "train time and memory against own dense at each level (95% interval over seeds)",
-        lambda s: s.matched["on_level"].any() and s.runs["quiet_time_s"].notna().any(),
+        "training memory against own dense at each level (95% interval over seeds) and, where the board "
+        "has a timing phase, step time against own dense (median and 95% interval over the timing rounds "
+        "of each setting's lowest seed)",
+        lambda s: bool(s.matched["on_level"].any()) and s.runs["peak_tensor_bytes"].notna().any(),
         _cost,
     ),
 )

@@ -4,17 +4,20 @@ significant, the cost of calibration, published rows and figures. Deterministic.
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from bench import results
 from bench.board.cells import TARGETS, TOLERANCE
 from bench.board.prepare import SECTION, in_section
 from bench.board.significance import ALPHA, BOOTSTRAP, method_note
+from bench.config import Budget
 from bench.markdown import table
-from bench.record import BOARD, LOADED_RULE, SHOWN
+from bench.record import BOARD, LOAD_FACTOR, SHOWN
+from bench.runs import RunStatus
 
 NOT_VALIDATED = "†"  # marks values selected on test top-1 (runs without a validation split)
-LOADED = "‡"  # marks times measured on a loaded machine
 OFF_LEVEL = "°"  # marks a cell whose setting missed the level: its measured sparsity is shown
 LEFT = {"recipe", "pruner", "setting", "optimizer"}
 
@@ -24,9 +27,8 @@ INTRO = (
     "top-1 (a fixed split held out of the training set); the test top-1 of what was selected is "
     "reported. *vs dense* and *drop vs own dense*: against the `dense` rows of the same section trained "
     "with the same optimizer family. Setting: the hyperparameters that vary within a pruner. Failed and "
-    f"diverged runs are counted, not averaged. {LOADED}: every run of the row was timed on a loaded "
-    f"machine ({LOADED_RULE}): its time is shown but compared with nothing; a row with quiet runs shows "
-    f"their time. {NOT_VALIDATED}: selected on test top-1 (runs without a validation split)."
+    f"diverged runs are counted, not averaged. {NOT_VALIDATED}: selected on test top-1 (runs without a "
+    "validation split)."
 )
 
 
@@ -88,8 +90,6 @@ def main_table(s: pd.DataFrame) -> str:
             index=s.index,
         )
         t[SHOWN["time_vs_dense"].header] = timed
-    time = SHOWN["train_time_s"].header
-    t[time] = t[time].where((s["loaded_runs"] < s["seeds"]) | (t[time] == ""), t[time] + " " + LOADED)
     return table(t, right=set(t.columns) - LEFT)
 
 
@@ -210,7 +210,8 @@ def reader_summary(m: pd.DataFrame, targets: tuple[float, ...]) -> list[str]:
         "",
         "Per level, the pruner that beats every other one on test top-1 after "
         "correction (mean [95% interval]), or *no significant best* and the pruners tied with the "
-        "validation leader. Method: see *Which differences are significant* below.",
+        "validation leader. Method: see *Accuracy at matched sparsity* below; each difference: "
+        "*Which differences are significant*.",
         "",
     ]
     for key, sec in m.groupby(SECTION, sort=True):
@@ -238,6 +239,51 @@ def _provenance(runs: pd.DataFrame) -> str:
         jobs = runs["slurm_job_id"].dropna()
         parts.append(f"SLURM jobs {len(set(jobs))}" if len(jobs) else "no SLURM")
     return " · ".join(parts)
+
+
+def _run_times(runs: pd.DataFrame) -> str:
+    """The accuracy runs' wall times, as provenance: they shared the machine, so no column uses them."""
+    ok = runs[runs["status"] == RunStatus.OK]
+    times = ok["train_time_s"].dropna()
+    if times.empty:
+        return ""
+    loaded = int(ok["loaded"].sum())
+    return (
+        f"Accuracy runs' train wall time: median {times.median():.1f} s per run (range {times.min():.1f}-"
+        f"{times.max():.1f} s; {loaded} of {len(ok)} on a loaded machine, 1-minute load above "
+        f"{LOAD_FACTOR:g} per core). Provenance only: accuracy runs may share a machine, so these times "
+        "are compared with nothing."
+    )
+
+
+def _budget(runs: pd.DataFrame) -> Budget:
+    """The budget fields a section's text needs (its runs share one budget)."""
+    first = runs.iloc[0]
+    given = {}
+    for key in ("momentum", "weight_decay", "prune_first_last"):
+        value = first.get(f"budget.{key}")
+        if value is not None and not (isinstance(value, float) and value != value):
+            given[key] = bool(value) if key == "prune_first_last" else float(value)
+    return Budget(**given)
+
+
+def section_header(runs: pd.DataFrame) -> list[str]:
+    """What a section's runs share, in words: the recipe track and its optimizers, the layer-coverage
+    policy every pruner follows, and the accuracy runs' wall times (provenance)."""
+    from bench.pruner import layer_coverage
+    from bench.registry import PRUNERS
+    from bench.tracks import describe_track
+
+    budget = _budget(runs)
+    ok = runs[(runs["status"] == RunStatus.OK) & runs["pruner"].isin(PRUNERS.names())]
+    ok = ok.drop_duplicates(["pruner", "hparams"])  # a plugin's pruner not loaded here is left out
+    pruners = [(p, json.loads(h)) for p, h in zip(ok["pruner"], ok["hparams"], strict=True)]
+    lines = [
+        describe_track(str(runs["recipe"].iat[0]), pruners, budget),
+        f"Layer coverage: {layer_coverage(budget)}.",
+        _run_times(runs),
+    ]
+    return [line for line in lines if line]
 
 
 def _test_size(runs: pd.DataFrame) -> str:
@@ -301,6 +347,7 @@ def render(
     tolerance: float = TOLERANCE,
     calibrations: pd.DataFrame | None = None,
     predictions_note: str = "",
+    timing_note: str = "",
 ) -> str:
     """The board's Markdown from a prepared table, its summary and its matched cells with verdicts."""
     out = [f"# {title}", ""]
@@ -308,8 +355,9 @@ def render(
         out += [note, ""]
     out += reader_summary(matched, targets)
     out += [INTRO, ""]
-    if predictions_note:
-        out += [predictions_note, ""]
+    for extra in (predictions_note, timing_note):
+        if extra:
+            out += [extra, ""]
     for key, runs in df.groupby(SECTION, sort=True):
         dataset, model, recipe, budget = key
         out += [
@@ -318,6 +366,8 @@ def render(
             f"Budget: `{budget}` · recipe `{recipe}` · {_provenance(runs)}",
             "",
         ]
+        for line in section_header(runs):
+            out += [line, ""]
         s = in_section(summary, key)
         out += [main_table(s) if len(s) else "No finished runs.", ""]
         m = in_section(matched, key)

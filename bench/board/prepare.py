@@ -18,6 +18,7 @@ from bench import record
 from bench.config import Budget, legacy_values
 from bench.errors import ConfigError
 from bench.record import is_loaded
+from bench.runs import RunStatus
 
 SECTION = ["dataset", "model", "recipe", "budget"]
 SETTING = [*SECTION, "pruner", "setting"]
@@ -160,7 +161,7 @@ def prepare(runs: pd.DataFrame, where: str = "results") -> pd.DataFrame:
         .drop(columns="_rank")
         .reset_index(drop=True)
     )
-    ok = df["status"] == "ok"
+    ok = df["status"] == RunStatus.OK
     df["setting"] = pd.Series("-", index=df.index, dtype=str)
     if ok.any():
         df.loc[ok, "setting"] = _settings(df[ok])

@@ -43,30 +43,46 @@ COLUMNS = [
     "timed_vs_dense_low",
     "timed_vs_dense_high",
     "timing_loaded",
+    "dense_run_id",
 ]
+
+
+def optimizer_family(config: RunConfig) -> str:
+    """The optimizer family `config`'s pruner trains with ("sgd", "sgd_momentum", "adam"): which dense
+    model it is compared with (bench.pruner.Pruner.optimizer_family; nothing is built)."""
+    from bench.pruner import RunContext
+    from bench.registry import PRUNERS
+
+    cls = PRUNERS.get(config.pruner)
+    return cls(cls.Hparams(**config.hparams), config.budget, RunContext(seed=config.seed)).optimizer_family
 
 
 def settings(cells: Iterable[RunConfig]) -> list[tuple[RunConfig, list[str], RunConfig]]:
     """Per (data set, model, budget, pruner, hyperparameters) of a sweep's non-dense cells: one config
     to time (the lowest seed), the run ids it stands for (every seed), and the dense config it is
-    timed against (same data set, model and budget)."""
+    timed against: its own dense model (same data set, model, budget and optimizer family, lowest
+    seed). A setting whose family has no dense cell is not timed."""
     cells = list(cells)
+
+    def budget(c: RunConfig) -> str:
+        return json.dumps(dataclasses.asdict(c.budget), sort_keys=True, default=str)
+
     dense = {
-        (c.dataset, c.model, json.dumps(dataclasses.asdict(c.budget), sort_keys=True, default=str)): c
+        (c.dataset, c.model, budget(c), optimizer_family(c)): c
         for c in sorted(cells, key=lambda c: c.seed, reverse=True)
         if c.pruner == "dense"
     }
     groups: dict[tuple[str, ...], list[RunConfig]] = {}
     for c in cells:
         if c.pruner != "dense":
-            budget = json.dumps(dataclasses.asdict(c.budget), sort_keys=True, default=str)
-            key = (c.dataset, c.model, budget, c.pruner, json.dumps(c.hparams, sort_keys=True, default=str))
+            hparams = json.dumps(c.hparams, sort_keys=True, default=str)
+            key = (c.dataset, c.model, budget(c), c.pruner, hparams)
             groups.setdefault(key, []).append(c)
     out = []
     for key, group in groups.items():
-        ref = dense.get(key[:3])
+        group.sort(key=lambda c: c.seed)
+        ref = dense.get((*key[:3], optimizer_family(group[0])))
         if ref is not None:
-            group.sort(key=lambda c: c.seed)
             out.append((group[0], [c.run_id for c in group], ref))
     return out
 
@@ -214,6 +230,7 @@ def load_timings(folder: str | Path) -> pd.DataFrame:
                 lo,
                 hi,
                 bool(r.get("loaded")),
+                r.get("dense_run_id"),
             )
             for run_id in r["run_ids"]
         ]

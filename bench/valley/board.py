@@ -17,6 +17,8 @@ from bench.board.prepare import SECTION
 from bench.errors import ConfigError
 from bench.io import write_text
 from bench.markdown import table
+from bench.runs import RunStatus
+from bench.stats import clip_interval
 from bench.valley.analysis import HESSIAN_EXAMPLES, RANDOM_DRAWS, TOP_K, Valley, measure_pair
 from bench.valley.endpoints import Endpoint, load_endpoint, read_run
 from bench.valley.hessian import hessian_eigs
@@ -47,7 +49,7 @@ def chosen_settings(df: pd.DataFrame, levels: tuple[float, ...] = LEVELS,
     sparsity over its ok runs is nearest the level, if within `tolerance`: columns SECTION, level,
     pruner, setting, sparsity."""
     tracks = measured_recipes(df["recipe"])
-    ok = df[(df["status"] == "ok") & (df["pruner"] != "dense") & df["recipe"].isin(tracks)]
+    ok = df[(df["status"] == RunStatus.OK) & (df["pruner"] != "dense") & df["recipe"].isin(tracks)]
     keys = [*SECTION, "pruner", "setting"]
     means = ok.groupby(keys, sort=True, dropna=False)["sparsity"].mean().reset_index()
     rows = []
@@ -94,7 +96,7 @@ def board_valley(df: pd.DataFrame, root: str | Path, levels: tuple[float, ...] =
     from bench.stats import t_halfwidth
 
     root = Path(root)
-    ok = df[df["status"] == "ok"]
+    ok = df[df["status"] == RunStatus.OK]
     chosen = chosen_settings(df, levels, tolerance)
     dense = ok[ok["pruner"] == "dense"]
     dense = dense.assign(folder=[str(_folder(r, root)) for r in dense.to_dict(orient="records")])
@@ -216,16 +218,23 @@ def read_valley(directory: str | Path) -> tuple[pd.DataFrame, pd.DataFrame] | No
 
 def board_markdown(valleys: pd.DataFrame) -> str:
     """A valley table in Markdown: mean ± half-width over seeds, "n/a" with the reason where the
-    comparison does not apply or was not measured."""
+    comparison does not apply or was not measured. An interval that would leave the quantity's range
+    (a barrier is >= 0, a fraction within [0, 1]) is shown clipped, as `mean [low, high]`."""
 
-    def pm(mean: float, ci: float, fmt: str) -> str:
+    def pm(mean: float, ci: float, fmt: str, high: float) -> str:
         if pd.isna(mean):
             return "n/a"
-        return format(mean, fmt) + ("" if pd.isna(ci) else f" ± {format(ci, fmt)}")
+        if pd.isna(ci):
+            return format(mean, fmt)
+        if mean - ci >= 0 and mean + ci <= high:
+            return f"{format(mean, fmt)} ± {format(ci, fmt)}"
+        low_, high_ = clip_interval(mean, ci, 0.0, high)
+        return f"{format(mean, fmt)} [{format(float(low_), fmt)}, {format(float(high_), fmt)}]"
 
     rows = [[f"{100 * r.level:g}%", r.pruner, r.setting, r.seeds,
              "-" if pd.isna(r.sparsity) else f"{100 * r.sparsity:.1f}%",
-             pm(r.barrier_mean, r.barrier_ci, ".3g"), pm(r.fraction_mean, r.fraction_ci, ".3g"),
+             pm(r.barrier_mean, r.barrier_ci, ".3g", math.inf),
+             pm(r.fraction_mean, r.fraction_ci, ".3g", 1.0),
              "-" if pd.isna(r.random_fraction) else f"{r.random_fraction:.3g}",
              r.note if isinstance(r.note, str) else ""]
             for r in valleys.sort_values(["level", "pruner", "setting"]).itertuples(index=False)]
@@ -254,7 +263,8 @@ def section_markdown(valleys: pd.DataFrame, figures: dict[tuple[str, ...], str] 
            f"against *random directions*, the same share for random directions (about {top_k} / "
            f"number of parameters): near it, the two models differ only in directions that leave "
            f"the training loss flat (the gRDA paper's claim for gRDA); far above it, they differ "
-           f"along the sharpest directions. Mean ± 95% interval over seeds; n/a with the reason "
+           f"along the sharpest directions. Mean ± 95% interval over seeds (clipped to the "
+           f"quantity's range, shown as mean [low, high]: a barrier is never below 0); n/a with the reason "
            f"where the comparison does not apply (a changed architecture) or could not be measured."
            + _tracks_sentence(recipes), ""]
     if valleys.empty:
