@@ -18,6 +18,7 @@ import pytest
 
 from bench import cli, sweep
 from bench.errors import ConfigError
+from bench.runs import RunDir, live_holder
 from bench.spec import load_sweep
 from bench.validate import LEADERBOARD_FILES
 from bench.valley.board import PATHS_FILE, TABLE_FILE
@@ -123,6 +124,15 @@ def test_a_sweep_waiting_for_another_submission_says_who_holds_the_lock(tmp_path
         holder.kill()
         holder.wait()
     assert f"waiting for another submission into this folder (PID {holder.pid})" in capfd.readouterr().err
+
+
+def test_a_lock_file_its_holder_has_not_written_yet_names_no_holder(tmp_path):
+    rd = RunDir(tmp_path, "r")
+    rd.create()
+    rd.lock_file.write_text("")  # created, PID not written yet
+    assert rd.holder() is None and live_holder(rd.lock_file) is None
+    rd.lock_file.write_text(f"{os.getpid()}\n")
+    assert rd.holder() == live_holder(rd.lock_file) == os.getpid()
 
 
 # -- a folder where a command writes a file --------------------------------------------------------
