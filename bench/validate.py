@@ -144,8 +144,8 @@ LEADERBOARD_FILES = ("README.md", "leaderboard.csv", "matched_sparsity.csv")
 def check_out_files(folder: str | Path, names: Iterable[str], key: str) -> Path:
     """Raise ConfigError (naming `key` and the path) unless `folder` is, or can become, a writable
     folder (see `check_out`) in which each of `names` can be written as a file: not a folder nor
-    a symbolic link there, not too long a name. For a command's fixed output names, before its work. Creates
-    nothing; returns `folder` as a Path."""
+    a symbolic link there, not too long a name. For the names a command writes, before its work.
+    Creates nothing; returns `folder` as a Path."""
     folder = check_out(folder, key)
     for name in names:
         path = folder / name
