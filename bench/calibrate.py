@@ -39,7 +39,7 @@ from bench.registry import PRUNERS
 from bench.run.job import run
 from bench.runs import FILES, RunStatus
 from bench.spec import config_from_args
-from bench.validate import check_config, check_out
+from bench.validate import check_config, check_out, check_out_files
 
 LOGIT_CLIP = 1e-3  # sparsity 0 or 1 (saturated) counts as 0.001 or 0.999
 
@@ -181,6 +181,8 @@ def calibrate(
     knob = knob_of(config.pruner)
     bounds = tuple(sorted((_to_u(knob, knob.low), _to_u(knob, knob.high))))
     out = Path(out)
+    name = f"calibration-{config.pruner}-{config.model}-{config.dataset}-s{config.seed}-{target:g}.json"
+    check_out_files(out, [name], "--out")  # the record, before the search (not lost after it)
     trials: list[dict[str, Any]] = []
 
     with tempfile.TemporaryDirectory(prefix="bench-calibrate-") as tmp:
@@ -232,8 +234,7 @@ def calibrate(
         "run_dir": str(run_dir), "within_tolerance": abs(best["sparsity"] - target) <= tolerance,
         "cost": search_cost(trials),
     }
-    record["record"] = str(out / f"calibration-{config.pruner}-{config.model}-{config.dataset}"
-                                 f"-s{config.seed}-{target:g}.json")
+    record["record"] = str(out / name)
     write_json(record["record"], record)
     return record
 

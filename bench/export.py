@@ -28,7 +28,7 @@ from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.io import read_json
 from bench.runs import RunDir, RunStatus
-from bench.validate import check_out
+from bench.validate import check_out_files
 
 
 def _finished(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
@@ -61,8 +61,11 @@ def export(run_dir: str | Path, out: str | Path | None = None, onnx: bool = True
     from bench.run.evaluation import evaluate
 
     run_dir = Path(run_dir)
+    RunDir.at(run_dir).check_no_links()  # the default out folder is inside it: never written through a link
     config, result = _finished(run_dir)
-    out = check_out(Path(out) if out is not None else run_dir / "export", "--out")  # before the work
+    names = ["model.safetensors", "model.onnx"] if onnx else ["model.safetensors"]
+    out = Path(out) if out is not None else run_dir / "export"
+    check_out_files(out, names, "--out")  # before the work
     built, final = load_built(run_dir)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in final.state_dict().items()}
     meta = {"run_id": result["run_id"], "model": config.model, "dataset": config.dataset,

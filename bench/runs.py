@@ -82,10 +82,16 @@ LOCK_MESSAGE_AFTER_S = 2.0  # how long to wait for a busy lock before saying who
 
 def check_path_text(path: str | Path, what: str = "--out") -> Path:
     """Refuse output paths the job launcher would rewrite: submitit expands `%j`, `%t`, ... in
-    folder names, so a `%` would send the run's files to a folder no one looks in."""
+    folder names, so a `%` would send the run's files to a folder no one looks in. The launcher
+    gets the absolute path, so a `%` in the working directory counts too."""
     if "%" in str(path):
         raise ConfigError(f"{what} = {str(path)!r}: '%' is not allowed in output paths "
-                          "(job launchers expand it as a placeholder such as %j)")
+                          "(submitit expands it as a placeholder such as %j, the job id)")
+    full = Path(path).absolute()
+    if "%" in str(full):
+        raise ConfigError(f"{what} = {str(path)!r}: its absolute path {str(full)!r} holds a '%', which "
+                          f"submitit expands as a placeholder (%j: the job id); run from a folder whose "
+                          f"path has no '%', or give {what} an absolute path without one")
     return Path(path)
 
 
@@ -154,16 +160,11 @@ class RunDir:
     def open_lock(self) -> int:
         """A descriptor of the lock file, opened without following a link."""
         self.check_no_links()
-        try:
-            return os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise ConfigError(f"{self.lock_file} is a symbolic link; remove it") from None
-            raise
+        return open_lock_file(self.lock_file)
 
     def holder(self) -> int | None:
         """The PID written into the lock file by its last holder, if any."""
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # IndexError: not written yet
             return int(self.lock_file.read_text().split()[0])
         return None
 
@@ -234,6 +235,25 @@ class RunDir:
         """Earlier results kept by `retire`, oldest first."""
         found = [p for p in self.path.glob("result.replaced*.json")]
         return sorted(found, key=lambda p: int(p.suffixes[-2][1:]) if len(p.suffixes) > 2 else 1)
+
+
+def open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file at `path` (created if missing), opened without following a
+    link: ConfigError naming a link there."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ConfigError(f"{path} is a symbolic link; remove it") from None
+        raise
+
+
+def live_holder(path: Path) -> int | None:
+    """The PID the last holder of the lock file at `path` wrote into it, if that process runs."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pid = int(path.read_text().split()[0])
+        return pid if _alive(pid) else None
+    return None
 
 
 def _alive(pid: int) -> bool:

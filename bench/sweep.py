@@ -13,33 +13,77 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import os
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import executors, registry, status
-from bench.config import Budget
+from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.estimate import estimate
 from bench.executors import Executor
 from bench.io import write_json
 from bench.loader_probe import executor_cpus, loader_bound
+from bench.runs import LOCK_MESSAGE_AFTER_S, RunDir, live_holder, open_lock_file
 from bench.spec import SweepSpec, check_local_data, load_sweep
 from bench.validate import check_device_here, check_devices, check_out
+
+LOCK_FILE = ".sweep.lock"
+# what a sweep writes into its out folder besides the run folders and sweep.json (written by rename)
+WRITTEN_THROUGH = (".jobs", ".submitit", LOCK_FILE)
 
 
 @contextlib.contextmanager
 def _locked(out: Path) -> Iterator[None]:
-    """Serialise submissions into one out folder (two `bench sweep` at once never double-submit)."""
-    with open(out / ".sweep.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    """Serialise submissions into one out folder (two `bench sweep` at once never double-submit).
+    The lock file is opened without following a link and holds its holder's PID, said on stderr
+    when another submission waits for it."""
+    path = out / LOCK_FILE
+    fd = open_lock_file(path)
+    try:
+        start, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            if not told and time.monotonic() - start >= LOCK_MESSAGE_AFTER_S:
+                print(f"{out}: waiting for another submission into this folder (PID "
+                      f"{live_holder(path) or 'unknown'}) to finish", file=sys.stderr)
+                told = True
+            time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def check_out_folder(out: Path, cells: Sequence[RunConfig]) -> None:
+    """ConfigError naming the path unless what the sweep writes into `out` (job records, job logs,
+    its lock, the cells' run folders) can be written there: no symbolic link (a write through it
+    would land outside the out folder), no file where a folder belongs nor the reverse. Writes
+    nothing: called before anything is written or submitted."""
+    for name in WRITTEN_THROUGH:
+        path = out / name
+        if path.is_symlink():
+            raise ConfigError(f"{path} is a symbolic link to {os.readlink(path)}; a sweep writes its job "
+                              "records, logs and lock only inside its out folder (remove the link)")
+    check_out(out / ".jobs", "--out")  # a file there would fail the submission late
+    check_out(out / ".submitit", "--out")
+    if (out / LOCK_FILE).is_dir():
+        raise ConfigError(f"{out / LOCK_FILE} is a folder where the sweep keeps its lock file; move it away")
+    for cell in cells:
+        RunDir(out, cell.run_id).check_no_links()
 
 
 def write_manifest(out: Path, spec: SweepSpec) -> None:
@@ -91,7 +135,7 @@ def run_sweep(
     executor = executor or executors.create()
     check_devices(spec.cells, executor.tasks)  # before anything is written
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
-    check_out(out / ".jobs", "--out")  # the job records' folder: a file there fails the submission late
+    check_out_folder(out, spec.cells)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

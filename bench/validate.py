@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from bench.config import RunConfig, build_dataclass
@@ -134,6 +134,29 @@ def check_out_file(path: str | Path, key: str) -> Path:
                           f"{path / 'report.json'}")
     check_out(path.parent, key)
     return path
+
+
+# the files `bench leaderboard` writes into its folder whatever the data (bench.board.write; the
+# figures' names depend on the sections); a board adds its tables and valley files
+LEADERBOARD_FILES = ("README.md", "leaderboard.csv", "matched_sparsity.csv")
+
+
+def check_out_files(folder: str | Path, names: Iterable[str], key: str) -> Path:
+    """Raise ConfigError (naming `key` and the path) unless `folder` is, or can become, a writable
+    folder (see `check_out`) in which each of `names` can be written as a file: not a folder nor
+    a symbolic link there, not too long a name. For the names a command writes, before its work.
+    Creates nothing; returns `folder` as a Path."""
+    folder = check_out(folder, key)
+    for name in names:
+        path = folder / name
+        check_name_lengths(path, key)
+        if path.is_symlink():
+            raise ConfigError(f"{key} = {str(folder)!r}: {path} is a symbolic link where this command "
+                              "writes a file; it writes through no link (remove it)")
+        if path.is_dir():
+            raise ConfigError(f"{key} = {str(folder)!r}: {path} is a folder where this command writes a "
+                              f"file; move it away or choose another {key}")
+    return folder
 
 
 def check_name_lengths(path: Path, key: str) -> None:

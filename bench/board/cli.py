@@ -58,12 +58,18 @@ def board(
     from bench.calibrate import load_calibrations
     from bench.spec import load_sweep
     from bench.sweep import check_here, run_sweep
-    from bench.validate import check_out
+    from bench.validate import LEADERBOARD_FILES, check_out, check_out_files
+    from bench.valley.board import PATHS_FILE, TABLE_FILE
 
     directory = Path(directory)
     out = check_out(Path(out) if out is not None else directory, "--out")
     spec = load_sweep(directory / "sweep.toml", overrides)
     runs_dir = check_out(Path(runs_root) / spec.name, "--runs")
+    table = out / "results.parquet"  # every fixed name written into `out`, before any run
+    tables = [table, results.history_path(table), predictions.predictions_path(table)]
+    check_out_files(out, [*LEADERBOARD_FILES, TABLE_FILE, PATHS_FILE, *(p.name for p in tables)], "--out")
+    if time:
+        check_out(out / "timing", "--out")
     calibrations = load_calibrations(directory / "calibration")  # a malformed record stops us before any run
     timing_dir = (out if time else directory) / "timing"
     load_timings(timing_dir)  # likewise
@@ -223,9 +229,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.validate import check_out
+    from bench.validate import LEADERBOARD_FILES, check_out_files
 
-    out = check_out(Path(args.output), "-o")
+    out = check_out_files(Path(args.output), LEADERBOARD_FILES, "-o")  # before the work
     runs, history = results.read(args.results)
     published = load_published(args.published) if args.published != "none" else None
     readme = write_leaderboard(
