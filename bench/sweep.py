@@ -29,7 +29,7 @@ from bench.estimate import estimate
 from bench.executors import Executor
 from bench.io import write_json
 from bench.loader_probe import executor_cpus, loader_bound
-from bench.runs import LOCK_MESSAGE_AFTER_S, RunDir, live_holder, open_lock_file
+from bench.runs import LOCK_MESSAGE_AFTER_S, RunDir, RunStatus, live_holder, open_lock_file
 from bench.spec import SweepSpec, check_local_data, load_sweep
 from bench.validate import check_device_here, check_devices, check_out
 
@@ -215,7 +215,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 130
     counts = Counter(r["status"] for r in recs)
-    print(f"{out}: " + ", ".join(f"{counts[k]} {k}" for k in ("ok", *status.STATES) if counts[k]))
+    print(f"{out}: " + ", ".join(f"{counts[k]} {k}" for k in (RunStatus.OK, *status.STATES) if counts[k]))
     return 1 if any(counts[k] for k in status.UNFINISHED) else 0
 
 
