@@ -238,8 +238,7 @@ class VDPruner(Pruner):
         groups = [{"params": [p for p in model.parameters() if id(p) not in ids]},
                   {"params": sigmas, "weight_decay": 0.0}]
         # the trainer's lr schedule scales each group's initial lr: Adam's stays at its own scale
-        self.optimizer = self.optimizer_recipe().build(groups, self.budget)
-        return self.optimizer
+        return self.optimizer_recipe().build(groups, self.budget)
 
     def optimizer_recipe(self) -> OptimizerRecipe:
         """`optimizer`: Adam at `adam_lr` (the authors'), or the shared budget's SGD."""

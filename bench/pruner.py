@@ -9,8 +9,8 @@ these hooks, called by `bench.run.trainer.Trainer` in this order:
     per step:  lr = recipe lr * schedule(pruner.lr_progress(step))
                loss = task_loss + pruner.regularizer(model)
                loss.backward(); pruner.after_backward(step)
-               if pruner.updates(step): opt.step()
-               pruner.after_step(step)
+               if pruner.updates(step): mask_optimizer_state(opt, pruner.masked_weights()); opt.step()
+               pruner.after_step(step); mask_optimizer_state(opt, pruner.masked_weights())
     per epoch: pruner.end_epoch(epoch)
     eval:      pruner.finalize(model) -> the model to evaluate and count (effective weights)
 
@@ -19,10 +19,14 @@ these hooks, called by `bench.run.trainer.Trainer` in this order:
 pruning) or rewinds them (IMP) sets `self.model_changed = True`; the trainer then builds a new
 optimizer with `make_optimizer` (the old optimizer state is dropped). `updates(step)` False
 skips that step's optimizer update (SNIP's scoring batch); `lr_progress(step)` is where in the
-lr schedule a step is (IMP replays one round's schedule per round). Pruners never set the
-optimizer's lr or clear its state themselves. On resume the trainer loads the pruner's state
-before the model's, so `load_state_dict` can first rebuild the changed architecture (and set
-`model_changed` for a matching optimizer).
+lr schedule a step is (IMP replays one round's schedule per round). A pruner that masks
+weights (sets them to zero and keeps them there) returns them from `masked_weights()`, each with
+its mask, once after every change; the trainer then zeroes the masked entries of every
+per-parameter state tensor of the optimizer (`mask_optimizer_state`: SGD's momentum, Adam's
+moments, ...), so a masked weight with a masked gradient stays exactly zero under any optimizer.
+Pruners never hold the optimizer, set its lr or clear its state themselves. On resume the
+trainer loads the pruner's state before the model's, so `load_state_dict` can first rebuild the
+changed architecture (and set `model_changed` for a matching optimizer).
 
 Facts about a method (does it regrow connections, is it its own optimizer, does it change the
 architecture, does it draw random numbers, is it driven by a pruning schedule) are one frozen
@@ -202,6 +206,21 @@ class SparsityKnob:
     increasing: bool = True  # sparsity grows with the value
 
 
+@torch.no_grad()
+def mask_optimizer_state(optimizer: torch.optim.Optimizer,
+                         masked: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Multiply every per-parameter state tensor of each weight in `masked` (those shaped like the
+    weight: momentum, Adam's exp_avg and exp_avg_sq, ...) by its mask, in one multi-tensor op."""
+    states, factors = [], []
+    for w, mask in masked:
+        for value in optimizer.state.get(w, {}).values():
+            if torch.is_tensor(value) and value.shape == w.shape:
+                states.append(value)
+                factors.append(mask)
+    if states:
+        torch._foreach_mul_(states, factors)
+
+
 def register_pruner(name: str):
     def wrap(cls: type[Pruner]) -> type[Pruner]:
         cls.name = name
@@ -277,6 +296,12 @@ class Pruner:
 
     def after_step(self, step: int) -> None:
         pass
+
+    def masked_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, mask) of every weight whose mask changed since the last call, the mask in the
+        weight's dtype (0: masked): the trainer zeroes those entries of the weight's optimizer
+        state after `after_backward` (before the update) and after `after_step`. Default: none."""
+        return []
 
     def end_epoch(self, epoch: int) -> None:
         pass
