@@ -32,7 +32,8 @@ Facts about a method (does it regrow connections, is it its own optimizer, does 
 architecture, does it draw random numbers, is it driven by a pruning schedule) are one frozen
 `PrunerInfo` per class (`info`; `info_for(hparams)` where a setting changes one). "When to
 prune" of the schedule-driven methods is one `PruningSchedule` (begin, end, every, GMP's cubic
-sparsity ramp), separate from how each method scores weights. Random draws come from
+sparsity ramp), separate from how each method scores weights; the gradual ones declare its
+hyperparameters by deriving their `Hparams` from `ScheduleHparams`. Random draws come from
 `rng(step)`, a generator seeded from (run seed, step): every rank draws the same masks. Which
 layers may be pruned is one policy for all (`prunable_parameters`, `layer_coverage`).
 
@@ -70,7 +71,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from bench.config import Budget
+from bench.config import Budget, hp
 from bench.registry import PRUNERS
 
 
@@ -96,6 +97,29 @@ class PrunerInfo:
     changes_architecture: bool = False  # parameters are removed or replaced (channel pruning)
     randomized: bool = False  # draws random numbers (from `Pruner.rng`)
     scheduled: bool = False  # masks follow a `PruningSchedule` (when to prune)
+
+
+@dataclass(frozen=True)
+class ScheduleHparams:
+    """The hyperparameters of a gradual `PruningSchedule`, declared once for every pruner on it
+    (`gmp`, `random_gradual`, `nm`'s gradual mode): its `Hparams` derive from this class. The
+    defaults are Gale et al.'s ResNet-50 schedule (start 40k, end 76k, every 2k of 128k steps)."""
+
+    start: float = hp(0.3125, "first mask update t0, as a fraction of the budget's steps")
+    end: float = hp(0.59375, "last mask update (s_t = s_f from then on), as a fraction of the steps")
+    every: float = hp(0.015625, "interval dt between mask updates, as a fraction of the steps")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < 1:
+            raise ValueError(f"start = {self.start!r}: must be in [0, 1)")
+        if not self.start < self.end <= 1:
+            raise ValueError(f"end = {self.end!r}: must be in (start, 1]")
+        if not 0 < self.every <= self.end - self.start:
+            raise ValueError(f"every = {self.every!r}: must be in (0, end - start]")
+
+    def pruning_schedule(self, total: int) -> PruningSchedule:
+        """The schedule over `total` optimizer steps."""
+        return PruningSchedule(self.start, self.end, self.every, total)
 
 
 @dataclass(frozen=True)
