@@ -41,6 +41,7 @@ from bench.pruner import (
     OptimizerRecipe,
     PruningSchedule,
     RunContext,
+    ScheduleHparams,
     layer_coverage,
     mask_optimizer_state,
 )
@@ -766,6 +767,15 @@ def test_pruning_schedule_is_shared_and_one_shot_is_a_schedule() -> None:
     assert once.sparsity(49, 0.9) == 0 and once.sparsity(50, 0.9) == 0.9
     for name in ("gmp", "nm", "random_gradual", "magnitude", "channel"):
         assert PRUNERS.get(name).info.scheduled, name
+    # the gradual schedule's hyperparameters and their checks are declared once, for gmp and nm alike
+    for name in ("gmp", "nm", "random_gradual"):
+        assert issubclass(PRUNERS.get(name).Hparams, ScheduleHparams), name
+    nm, gmp = PRUNERS.get("nm").Hparams, PRUNERS.get("gmp").Hparams
+    assert nm(mode="gradual").pruning_schedule(100) == gmp().pruning_schedule(100) == PruningSchedule(
+        0.3125, 0.59375, 0.015625, 100)
+    for cls in (nm, gmp):
+        with pytest.raises(ValueError, match=r"every = 0.5: must be in \(0, end - start\]"):
+            cls(start=0.2, end=0.6, every=0.5)
 
 
 # ------------------------------------------------------------------------- training compute
