@@ -59,8 +59,6 @@ def drop_and_grow(
     return new.view_as(mask)
 
 
-# Not a `ScheduleHparams`: the sparsity is constant from step 0; `delta_t` and `end` time
-# connectivity updates (drop and regrow at a cosine-decaying fraction), not a sparsity ramp.
 @dataclass(frozen=True)
 class RigLHparams:
     sparsity: float = hp(0.9, "overall sparsity of the prunable weights, held from step 0, in [0, 1)")

@@ -238,7 +238,8 @@ class VDPruner(Pruner):
         groups = [{"params": [p for p in model.parameters() if id(p) not in ids]},
                   {"params": sigmas, "weight_decay": 0.0}]
         # the trainer's lr schedule scales each group's initial lr: Adam's stays at its own scale
-        return self.optimizer_recipe().build(groups, self.budget)
+        self.optimizer = self.optimizer_recipe().build(groups, self.budget)
+        return self.optimizer
 
     def optimizer_recipe(self) -> OptimizerRecipe:
         """`optimizer`: Adam at `adam_lr` (the authors'), or the shared budget's SGD."""

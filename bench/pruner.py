@@ -103,7 +103,9 @@ class PrunerInfo:
 class ScheduleHparams:
     """The hyperparameters of a gradual `PruningSchedule`, declared once for every pruner on it
     (`gmp`, `random_gradual`, `nm`'s gradual mode): its `Hparams` derive from this class. The
-    defaults are Gale et al.'s ResNet-50 schedule (start 40k, end 76k, every 2k of 128k steps)."""
+    defaults are Gale et al.'s ResNet-50 schedule (start 40k, end 76k, every 2k of 128k steps).
+    RigL's and SET's `delta_t`/`end` are not one: their sparsity is constant from step 0, and
+    those time drop-and-regrow updates, not a sparsity ramp."""
 
     start: float = hp(0.3125, "first mask update t0, as a fraction of the budget's steps")
     end: float = hp(0.59375, "last mask update (s_t = s_f from then on), as a fraction of the steps")
