@@ -1,11 +1,12 @@
 """Shared machinery of the unstructured mask pruners (`magnitude`, `gmp`, `random`, `rigl`, ...).
 
 A pruner of this kind keeps one boolean mask per prunable weight. Installing masks zeroes the
-masked weights and every per-parameter optimizer state tensor of their shape (SGD's momentum,
-Adam's exp_avg and exp_avg_sq, ...); from then on their gradients are masked after every
-backward pass. With a zero weight, a zero gradient and zero state, the update of SGD (momentum
-and coupled weight decay included) and of Adam is exactly zero, so masked weights stay exactly
-zero without a second pass over the weights after each step. The gradient masking is one
+masked weights and hands them to the trainer (`masked_weights`), which zeroes every per-parameter
+optimizer state tensor of their shape (SGD's momentum, Adam's exp_avg and exp_avg_sq, ...); from
+then on their gradients are masked after every backward pass. With a zero weight, a zero
+gradient and zero state, the update of SGD (momentum and coupled weight decay included) and of
+Adam is exactly zero, so masked weights stay exactly zero without a second pass over the weights
+after each step. The gradient masking is one
 multi-tensor multiply by float copies of the masks (bool masks take torch's per-tensor path).
 
 Masks keep the highest-scoring weights (|w| for magnitude pruning, uniform noise for random
@@ -86,23 +87,6 @@ def random_masks(
     return {n: _keep_top(s, 1 - densities[n]) for n, s in scores.items()}
 
 
-@torch.no_grad()
-def mask_optimizer_state(optimizer: torch.optim.Optimizer | None, weights: list[torch.Tensor],
-                         masks: list[torch.Tensor]) -> None:
-    """Zero the masked entries of every per-parameter state tensor (those shaped like the
-    weight: momentum, Adam's moments, ...) of `weights` in `optimizer`."""
-    if optimizer is None:
-        return
-    states, factors = [], []
-    for w, m in zip(weights, masks, strict=True):
-        for value in optimizer.state.get(w, {}).values():
-            if torch.is_tensor(value) and value.shape == w.shape:
-                states.append(value)
-                factors.append(m)
-    if states:
-        torch._foreach_mul_(states, factors)
-
-
 class MaskPruner(Pruner):
     """Base of the mask pruners: SGD with the budget's settings, plus fixed-shape binary masks."""
 
@@ -112,23 +96,25 @@ class MaskPruner(Pruner):
         self.masks: dict[str, torch.Tensor] = {}
         self.float_masks: list[torch.Tensor] = []  # the masks as the weights' dtype, in `masks` order
         self.densities: dict[str, float] = {}
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.masks_changed = False  # masks installed since the trainer last asked (`masked_weights`)
         return model
-
-    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        self.optimizer = super().make_optimizer(model)
-        return self.optimizer
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {n: m.weight for n, m in self.layers.items()}
 
     @torch.no_grad()
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
-        """Install masks: zero the masked weights and their optimizer state."""
+        """Install masks: zero the masked weights (the trainer zeroes their optimizer state)."""
         self._use_masks(masks)
-        weights = [self.layers[n].weight for n in masks]
-        torch._foreach_mul_(weights, self.float_masks)
-        mask_optimizer_state(self.optimizer, weights, self.float_masks)
+        torch._foreach_mul_([self.layers[n].weight for n in masks], self.float_masks)
+        self.masks_changed = True
+
+    def masked_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every masked weight with its float mask, once after `set_masks` (it replaces all masks)."""
+        if not self.masks_changed:
+            return []
+        self.masks_changed = False
+        return [(self.layers[n].weight, m) for n, m in zip(self.masks, self.float_masks, strict=True)]
 
     def _use_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """The masks and what follows from them (float copies, densities), computed once."""
@@ -151,6 +137,7 @@ class MaskPruner(Pruner):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._use_masks({n: m.to(self.layers[n].weight.device) for n, m in state["masks"].items()})
+        self.masks_changed = False  # the checkpointed optimizer state is masked already
         self.extra_macs = state.get("extra_macs", 0.0)
 
     def state_tensors(self) -> Iterator[torch.Tensor]:

@@ -7,8 +7,9 @@ weight magnitudes at sparsity s_t. Pruned weights are exactly zero and have the 
 magnitude, so they stay pruned as s_t grows. `start`, `end` and `every` are fractions of the
 budget's steps; the defaults are Gale et al.'s ResNet-50 schedule (start 40k, end 76k, every 2k
 of 128k steps) scaled to the budget. After the last update the mask is fixed (fine-tuning).
-When to prune is `bench.pruner.PruningSchedule`; how to score is `masks_at`, the masks of a
-given sparsity, which the subclasses on the same schedule (`random_gradual`, `nm`) replace.
+When to prune is `bench.pruner.PruningSchedule` (its hyperparameters: `ScheduleHparams`); how to
+score is `masks_at`, the masks of a given sparsity, which the subclasses on the same schedule
+(`random_gradual`, `nm`) replace.
 """
 
 from __future__ import annotations
@@ -21,16 +22,13 @@ from torch import nn
 
 from baselines._mask import SCOPES, MaskPruner, check_choice, check_sparsity, keep_masks
 from bench.config import hp
-from bench.pruner import SGD_MOMENTUM_WD, PrunerInfo, PruningSchedule, register_pruner
+from bench.pruner import SGD_MOMENTUM_WD, PrunerInfo, PruningSchedule, ScheduleHparams, register_pruner
 
 
 @dataclass(frozen=True)
-class GMPHparams:
+class GMPHparams(ScheduleHparams):  # start, end, every: the schedule's, declared there
     sparsity: float = hp(0.9, "final sparsity s_f of the prunable weights, in [0, 1)")
     initial_sparsity: float = hp(0.0, "sparsity s_i at the first update (Zhu & Gupta: 0)")
-    start: float = hp(0.3125, "first mask update t0, as a fraction of the budget's steps")
-    end: float = hp(0.59375, "last mask update (s_t = s_f from then on), as a fraction of the steps")
-    every: float = hp(0.015625, "interval dt between mask updates, as a fraction of the steps")
     scope: Literal["global", "layer"] = hp(
         "layer", "layer: every layer pruned to s_t (Zhu & Gupta); global: one threshold over all"
     )
@@ -39,12 +37,7 @@ class GMPHparams:
         check_sparsity("sparsity", self.sparsity)
         if not 0 <= self.initial_sparsity <= self.sparsity:
             raise ValueError(f"initial_sparsity = {self.initial_sparsity!r}: must be in [0, sparsity]")
-        if not 0 <= self.start < 1:
-            raise ValueError(f"start = {self.start!r}: must be in [0, 1)")
-        if not self.start < self.end <= 1:
-            raise ValueError(f"end = {self.end!r}: must be in (start, 1]")
-        if not 0 < self.every <= self.end - self.start:
-            raise ValueError(f"every = {self.every!r}: must be in (0, end - start]")
+        super().__post_init__()
         check_choice("scope", self.scope, SCOPES)
 
 
@@ -61,8 +54,7 @@ class GMPPruner(MaskPruner):
         return super().prepare(model)
 
     def make_schedule(self) -> PruningSchedule:
-        h = self.hp
-        return PruningSchedule(h.start, h.end, h.every, self.ctx.total_steps)
+        return self.hp.pruning_schedule(self.ctx.total_steps)
 
     def target_sparsity(self, t: int) -> float:
         """s_t after t steps (s_i before t0, s_f after the last update)."""

@@ -22,7 +22,7 @@ from baselines._mask import check_choice
 from baselines.gmp import GMPPruner
 from bench.config import hp
 from bench.errors import ConfigError
-from bench.pruner import PruningSchedule, register_pruner
+from bench.pruner import PruningSchedule, ScheduleHparams, register_pruner
 
 MODES = ("oneshot", "gradual")
 
@@ -59,16 +59,13 @@ def groupable(w: torch.Tensor, m: int) -> bool:
 
 
 @dataclass(frozen=True)
-class NMHparams:
+class NMHparams(ScheduleHparams):  # start, end, every: GMP's schedule, for the gradual mode
     n: int = hp(2, "non-zeros kept per group (N of N:M)")
     m: int = hp(4, "group size along the input dimension (M of N:M)")
     mode: Literal["oneshot", "gradual"] = hp(
         "oneshot", "oneshot: ASP (dense, one cut, fine-tune); gradual: GMP's schedule"
     )
     prune_at: float = hp(0.5, "oneshot: when to cut, as a fraction of the budget's steps")
-    start: float = hp(0.3125, "gradual: first mask update, as a fraction of the budget's steps (as gmp)")
-    end: float = hp(0.59375, "gradual: last mask update (N:M from then on), as a fraction of the steps")
-    every: float = hp(0.015625, "gradual: interval between mask updates, as a fraction of the steps")
 
     def __post_init__(self) -> None:
         if not 1 <= self.n < self.m:
@@ -76,9 +73,7 @@ class NMHparams:
         check_choice("mode", self.mode, MODES)
         if not 0 < self.prune_at < 1:
             raise ValueError(f"prune_at = {self.prune_at!r}: must be in (0, 1)")
-        if not 0 <= self.start < self.end <= 1 or not 0 < self.every <= self.end - self.start:
-            raise ValueError(f"start, end, every = {self.start!r}, {self.end!r}, {self.every!r}: "
-                             "need 0 <= start < end <= 1 and 0 < every <= end - start")
+        super().__post_init__()
 
     # GMP's schedule reads these
     @property

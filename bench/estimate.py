@@ -1,9 +1,11 @@
 """The compute a sweep needs (`bench sweep FILE --dry-run`), each cell's budget extrapolated from,
 in this order:
 1. the finished runs of the same (pruner, model, dataset) in the out folder;
-2. a timed probe of a few training steps on this machine (wall time per step, data loading
-   included), cached in the user cache (bench.cache) per (pruner, model, dataset, batch size,
-   precision, device, torch version, threads), so a repeated dry run answers at once;
+2. a timed probe of a few training steps on this machine (wall time of the step alone, on a batch
+   fetched beforehand, after an untimed warm-up; the loader is timed apart by bench.loader_probe
+   and a cell takes the slower of the two), cached in the user cache (bench.cache) per (pruner,
+   model, dataset, batch size, precision, device, torch version, threads), so a repeated dry run
+   answers at once;
 3. on a CPU, for a model above PROBE_MAX_MACS with no cached probe, the dense training arithmetic
    (3 x forward MACs x batch per step) at this device's rate, measured once on a ResNet-20 and
    cached: seconds, where a probe would build and train a large model on the CPU, at the price of
@@ -62,6 +64,10 @@ class Estimate:
 
 PROBE_MAX_MACS = 1e7  # forward MACs per example: above it, no probe unless asked for (a ResNet-20: 4e7)
 RATE_MODEL, RATE_BATCH = "resnet20", 16  # the dense training step that measures a device's MAC rate
+# probe steps run before the timed ones (CUDA: cuDNN's algorithm search, the allocator's first
+# blocks, lazy kernel loading), and the fewest timed steps a probe takes
+WARMUP_STEPS = {"cpu": 2, "cuda": 10}
+MIN_TIMED = 3
 
 
 def estimate(spec: SweepSpec, out: Path | None = None, probe_steps: int = 8, probe: bool = False,
@@ -161,7 +167,7 @@ def _timed(config: RunConfig, probe_steps: int, probe: bool) -> tuple[float, flo
     b = config.budget
     key = "|".join([config.pruner, config.model, config.dataset, f"batch {b.batch_size}", b.precision,
                     metrics.device_name(device), f"torch {torch.__version__}",
-                    f"{torch.get_num_threads()} threads"])
+                    f"{torch.get_num_threads()} threads", "step alone"])  # older probes timed loading too
     probes = cache.read_json("probes")
     hit = probes.get(key)
     if hit and not probe:
@@ -265,10 +271,14 @@ def _probe(
     config: RunConfig, steps: int, max_s: float = 3.0, cpu_batch: int = 4
 ) -> tuple[float, float, int | None, float, str]:
     """(load s, s per training step, training examples before the validation split or None, the
-    pruner's optimizer steps per budget step, how) of one cell, timed here over up to
-    `steps` steps (at least 1, no more once `max_s` seconds have passed) after one warm-up step.
-    A step's time is wall time from asking the data for its batch to the step's end (device
-    synchronized): data loading and augmentation count, as they do in a run.
+    pruner's optimizer steps per budget step, how) of one cell, timed here.
+
+    The step is timed alone: `Trainer.train_step` on one batch fetched before the clock starts
+    (the loader is timed on its own, `bench.loader_probe`, and a cell takes the slower of the
+    two), each step's wall time with the device synchronized, median of up to `steps` steps (at
+    least MIN_TIMED; no more once `max_s` seconds of timed steps have passed). The warm-up
+    (WARMUP_STEPS: on CUDA, cuDNN's algorithm search and the allocator's first blocks) is neither
+    timed nor counted against `max_s`.
     On a CPU the steps take `cpu_batch` examples and their time is scaled linearly to the budget's
     batch size: a full ResNet-50 batch takes minutes there. A dataset that is not on disk is
     replaced by random data of its shape; the step count then comes from its standard size."""
@@ -283,6 +293,7 @@ def _probe(
     b, info, model = config.budget, DATASETS.get(config.dataset), MODELS.get(config.model)
     device = resolve_device(config.device)
     batch = b.batch_size if device.type == "cuda" else min(b.batch_size, cpu_batch)
+    warmup = WARMUP_STEPS["cuda" if device.type == "cuda" else "cpu"]
     how = ["timed probe"] + ([f"{torch.get_num_threads()} thread(s)"] if device.type == "cpu" else [])
     how += [f"batch {batch} scaled to {b.batch_size}"] if batch < b.batch_size else []
     shape = info.input_shape or model.input_shapes[0]
@@ -302,20 +313,15 @@ def _probe(
         multiplier = built.total_steps / max(built.budget_steps, 1)
         trainer = Trainer(built, Path(tmp))
         setup_s = time.perf_counter() - t0
+        x, y = next(iter(data.train_batches(batch, 0, config.seed)))  # held: no loading is timed
+        for _ in range(warmup):
+            trainer.train_step(x, y)
         times: list[float] = []
-        t0 = time.perf_counter()
-        epoch = 0
-        while len(times) < 2 or (len(times) < 1 + steps and time.perf_counter() - t0 < max_s):
-            batches = iter(data.train_batches(batch, epoch, config.seed))
-            epoch += 1
-            while len(times) < 1 + steps:
-                t_step = time.perf_counter()
-                batch_xy = next(batches, None)
-                if batch_xy is None:
-                    break
-                trainer.train_step(*batch_xy)
-                metrics.synchronize(device)
-                times.append(time.perf_counter() - t_step)
-                if len(times) >= 2 and time.perf_counter() - t0 >= max_s:
-                    break
-    return setup_s, median(times[1:]) * b.batch_size / batch, num_train, multiplier, ", ".join(how)
+        while len(times) < MIN_TIMED or (len(times) < steps and sum(times) < max_s):
+            metrics.synchronize(device)
+            t_step = time.perf_counter()
+            trainer.train_step(x, y)
+            metrics.synchronize(device)
+            times.append(time.perf_counter() - t_step)
+    timed = f"the training step alone on a held batch: median of {len(times)} after {warmup} warm-up"
+    return setup_s, median(times) * b.batch_size / batch, num_train, multiplier, f"{', '.join(how)}; {timed}"

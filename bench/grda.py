@@ -17,10 +17,11 @@ host-device sync). Two implementations of the shrink give the same weights to th
   kernels per parameter tensor; the default on a CPU, where a step is memory-bound (SGD with
   momentum makes two read-modify-write passes over its buffer and the weights); faster than
   accumulating every tensor first and shrinking afterwards (PERFORMANCE.md);
-- `foreach`, the accumulation as one `_foreach_add_`, softshrink as `w = a - clamp(a, -L, L)` in
-  multi-tensor ops (`_foreach_clamp_min`, `_foreach_clamp_max_`, `_foreach_sub`, `_foreach_copy_`):
-  a fixed number of kernel launches whatever the number of parameter tensors; the default on
-  CUDA, where a ResNet's 160 small tensors make the per-tensor loop launch-bound. (For a > L both
+- `foreach`, the accumulation as one `_foreach_add_`, softshrink as `w = a + clamp(-a, -L, L)`
+  (= a - clamp(a, -L, L)) in in-place multi-tensor ops on the weights (`_foreach_copy_`, `_neg_`,
+  `_clamp_min_`, `_clamp_max_`, `_add_`): a fixed number of kernel launches whatever the number
+  of parameter tensors, and no temporary; the default on CUDA, where a ResNet's 160 small tensors
+  make the per-tensor loop launch-bound. (For a > L both
   give a - L, for a < -L a + L, else 0, in the same float arithmetic.)
 
 `ReferenceGRDA` is the same rule written the way the authors' code is (a per-parameter loop):
@@ -98,14 +99,17 @@ class GRDA(torch.optim.Optimizer):
 
 def _foreach_softshrink(accs: list[torch.Tensor], threshold: float, out: list[torch.Tensor]) -> None:
     """out <- softshrink(accs, threshold) = accs - clamp(accs, -threshold, threshold), in a fixed
-    number of multi-tensor kernels."""
-    if threshold == 0:
-        torch._foreach_copy_(out, accs)
-        return
-    inside = torch._foreach_clamp_min(accs, -threshold)
-    torch._foreach_clamp_max_(inside, threshold)
+    number of multi-tensor kernels, in place in `out`: no temporary the size of the parameters."""
     torch._foreach_copy_(out, accs)
-    torch._foreach_sub_(out, inside)
+    if threshold == 0:
+        return
+    # out = -clamp(a, -L, L) computed as clamp(-a, -L, L) (exact: negation and clamp commute), then
+    # a + out: the float a - clamp(a) would give, the sign of zero included (never the -0 of
+    # -(clamp(a) - a))
+    torch._foreach_neg_(out)
+    torch._foreach_clamp_min_(out, -threshold)
+    torch._foreach_clamp_max_(out, threshold)
+    torch._foreach_add_(out, accs)
 
 
 def _validate(lr: float, c: float, mu: float) -> None:

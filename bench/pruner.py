@@ -9,8 +9,8 @@ these hooks, called by `bench.run.trainer.Trainer` in this order:
     per step:  lr = recipe lr * schedule(pruner.lr_progress(step))
                loss = task_loss + pruner.regularizer(model)
                loss.backward(); pruner.after_backward(step)
-               if pruner.updates(step): opt.step()
-               pruner.after_step(step)
+               if pruner.updates(step): mask_optimizer_state(opt, pruner.masked_weights()); opt.step()
+               pruner.after_step(step); mask_optimizer_state(opt, pruner.masked_weights())
     per epoch: pruner.end_epoch(epoch)
     eval:      pruner.finalize(model) -> the model to evaluate and count (effective weights)
 
@@ -19,16 +19,21 @@ these hooks, called by `bench.run.trainer.Trainer` in this order:
 pruning) or rewinds them (IMP) sets `self.model_changed = True`; the trainer then builds a new
 optimizer with `make_optimizer` (the old optimizer state is dropped). `updates(step)` False
 skips that step's optimizer update (SNIP's scoring batch); `lr_progress(step)` is where in the
-lr schedule a step is (IMP replays one round's schedule per round). Pruners never set the
-optimizer's lr or clear its state themselves. On resume the trainer loads the pruner's state
-before the model's, so `load_state_dict` can first rebuild the changed architecture (and set
-`model_changed` for a matching optimizer).
+lr schedule a step is (IMP replays one round's schedule per round). A pruner that masks
+weights (sets them to zero and keeps them there) returns them from `masked_weights()`, each with
+its mask, once after every change; the trainer then zeroes the masked entries of every
+per-parameter state tensor of the optimizer (`mask_optimizer_state`: SGD's momentum, Adam's
+moments, ...), so a masked weight with a masked gradient stays exactly zero under any optimizer.
+Pruners never hold the optimizer, set its lr or clear its state themselves. On resume the
+trainer loads the pruner's state before the model's, so `load_state_dict` can first rebuild the
+changed architecture (and set `model_changed` for a matching optimizer).
 
 Facts about a method (does it regrow connections, is it its own optimizer, does it change the
 architecture, does it draw random numbers, is it driven by a pruning schedule) are one frozen
 `PrunerInfo` per class (`info`; `info_for(hparams)` where a setting changes one). "When to
 prune" of the schedule-driven methods is one `PruningSchedule` (begin, end, every, GMP's cubic
-sparsity ramp), separate from how each method scores weights. Random draws come from
+sparsity ramp), separate from how each method scores weights; the gradual ones declare its
+hyperparameters by deriving their `Hparams` from `ScheduleHparams`. Random draws come from
 `rng(step)`, a generator seeded from (run seed, step): every rank draws the same masks. Which
 layers may be pruned is one policy for all (`prunable_parameters`, `layer_coverage`).
 
@@ -68,7 +73,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from bench.config import Budget
+from bench.config import Budget, hp
 from bench.registry import PRUNERS
 
 
@@ -94,6 +99,31 @@ class PrunerInfo:
     changes_architecture: bool = False  # parameters are removed or replaced (channel pruning)
     randomized: bool = False  # draws random numbers (from `Pruner.rng`)
     scheduled: bool = False  # masks follow a `PruningSchedule` (when to prune)
+
+
+@dataclass(frozen=True)
+class ScheduleHparams:
+    """The hyperparameters of a gradual `PruningSchedule`, declared once for every pruner on it
+    (`gmp`, `random_gradual`, `nm`'s gradual mode): its `Hparams` derive from this class. The
+    defaults are Gale et al.'s ResNet-50 schedule (start 40k, end 76k, every 2k of 128k steps).
+    RigL's and SET's `delta_t`/`end` are not one: their sparsity is constant from step 0, and
+    those time drop-and-regrow updates, not a sparsity ramp."""
+
+    start: float = hp(0.3125, "first mask update t0, as a fraction of the budget's steps")
+    end: float = hp(0.59375, "last mask update (s_t = s_f from then on), as a fraction of the steps")
+    every: float = hp(0.015625, "interval dt between mask updates, as a fraction of the steps")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < 1:
+            raise ValueError(f"start = {self.start!r}: must be in [0, 1)")
+        if not self.start < self.end <= 1:
+            raise ValueError(f"end = {self.end!r}: must be in (start, 1]")
+        if not 0 < self.every <= self.end - self.start:
+            raise ValueError(f"every = {self.every!r}: must be in (0, end - start]")
+
+    def pruning_schedule(self, total: int) -> PruningSchedule:
+        """The schedule over `total` optimizer steps."""
+        return PruningSchedule(self.start, self.end, self.every, total)
 
 
 @dataclass(frozen=True)
@@ -220,6 +250,21 @@ class SparsityKnob:
     increasing: bool = True  # sparsity grows with the value
 
 
+@torch.no_grad()
+def mask_optimizer_state(optimizer: torch.optim.Optimizer,
+                         masked: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Multiply every per-parameter state tensor of each weight in `masked` (those shaped like the
+    weight: momentum, Adam's exp_avg and exp_avg_sq, ...) by its mask, in one multi-tensor op."""
+    states, factors = [], []
+    for w, mask in masked:
+        for value in optimizer.state.get(w, {}).values():
+            if torch.is_tensor(value) and value.shape == w.shape:
+                states.append(value)
+                factors.append(mask)
+    if states:
+        torch._foreach_mul_(states, factors)
+
+
 def register_pruner(name: str):
     def wrap(cls: type[Pruner]) -> type[Pruner]:
         cls.name = name
@@ -295,6 +340,12 @@ class Pruner:
 
     def after_step(self, step: int) -> None:
         pass
+
+    def masked_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, mask) of every weight whose mask changed since the last call, the mask in the
+        weight's dtype (0: masked): the trainer zeroes those entries of the weight's optimizer
+        state after `after_backward` (before the update) and after `after_step`. Default: none."""
+        return []
 
     def end_epoch(self, epoch: int) -> None:
         pass

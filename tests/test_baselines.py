@@ -36,7 +36,15 @@ from bench.callbacks import Progress
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.io import load_checkpoint
-from bench.pruner import OPTIMIZER_FAMILIES, OptimizerRecipe, PruningSchedule, RunContext, layer_coverage
+from bench.pruner import (
+    OPTIMIZER_FAMILIES,
+    OptimizerRecipe,
+    PruningSchedule,
+    RunContext,
+    ScheduleHparams,
+    layer_coverage,
+    mask_optimizer_state,
+)
 from bench.registry import MODELS, PRUNERS
 from bench.run.job import run
 from bench.run.trainer import Trainer
@@ -162,10 +170,11 @@ def test_masks_match_parameters_and_masked_weights_stay_zero(tmp_path: Path, pru
     hparams = MASK_HPARAMS.get(pruner, {"sparsity": 0.7})
     trainer = Trainer(config(pruner, budget, **hparams), tmp_path, progress=False)
     p: MaskPruner = trainer.pruner
-    after_step, checked, previous = p.after_step, [], {}
+    update, checked, previous = trainer.update, [], {}
 
-    def after_step_checked(step: int) -> None:
-        after_step(step)
+    def update_checked() -> None:  # the step's hooks and the trainer's masking of optimizer state
+        step = trainer.step
+        update()
         if not p.masks:
             return
         assert set(p.masks) == {n for n, _ in p.prunable(trainer.model)}
@@ -180,7 +189,7 @@ def test_masks_match_parameters_and_masked_weights_stay_zero(tmp_path: Path, pru
             previous[name] = mask.clone()
         checked.append(step)
 
-    p.after_step = after_step_checked
+    trainer.update = update_checked
     trainer.fit("test")
     assert len(checked) >= 20, "the masks were checked over several steps"
 
@@ -619,12 +628,14 @@ def test_adam_state_of_a_pruned_weight_stays_zero() -> None:
     assert isinstance(opt, torch.optim.Adam)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     checked = 0
-    for step in range(50):
+    for step in range(50):  # the trainer's `update`
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         p.after_backward(step)
+        mask_optimizer_state(opt, p.masked_weights())
         opt.step()
         p.after_step(step)
+        mask_optimizer_state(opt, p.masked_weights())
         for name, mask in p.masks.items():
             w = p.layers[name].weight
             state = opt.state[w]
@@ -756,6 +767,15 @@ def test_pruning_schedule_is_shared_and_one_shot_is_a_schedule() -> None:
     assert once.sparsity(49, 0.9) == 0 and once.sparsity(50, 0.9) == 0.9
     for name in ("gmp", "nm", "random_gradual", "magnitude", "channel"):
         assert PRUNERS.get(name).info.scheduled, name
+    # the gradual schedule's hyperparameters and their checks are declared once, for gmp and nm alike
+    for name in ("gmp", "nm", "random_gradual"):
+        assert issubclass(PRUNERS.get(name).Hparams, ScheduleHparams), name
+    nm, gmp = PRUNERS.get("nm").Hparams, PRUNERS.get("gmp").Hparams
+    assert nm(mode="gradual").pruning_schedule(100) == gmp().pruning_schedule(100) == PruningSchedule(
+        0.3125, 0.59375, 0.015625, 100)
+    for cls in (nm, gmp):
+        with pytest.raises(ValueError, match=r"every = 0.5: must be in \(0, end - start\]"):
+            cls(start=0.2, end=0.6, every=0.5)
 
 
 # ------------------------------------------------------------------------- training compute

@@ -294,6 +294,41 @@ def test_a_dry_run_probes_with_the_threads_each_local_cell_gets(tmp_path, monkey
     assert torch.get_num_threads() == before  # the dry run's own process is left as it was
 
 
+def test_the_probe_times_the_step_alone_after_an_untimed_warm_up(monkeypatch) -> None:
+    """A slow loader and slow first steps (a GPU's warm-up) stay out of the probe's step time: its
+    batch is fetched before the clock starts, and the warm-up is neither timed nor counted against
+    the probe's time limit (it would leave 1-2 timed steps); the printed line says what was timed."""
+    import time
+
+    from bench import estimate
+    from bench.data import TensorData
+
+    batches = TensorData.train_batches
+
+    def slow_loader(self, *args, **kwargs):
+        for xy in batches(self, *args, **kwargs):
+            time.sleep(0.5)
+            yield xy
+
+    steps, train_step = [], Trainer.train_step
+
+    def step(self, *args, **kwargs):
+        steps.append(time.perf_counter())
+        if len(steps) <= estimate.WARMUP_STEPS["cpu"]:
+            time.sleep(0.6)  # the warm-up alone outlasts max_s
+        return train_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(TensorData, "train_batches", slow_loader)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    config = check_config(RunConfig("dense", "mlp", "digits", {}, Budget(epochs=1, batch_size=32)))
+    _, step_s, num_train, _, how = estimate._probe(config, steps=5, max_s=0.5, cpu_batch=32)
+    warmup = estimate.WARMUP_STEPS["cpu"]
+    assert len(steps) == warmup + 5 and num_train == 1437
+    assert step_s < 0.25, "neither the loader's 0.5 s per batch nor the warm-up is in the step time"
+    assert f"the training step alone on a held batch: median of 5 after {warmup} warm-up" in how
+    assert estimate.WARMUP_STEPS["cuda"] > warmup
+
+
 def test_a_large_model_is_estimated_from_its_macs_at_the_device_rate(tmp_path, monkeypatch) -> None:
     from bench import estimate
     from bench.sweep import load_sweep

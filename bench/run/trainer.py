@@ -24,6 +24,7 @@ from bench import metrics
 from bench.callbacks import Callback
 from bench.config import RunConfig
 from bench.pretrained import starter
+from bench.pruner import mask_optimizer_state
 from bench.run import checkpoint, evaluation, history
 from bench.run.build import Built, build
 from bench.run.distributed import dist_info, max_over_ranks, rank_seed, sync_batchnorm
@@ -166,11 +167,14 @@ class Trainer:
 
     def update(self) -> None:
         """The half of a step after `backward`: the pruner's `after_backward`, the optimizer step,
-        `after_step`, and a new optimizer if the pruner changed the model."""
+        `after_step`, the optimizer state of weights it masked zeroed after each (`masked_weights`),
+        and a new optimizer if the pruner changed the model."""
         self.pruner.after_backward(self.step)
         if self.pruner.updates(self.step):
+            mask_optimizer_state(self.optimizer, self.pruner.masked_weights())
             self.optimizer.step()
         self.pruner.after_step(self.step)
+        mask_optimizer_state(self.optimizer, self.pruner.masked_weights())
         if self.pruner.model_changed:
             self.rebuild_optimizer()
 
