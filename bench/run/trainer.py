@@ -166,9 +166,8 @@ class Trainer:
         return loss.detach()
 
     def update(self) -> None:
-        """The half of a step after `backward`: the pruner's `after_backward`, the optimizer step,
-        `after_step`, the optimizer state of weights it masked zeroed after each (`masked_weights`),
-        and a new optimizer if the pruner changed the model."""
+        """The half of a step after `backward`: `after_backward`, the optimizer step, `after_step`
+        (after each, the optimizer state of `masked_weights` zeroed), a new optimizer if needed."""
         self.pruner.after_backward(self.step)
         if self.pruner.updates(self.step):
             mask_optimizer_state(self.optimizer, self.pruner.masked_weights())
