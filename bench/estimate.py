@@ -199,11 +199,13 @@ def _timed(config: RunConfig, probe_steps: int, probe: bool) -> tuple[float, flo
 def _total_steps(config: RunConfig, num_train: int | None, multiplier: float = 1.0) -> int | None:
     """Steps of a run whose data set has `num_train` training examples before the validation
     split (per class `round(f * n)` are held out: the total is exact up to that rounding), times
-    the pruner's steps per budget step (`multiplier`: IMP's full-budget rounds)."""
+    the pruner's steps per budget step (`multiplier`: IMP's full-budget rounds). A `val_fraction`
+    >= 1 is a count of examples (bench.data.validation_indices)."""
     if not num_train:
         return config.budget.max_steps or None
     b = config.budget
-    steps = b.epochs * math.ceil((num_train - round(b.val_fraction * num_train)) / b.batch_size)
+    held_out = round(b.val_fraction) if b.val_fraction >= 1 else round(b.val_fraction * num_train)
+    steps = b.epochs * math.ceil(max(num_train - held_out, 0) / b.batch_size)
     steps = min(steps, b.max_steps) if b.max_steps else steps
     return round(steps * multiplier)
 

@@ -250,6 +250,11 @@ def test_step_counts_leave_out_the_validation_split() -> None:
     assert _total_steps(config(val_fraction=0.0), 1437) == 2 * 45
     assert _total_steps(config(val_fraction=0.1), 1437) == 2 * 41  # 1293 examples, as a run has
     assert _total_steps(config(val_fraction=0.1, max_steps=50), 1437) == 50
+    # a val_fraction >= 1 is a count of examples (ImageNet's sweep holds out 10,000 of 1,281,167)
+    assert _total_steps(config(val_fraction=437.0), 1437) == 2 * 32
+    imagenet = RunConfig("dense", "resnet50", "imagenet", {},
+                         Budget(epochs=1, batch_size=256, val_fraction=10000))
+    assert _total_steps(imagenet, 1281167) == 4966
 
 
 def test_a_dry_run_reuses_its_cached_probe_unless_asked_to_probe(tmp_path, monkeypatch) -> None:
