@@ -164,47 +164,22 @@ class RunDir:
 
     def holder(self) -> int | None:
         """The PID written into the lock file by its last holder, if any."""
-        with contextlib.suppress(OSError, ValueError, IndexError):  # IndexError: not written yet
-            return int(self.lock_file.read_text().split()[0])
-        return None
+        return _written_pid(self.lock_file)
 
     @contextlib.contextmanager
     def lock(self, wait: bool = True) -> Iterator[None]:
         """An exclusive lock on the folder (flock on `.lock`, released when its holder dies, so a
         lock whose holder is gone is taken at once). A live holder: say its PID on stderr and wait
         (`wait`), or raise ConfigError naming it."""
-        fd = self.open_lock()
-        try:
-            self._acquire(fd, wait)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        self.check_no_links()
+        refused = (None if wait else f"{self.path} is locked by PID {{pid}}, which is still running it; "
+                   "wait for it or stop that process")
+        with hold_lock(self.lock_file, f"{self.path}: waiting for the run's lock, held by PID {{pid}} "
+                       "(a run of the same config)", refused):
+            yield
 
     def try_lock(self, fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-
-    def _acquire(self, fd: int, wait: bool) -> None:
-        start, told = time.monotonic(), False
-        while not self.try_lock(fd):
-            who = self.holder()
-            alive = who is not None and _alive(who)
-            if not wait:
-                raise ConfigError(f"{self.path} is locked by PID {who if alive else 'unknown'}, which is "
-                                  "still running it; wait for it or stop that process")
-            if not told and time.monotonic() - start >= LOCK_MESSAGE_AFTER_S:
-                print(f"{self.path}: waiting for the run's lock, held by PID "
-                      f"{who if alive else 'unknown'} (a run of the same config)", file=sys.stderr)
-                told = True
-            time.sleep(0.2)
+        return try_lock(fd)
 
     # -- --force --------------------------------------------------------------------------
     def retire(self) -> list[Path]:
@@ -248,12 +223,52 @@ def open_lock_file(path: Path) -> int:
         raise
 
 
+def try_lock(fd: int) -> bool:
+    """Take the exclusive flock on `fd` if no one holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, waiting: str, refused: str | None = None) -> Iterator[None]:
+    """An exclusive flock on the lock file at `path` (opened without following a link; released when
+    its holder dies), with this process's PID written into it. While a live process holds it: after
+    LOCK_MESSAGE_AFTER_S say `waiting` on stderr and keep waiting, or, given `refused`, raise
+    ConfigError with it at once (both formatted with the holder's `{pid}`)."""
+    fd = open_lock_file(path)
+    try:
+        start, told = time.monotonic(), False
+        while not try_lock(fd):
+            pid = live_holder(path) or "unknown"
+            if refused is not None:
+                raise ConfigError(refused.format(pid=pid))
+            if not told and time.monotonic() - start >= LOCK_MESSAGE_AFTER_S:
+                print(waiting.format(pid=pid), file=sys.stderr)
+                told = True
+            time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _written_pid(path: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):  # IndexError: not written yet
+        return int(path.read_text().split()[0])
+    return None
+
+
 def live_holder(path: Path) -> int | None:
     """The PID the last holder of the lock file at `path` wrote into it, if that process runs."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        pid = int(path.read_text().split()[0])
-        return pid if _alive(pid) else None
-    return None
+    pid = _written_pid(path)
+    return pid if pid is not None and _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:

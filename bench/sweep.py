@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import os
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -29,7 +27,7 @@ from bench.estimate import estimate
 from bench.executors import Executor
 from bench.io import write_json
 from bench.loader_probe import executor_cpus, loader_bound
-from bench.runs import LOCK_MESSAGE_AFTER_S, RunDir, RunStatus, live_holder, open_lock_file
+from bench.runs import RunDir, RunStatus, hold_lock
 from bench.spec import SweepSpec, check_local_data, load_sweep
 from bench.validate import check_device_here, check_devices, check_out
 
@@ -43,29 +41,9 @@ def _locked(out: Path) -> Iterator[None]:
     """Serialise submissions into one out folder (two `bench sweep` at once never double-submit).
     The lock file is opened without following a link and holds its holder's PID, said on stderr
     when another submission waits for it."""
-    path = out / LOCK_FILE
-    fd = open_lock_file(path)
-    try:
-        start, told = time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                pass
-            if not told and time.monotonic() - start >= LOCK_MESSAGE_AFTER_S:
-                print(f"{out}: waiting for another submission into this folder (PID "
-                      f"{live_holder(path) or 'unknown'}) to finish", file=sys.stderr)
-                told = True
-            time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with hold_lock(out / LOCK_FILE, f"{out}: waiting for another submission into this folder (PID {{pid}}) "
+                   "to finish"):
+        yield
 
 
 def check_out_folder(out: Path, cells: Sequence[RunConfig]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, sweep
+from bench import cli, runs, sweep
 from bench.errors import ConfigError
 from bench.runs import RunDir, live_holder
 from bench.spec import load_sweep
@@ -110,7 +110,7 @@ def test_the_sweep_lock_is_never_opened_through_a_link(tmp_path):
 
 
 def test_a_sweep_waiting_for_another_submission_says_who_holds_the_lock(tmp_path, monkeypatch, capfd):
-    monkeypatch.setattr(sweep, "LOCK_MESSAGE_AFTER_S", 0.0)
+    monkeypatch.setattr(runs, "LOCK_MESSAGE_AFTER_S", 0.0)  # one lock mechanism for runs and sweeps
     code = ("import sys, time\nfrom pathlib import Path\nfrom bench.sweep import _locked\n"
             "with _locked(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(1.5)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
