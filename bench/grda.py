@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from bench.config import hp
+from bench.optimizers import EagerOptimizer
 from bench.pruner import (
     OptimizerRecipe,
     Pruner,
@@ -48,7 +49,7 @@ from bench.pruner import (
 )
 
 
-class GRDA(torch.optim.Optimizer):
+class GRDA(EagerOptimizer):
     """gRDA optimizer. Per-group `c` and `mu`: a group with `c=0` is trained by plain dual
     averaging (= SGD without momentum) and never thresholded (e.g. BN and biases)."""
 

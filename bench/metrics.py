@@ -152,6 +152,12 @@ class TensorMemory(TorchDispatchMode):
     the interpreter, the libraries and the data set (which process RSS lumps together). Tracking
     costs Python work per operation: use it over a few steps only."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch would wrap `__torch_dispatch__` in a guard that imports torch._dynamo on the first
+        # tracked op (~1 s of a small run's start-up); around a compiled step: `CompiledTensorMemory`
+        return False
+
     def __init__(self, existing: Iterable[torch.Tensor] = ()) -> None:
         super().__init__()
         self.current = self.peak = 0
@@ -193,6 +199,17 @@ class TensorMemory(TorchDispatchMode):
         for t in tree_flatten(out)[0]:
             self._track(t)
         return out
+
+
+class CompiledTensorMemory(TensorMemory):
+    """`TensorMemory` around a torch.compile'd step: torch's guard keeps dynamo from tracing the
+    tracking itself."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return True
+
+    __torch_dispatch__ = TensorMemory.__torch_dispatch__  # declared here: torch wraps it in the guard
 
 
 def reset_peak_memory(device: torch.device) -> None:

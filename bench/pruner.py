@@ -73,6 +73,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from bench import optimizers
 from bench.config import Budget, hp
 from bench.registry import PRUNERS
 
@@ -220,10 +221,11 @@ class OptimizerRecipe:
         with this recipe `on(budget)`."""
         r = self.on(budget)
         lr = budget.lr if r.lr is None else r.lr
+        # torch.optim's classes without their torch._dynamo import (bench.optimizers)
         if r.optimizer == "adam":  # fused: one kernel per tensor (several times the foreach speed on CPU)
-            return torch.optim.Adam(params, lr=lr, weight_decay=r.weight_decay, fused=True)
-        return torch.optim.SGD(params, lr=lr, momentum=r.momentum, nesterov=r.nesterov,
-                               weight_decay=r.weight_decay, foreach=True)
+            return optimizers.Adam(params, lr=lr, weight_decay=r.weight_decay, fused=True)
+        return optimizers.SGD(params, lr=lr, momentum=r.momentum, nesterov=r.nesterov,
+                              weight_decay=r.weight_decay, foreach=True)
 
 
 # The recipe of the SGD-trained pruning papers (Zhu & Gupta 2017, Gale et al. 2019, Kusupati et al.

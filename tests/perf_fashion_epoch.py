@@ -61,7 +61,7 @@ def main() -> None:
         trainer = Trainer(config, Path(tmp), progress=False)
         data = trainer.data
         model = copy.deepcopy(trainer.model)
-        assert type(trainer.optimizer) is torch.optim.SGD, trainer.optimizer
+        assert isinstance(trainer.optimizer, torch.optim.SGD), trainer.optimizer
         same = {k: trainer.optimizer.defaults[k] for k in ("lr", "momentum", "weight_decay", "nesterov")}
         opt = torch.optim.SGD(model.parameters(), **same)
         mean, std = data._mean.item(), data._std.item()

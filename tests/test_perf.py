@@ -183,17 +183,20 @@ def test_cuda_without_a_gpu_is_a_config_error(capsys) -> None:
 # ------------------------------------------------------------------------------------ start-up
 
 
-def test_a_digits_run_imports_neither_torchvision_nor_sklearn(tmp_path, monkeypatch) -> None:
-    """The registry imports only the modules of the names asked for; the digits split comes from
-    the user cache after the first run (which imports scikit-learn to compute it)."""
+def test_a_digits_run_imports_neither_torchvision_nor_torch_dynamo(tmp_path, monkeypatch) -> None:
+    """The registry imports only the modules of the names asked for; the optimizers and the
+    memory tracker skip torch's dynamo guards; the digits split comes from the user cache after
+    the first run (which imports scikit-learn to compute it)."""
     from bench.perf.startup import heavy_imports
 
     monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
     first = heavy_imports(str(tmp_path / "runs"))
-    assert "torchvision" not in first and "sklearn" in first
+    assert "sklearn" in first and "torchvision" not in first and "torch._dynamo" not in first
     assert list((tmp_path / "cache").glob("digits-split-*.npz"))
-    second = heavy_imports(str(tmp_path / "runs"))
-    assert "torchvision" not in second and "sklearn" not in second and "pandas" not in second
+    assert heavy_imports(str(tmp_path / "runs")) == []  # no torchvision, torch._dynamo, pandas...
+    # gRDA (its own optimizer), VD (Adam) and STR (a parametrization) alike
+    for pruner in ("grda", "vd", "str"):
+        assert heavy_imports(str(tmp_path / "runs"), pruner) == [], pruner
 
 
 def test_registry_imports_a_module_only_when_its_entry_is_asked_for() -> None:

@@ -291,11 +291,11 @@ def test_paper_recipe_gives_each_pruner_its_papers_optimizer(tmp_path):
         return Trainer(config, tmp_path, False).optimizer
 
     shared = optimizer("magnitude", {"sparsity": 0.5}, "shared")
-    assert type(shared) is torch.optim.SGD and shared.defaults["momentum"] == 0.0
+    assert isinstance(shared, torch.optim.SGD) and shared.defaults["momentum"] == 0.0
     paper = optimizer("magnitude", {"sparsity": 0.5}, "paper")
     assert paper.defaults["momentum"] == 0.9 and paper.defaults["weight_decay"] == 5e-4
     vd = optimizer("vd", {}, "paper")
-    assert type(vd) is torch.optim.Adam and vd.defaults["lr"] == 1e-3
+    assert isinstance(vd, torch.optim.Adam) and vd.defaults["lr"] == 1e-3
     assert type(optimizer("grda", {}, "paper")).__name__ == "GRDA"
     stv = optimizer("str", {"s_weight_decay": 0.04}, "paper")
     assert [g["weight_decay"] for g in stv.param_groups] == [5e-4, 0.04]

@@ -20,7 +20,7 @@ HEAVY = ("torchvision", "torch._dynamo", "torch._inductor", "sklearn", "pandas",
 RUN_ARGS = ["run", "--pruner", "dense", "--model", "mlp", "--dataset", "digits", "--epochs", "1",
             "--quiet", "--force"]
 _PROBE = "import sys; from bench.cli import main; main(sys.argv[1:]); " \
-         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+         f"print('heavy:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
 
 
 def _wall(cmd: list[str]) -> float:
@@ -29,11 +29,13 @@ def _wall(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def heavy_imports(out: str) -> list[str]:
-    """The HEAVY modules a 1-epoch digits `bench run` imports, in a fresh interpreter."""
-    cmd = [sys.executable, "-c", _PROBE, *RUN_ARGS, "--out", out]
-    last = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1:]
-    return [m for m in (last[0] if last else "").split(",") if m]
+def heavy_imports(out: str, pruner: str = "dense") -> list[str]:
+    """The HEAVY modules a 1-epoch digits `bench run` of `pruner` imports, in a fresh interpreter."""
+    args = [pruner if a == "dense" else a for a in RUN_ARGS]
+    cmd = [sys.executable, "-c", _PROBE, *args, "--out", out]
+    out_lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
+    listed = next(line for line in reversed(out_lines) if line.startswith("heavy:"))
+    return [m for m in listed.removeprefix("heavy:").split(",") if m]
 
 
 def measure_startup(repeats: int = 7) -> dict[str, object]:

@@ -24,7 +24,8 @@ def tracked_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, global_batch: int
     params = list(t.model.parameters())
     existing = (*params, *(p.grad for p in params if p.grad is not None), *t.model.buffers(),
                 *opt_state, *t.pruner.state_tensors(), t.correct)
-    with metrics.TensorMemory(existing) as memory:
+    mode = metrics.CompiledTensorMemory if t.config.compile else metrics.TensorMemory
+    with mode(existing) as memory:
         loss = t.train_step(x, y, global_batch)
     t.tensor_peak = max(t.tensor_peak or 0, memory.peak)
     return loss
