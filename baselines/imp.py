@@ -82,6 +82,7 @@ class IMPPruner(MaskPruner):
     Hparams = IMPHparams
     paper_recipe = SGD_MOMENTUM_WD  # SGD with momentum and weight decay, as its paper trained
     same_data_order = False  # rewinds its weights and retrains: its final weights saw other batches
+    k = 0  # the rewind step, set by `prepare` (before it, `train_steps` counts full rounds)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         h, T, R = self.hp, self.ctx.total_steps, self.hp.rounds

@@ -149,6 +149,10 @@ class RunConfig:
                          "not part of the run's identity")
     compile: bool = hp(False, "torch.compile the training forward (faster GPU steps after a compile of "
                               "a minute or so); recorded, not part of the run's identity")
+    checkpoint_every_s: float = hp(0.0, "checkpoint at an epoch's end only once this many seconds of "
+                                        "training passed since the last checkpoint (0: every epoch; the "
+                                        "last epoch always): short epochs skip most of the writes, a resumed "
+                                        "run redoes at most that much; not part of the run's identity")
 
     def __post_init__(self) -> None:
         if self.data_dir == "":  # "" (configs and sweep files written before the default was named)
@@ -161,6 +165,9 @@ class RunConfig:
                "device", self.device, "valid choices: auto, cpu, cuda, cuda:N")
         _check(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 0,
                "threads", self.threads, "expected an integer >= 0 (0: torch's default)")
+        every = self.checkpoint_every_s
+        _check(isinstance(every, int | float) and not isinstance(every, bool) and every >= 0,
+               "checkpoint_every_s", every, "expected a number of seconds >= 0 (0: every epoch)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -220,7 +227,8 @@ class RunConfig:
         return stable_hash(d)
 
 
-RUN_ONLY = ("data_dir", "loggers", "threads", "compile")  # how a run is carried out, not what it trains
+# how a run is carried out, not what it trains
+RUN_ONLY = ("data_dir", "loggers", "threads", "compile", "checkpoint_every_s")
 
 
 def stable_hash(obj: Any) -> str:
@@ -394,7 +402,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 # the RunConfig fields that are flags of `bench run` (the others: --pruner, --model, --dataset, --set)
-RUN_LEVEL = ("seed", "data_dir", "device", "loggers", "deterministic", "threads", "compile")
+RUN_LEVEL = ("seed", "data_dir", "device", "loggers", "deterministic", "threads", "compile",
+             "checkpoint_every_s")
 # the RUN_LEVEL fields a sweep file sets at its top, for every cell (seed: the grid's `seeds`
 # axis; threads: the executor's, from the cores it gives each cell)
 SWEEP_LEVEL = tuple(k for k in RUN_LEVEL if k not in ("seed", "threads"))

@@ -106,16 +106,20 @@ def _estimate(spec: SweepSpec, out: Path | None, probe_steps: int, probe: bool) 
     cell_times: dict[str, CellTime] = {}
     for key, cells in groups.items():
         label = "/".join(key)
-        finished = [done[c.run_id] for c in cells if done.get(c.run_id)]
-        runs = [r for r in finished if r.get("train_time_s") and r.get("epochs_completed")]
+        scale = dict(zip((c.run_id for c in cells), relative_steps(cells), strict=True))
+        most = max(scale.values())
+        finished = [(done[c.run_id], scale[c.run_id]) for c in cells if done.get(c.run_id)]
+        runs = [(r, k) for r, k in finished if r.get("train_time_s") and r.get("epochs_completed")]
         b = cells[0].budget
-        if runs:
-            cell_s = median(r["train_time_s"] for r in runs)
-            epoch_s = median(r["train_time_s"] / r["epochs_completed"] for r in runs)
-            first = runs[0]
+        if runs:  # in units of the group's first cell
+            cell_s = median(r["train_time_s"] / k for r, k in runs)
+            epoch_s = median(r["train_time_s"] / r["epochs_completed"] for r, _ in runs)
+            first = runs[0][0]
             per_epoch = math.ceil(first["steps"] / first["epochs_completed"]) if first.get("steps") else 0
-            cell_times[label] = CellTime(0.0, epoch_s, b.epochs, per_epoch, "finished runs")
+            epochs = math.ceil(median(r["epochs_completed"] / k for r, k in runs) * most)
+            cell_times[label] = CellTime(0.0, epoch_s, epochs, per_epoch, "finished runs")
             rates[label] = f"{cell_s:.3g} s of training per run (median of {len(runs)} finished here)"
+            setup_s = 0.0
         elif missing:
             unavailable.append(f"{label}: {missing}")
             continue
@@ -131,15 +135,42 @@ def _estimate(spec: SweepSpec, out: Path | None, probe_steps: int, probe: bool) 
                 )
                 continue
             cell_s = setup_s + steps * step_s
-            per_epoch = math.ceil(steps / b.epochs)
+            rounds = budget_multiple(cells[0]) * b.epochs  # epochs the first cell trains
+            per_epoch = math.ceil(steps / rounds)
             kind = resolve_device(cells[0].device).type
-            cell_times[label] = CellTime(setup_s, per_epoch * step_s, b.epochs, per_epoch, kind)
-            rates[label] = f"{step_s * 1e3:.3g} ms/step x {steps} steps + {setup_s:.2g} s to load ({how})"
-        longest = max(longest, cell_s)
-        total += cell_s * len(cells)
-        todo += cell_s * sum(1 for c in cells if not done.get(c.run_id))
+            epochs = math.ceil(rounds * most)  # the group's longest cell
+            cell_times[label] = CellTime(setup_s, per_epoch * step_s, epochs, per_epoch, kind)
+            more = "" if most == 1 else f" (the first cell; others up to {most:.3g}x its steps)"
+            rates[label] = (f"{step_s * 1e3:.3g} ms/step x {steps} steps{more} + {setup_s:.2g} s to load "
+                            f"({how})")
+        times = {c.run_id: setup_s + (cell_s - setup_s) * scale[c.run_id] for c in cells}
+        longest = max(longest, *times.values())
+        total += sum(times.values())
+        todo += sum(t for run_id, t in times.items() if not done.get(run_id))
     name = "cpu" if device.type != "cuda" else str(device) if missing else torch.cuda.get_device_name(device)
     return Estimate(total, todo, longest, name, rates, unavailable, cell_times)
+
+
+def budget_multiple(config: RunConfig) -> float:
+    """The cell's optimizer steps per budget step, as its pruner counts them before `prepare`
+    (IMP: R + 1 full budgets, less the rewound steps it learns from the model); 1 for a pruner
+    that cannot count before it has a model."""
+    from bench.pruner import RunContext
+    from bench.registry import PRUNERS
+
+    cls, budget_steps = PRUNERS.get(config.pruner), 10_000
+    try:
+        pruner = cls(cls.Hparams(**config.hparams), config.budget, RunContext(total_steps=budget_steps))
+        return pruner.train_steps() / budget_steps
+    except Exception:  # a pruner that needs its model first
+        return 1.0
+
+
+def relative_steps(cells: list[RunConfig]) -> list[float]:
+    """Each cell's `budget_multiple` relative to the first cell's (IMP's 99% cell trains about
+    twice its 80% cell's steps)."""
+    counts = [budget_multiple(c) for c in cells]
+    return [n / counts[0] for n in counts]
 
 
 def _missing_device(device: Any) -> str:
@@ -171,7 +202,7 @@ def _timed(config: RunConfig, probe_steps: int, probe: bool) -> tuple[float, flo
     probes = cache.read_json("probes")
     hit = probes.get(key)
     if hit and not probe:
-        steps = _total_steps(config, hit["num_train"], hit.get("multiplier", 1.0))
+        steps = _total_steps(config, hit["num_train"])
         return hit["setup_s"], hit["step_s"], steps, f"{hit['how']}; cached {hit['when']}"
     cpu_batch = 4
     if not probe and device.type == "cpu":  # a GPU probes a large model in seconds
@@ -185,29 +216,29 @@ def _timed(config: RunConfig, probe_steps: int, probe: bool) -> tuple[float, flo
                 f"MAC estimate: {metrics.TRAIN_PASSES} x {macs / 1e6:.3g} MMAC x batch {b.batch_size} at "
                 f"{rate / 1e9:.3g} GMAC/s, a dense {RATE_MODEL}'s rate here; no pruner overhead or data "
                 "loading; --probe for a timed probe")
-    setup_s, step_s, num_train, multiplier, how = _probe(config, probe_steps, cpu_batch=cpu_batch)
+    setup_s, step_s, num_train, how = _probe(config, probe_steps, cpu_batch=cpu_batch)
     if num_train is not None:
         from datetime import UTC, datetime
 
         probes = cache.read_json("probes")  # again: another dry run may have written meanwhile
-        probes[key] = dict(setup_s=setup_s, step_s=step_s, num_train=num_train, multiplier=multiplier,
-                           how=how, when=datetime.now(UTC).strftime("%Y-%m-%d"))
+        probes[key] = dict(setup_s=setup_s, step_s=step_s, num_train=num_train, how=how,
+                           when=datetime.now(UTC).strftime("%Y-%m-%d"))
         cache.write_json("probes", probes)
-    return setup_s, step_s, _total_steps(config, num_train, multiplier), how
+    return setup_s, step_s, _total_steps(config, num_train), how
 
 
-def _total_steps(config: RunConfig, num_train: int | None, multiplier: float = 1.0) -> int | None:
+def _total_steps(config: RunConfig, num_train: int | None) -> int | None:
     """Steps of a run whose data set has `num_train` training examples before the validation
     split (per class `round(f * n)` are held out: the total is exact up to that rounding), times
-    the pruner's steps per budget step (`multiplier`: IMP's full-budget rounds). A `val_fraction`
-    >= 1 is a count of examples (bench.data.validation_indices)."""
+    the pruner's steps per budget step (`budget_multiple`: IMP's full-budget rounds). A
+    `val_fraction` >= 1 is a count of examples (bench.data.validation_indices)."""
     if not num_train:
         return config.budget.max_steps or None
     b = config.budget
     held_out = round(b.val_fraction) if b.val_fraction >= 1 else round(b.val_fraction * num_train)
     steps = b.epochs * math.ceil(max(num_train - held_out, 0) / b.batch_size)
     steps = min(steps, b.max_steps) if b.max_steps else steps
-    return round(steps * multiplier)
+    return round(steps * budget_multiple(config))
 
 
 def _macs_and_size(config: RunConfig, device: Any) -> tuple[float, int | None]:
@@ -312,7 +343,6 @@ def _probe(
     with tempfile.TemporaryDirectory() as tmp:
         small = dataclasses.replace(config, budget=dataclasses.replace(b, batch_size=batch))
         built = build(small, data=data)
-        multiplier = built.total_steps / max(built.budget_steps, 1)
         trainer = Trainer(built, Path(tmp))
         setup_s = time.perf_counter() - t0
         x, y = next(iter(data.train_batches(batch, 0, config.seed)))  # held: no loading is timed
@@ -326,4 +356,4 @@ def _probe(
             metrics.synchronize(device)
             times.append(time.perf_counter() - t_step)
     timed = f"the training step alone on a held batch: median of {len(times)} after {warmup} warm-up"
-    return setup_s, median(times) * b.batch_size / batch, num_train, multiplier, f"{', '.join(how)}; {timed}"
+    return setup_s, median(times) * b.batch_size / batch, num_train, f"{', '.join(how)}; {timed}"

@@ -4,8 +4,8 @@
     name = "digits-demo"         # default out folder: runs/<name>
     max_cells = 10000            # optional: the most cells the grid may ask for (default 10000)
     data_dir = "/path/to/data"   # optional: RunConfig's run-level fields (SWEEP_LEVEL: data_dir,
-    device = "cuda"              # device, loggers, deterministic, compile), for every cell; their
-    loggers = ["tensorboard"]    # types, defaults and help are the fields' (`bench run --help`)
+    device = "cuda"              # device, loggers, deterministic, compile, checkpoint_every_s), for
+    loggers = ["tensorboard"]    # every cell; types, defaults and help: the fields' (`bench run --help`)
     [budget]                     # bench.config.Budget fields, shared by every cell
     epochs = 30
     [grid]

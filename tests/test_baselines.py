@@ -46,6 +46,7 @@ from bench.pruner import (
     mask_optimizer_state,
 )
 from bench.registry import MODELS, PRUNERS
+from bench.run import checkpoint as run_checkpoint
 from bench.run.job import run
 from bench.run.trainer import Trainer
 from bench.validate import check_config
@@ -337,14 +338,14 @@ def test_same_seed_gives_identical_runs(tmp_path: Path, pruner: str, uninterrupt
 @pytest.mark.parametrize("pruner", PRUNERS.names())
 def test_resumed_run_equals_uninterrupted(tmp_path: Path, monkeypatch, pruner: str, uninterrupted) -> None:
     cfg = config(pruner, **RESUME_HPARAMS.get(pruner, {}))
-    save = Trainer.save
+    save = run_checkpoint.save
 
-    def save_then_stop(self: Trainer) -> None:
-        save(self)
-        if self.epoch == INTERRUPT_AFTER:
+    def save_then_stop(trainer: Trainer) -> None:
+        save(trainer)
+        if trainer.epoch == INTERRUPT_AFTER:
             raise Interrupted
 
-    monkeypatch.setattr(Trainer, "save", save_then_stop)
+    monkeypatch.setattr(run_checkpoint, "save", save_then_stop)
     with pytest.raises(Interrupted):
         run(cfg, tmp_path)
     monkeypatch.undo()

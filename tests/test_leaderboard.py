@@ -375,7 +375,7 @@ def test_committed_sweeps_dry_run(capsys, monkeypatch, tmp_path) -> None:
     digits = LEADERBOARDS / "digits-mlp" / "sweep.toml"
     assert cli.main(["sweep", str(digits), "--dry-run", "--out", str(tmp_path / "digits-mlp")]) == 0
     assert "nothing was submitted or written" in capsys.readouterr().out
-    monkeypatch.setattr(estimate, "_probe", lambda c, steps, **kw: (5.0, 0.1, 1000, 1.0, "stand-in probe"))
+    monkeypatch.setattr(estimate, "_probe", lambda c, steps, **kw: (5.0, 0.1, 1000, "stand-in probe"))
     for sweep in SWEEPS:
         out_dir = tmp_path / sweep.parent.name
         assert cli.main(["sweep", str(sweep), "--dry-run", "--out", str(out_dir)]) == 0, sweep

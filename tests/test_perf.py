@@ -260,6 +260,28 @@ def test_step_counts_leave_out_the_validation_split() -> None:
     assert _total_steps(imagenet, 1281167) == 4966
 
 
+def test_a_dry_run_counts_each_cells_own_steps(tmp_path, monkeypatch) -> None:
+    """IMP trains a full budget a round: its 99% cell (10 rounds at 40%) runs 11 budgets, its 80%
+    cell (4 rounds) 5; one probe of the group times both, each at its own step count, and the
+    scheduler's time limit is the longest cell's."""
+    from bench import estimate
+    from bench.sweep import load_sweep
+
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "s.toml").write_text(DRY.replace("[pruners.dense]", "[pruners.imp]\nsparsity = [0.8, 0.99]\n"
+                                                 "rate = 0.4\nrewind = \"init\""))
+    spec = load_sweep(tmp_path / "s.toml")
+    assert estimate.budget_multiple(spec.cells[0]) == 5 and estimate.budget_multiple(spec.cells[-1]) == 11
+    assert estimate.relative_steps(spec.cells) == [1.0, 1.0, 2.2, 2.2]  # seeds 0, 1 of 80%, then 99%
+    monkeypatch.setattr(estimate, "_probe", lambda c, steps, **kw: (1.0, 0.01, 1437, "stand-in probe"))
+    est = estimate.estimate(spec)
+    first = 1.0 + 0.01 * 5 * 2 * 41  # 2 epochs of 41 steps, 5 budgets
+    assert est.total_s == pytest.approx(2 * first + 2 * (1.0 + (first - 1.0) * 2.2))
+    assert est.max_cell_s == pytest.approx(1.0 + (first - 1.0) * 2.2)
+    cell = est.cells["imp/mlp/digits"]
+    assert cell.total_s == pytest.approx(1.0 + 0.01 * 11 * 2 * 41, rel=0.01)
+
+
 def test_a_dry_run_reuses_its_cached_probe_unless_asked_to_probe(tmp_path, monkeypatch) -> None:
     from bench import estimate
     from bench.sweep import load_sweep
@@ -329,7 +351,7 @@ def test_the_probe_times_the_step_alone_after_an_untimed_warm_up(monkeypatch) ->
     monkeypatch.setattr(TensorData, "train_batches", slow_loader)
     monkeypatch.setattr(Trainer, "train_step", step)
     config = check_config(RunConfig("dense", "mlp", "digits", {}, Budget(epochs=1, batch_size=32)))
-    _, step_s, num_train, _, how = estimate._probe(config, steps=5, max_s=0.5, cpu_batch=32)
+    _, step_s, num_train, how = estimate._probe(config, steps=5, max_s=0.5, cpu_batch=32)
     warmup = estimate.WARMUP_STEPS["cpu"]
     assert len(steps) == warmup + 5 and num_train == 1437
     assert step_s < 0.25, "neither the loader's 0.5 s per batch nor the warm-up is in the step time"

@@ -19,6 +19,7 @@ import torch
 from bench.config import Budget, RunConfig
 from bench.errors import ConfigError
 from bench.predictions import read_run_predictions as load_predictions
+from bench.run import checkpoint as run_checkpoint
 from bench.run.checkpoint import load_model
 from bench.run.job import run
 from bench.run.result import describe_optimizer
@@ -169,7 +170,8 @@ def test_a_folder_deleted_mid_run_is_not_recreated_without_its_config(tmp_path, 
 
     cfg = config(budget=Budget(epochs=2))
     hook = "save" if when == "after an epoch" else "fit"
-    original = getattr(Trainer, hook)
+    owner = run_checkpoint if hook == "save" else Trainer
+    original = getattr(owner, hook)
 
     def delete_the_folder(self, *args):
         if hook == "save" and self.epoch == 1:  # before the first checkpoint is written
@@ -179,7 +181,7 @@ def test_a_folder_deleted_mid_run_is_not_recreated_without_its_config(tmp_path, 
             shutil.rmtree(self.run.path)
         return result
 
-    monkeypatch.setattr(Trainer, hook, delete_the_folder)
+    monkeypatch.setattr(owner, hook, delete_the_folder)
     with pytest.raises(ConfigError, match="disappeared while the run was training"):
         run(cfg, tmp_path)
     assert not (tmp_path / cfg.run_id).exists()

@@ -956,6 +956,28 @@ def test_local_submission_runs_cells_in_lanes_bounded_by_cores(tmp_path, monkeyp
     assert rec["executor"] == "local" and rec["job_id"] == str(os.getpid())
 
 
+def test_local_jobs_take_the_long_cells_first_and_share_the_work(tmp_path):
+    """IMP's 99% cells (11 budgets) start first, one per job, and every job ends with about the same
+    number of budgets to train; cells of equal cost keep the sweep's order."""
+    from bench.spec import load_sweep
+
+    (tmp_path / "s.toml").write_text(
+        'name = "lanes"\n[budget]\nepochs = 1\n[grid]\nmodels = ["mlp"]\ndatasets = ["digits"]\n'
+        'seeds = [0, 1]\n[pruners.dense]\noptimizer = ["sgd", "sgd_momentum", "adam"]\n'
+        '[pruners.imp]\nsparsity = [0.8, 0.99]\nrate = 0.4\n')
+    cells = load_sweep(tmp_path / "s.toml").cells
+    groups = local_executor.balanced(cells, 2)
+    budgets = [[11 if c.hparams.get("sparsity") == 0.99 else 5 if c.pruner == "imp" else 1 for c in g]
+               for g in groups]
+    assert [b[0] for b in budgets] == [11, 11] and [b[1] for b in budgets] == [5, 5]
+    assert [sum(b) for b in budgets] == [19, 19]
+    assert sorted(c.run_id for g in groups for c in g) == sorted(c.run_id for c in cells)
+    dense = [c.run_id for c in cells if c.pruner == "dense"]
+    assert [c.run_id for g in groups for c in g if c.pruner == "dense"] != [] and all(
+        [c.run_id for c in g if c.pruner == "dense"] == [r for r in dense if r in {x.run_id for x in g}]
+        for g in groups)
+
+
 # ------------------------------------------------------------------------- local executor (e2e)
 
 SMALL = """

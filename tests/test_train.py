@@ -4,6 +4,7 @@ failures, schedules, and the acceptance command of the core harness."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -141,6 +142,51 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     ]
     strip = [[",".join(line.split(",")[:6]) for line in h] for h in hist]  # all but elapsed time
     assert strip[0] == strip[1]
+
+
+def test_checkpoint_every_s_skips_epoch_end_writes_but_not_the_last(tmp_path, monkeypatch):
+    """A run of short epochs checkpoints once `checkpoint_every_s` seconds of training have passed
+    (here never before the end), always at its last epoch, and trains exactly the same model; an
+    interrupted one resumes from the last checkpoint it wrote (here none: from scratch)."""
+    from bench.run import checkpoint
+
+    config = RunConfig(pruner="grda", hparams={"c": 0.05, "mu": 0.6}, budget=Budget(epochs=4))
+    every_epoch = run(config, tmp_path / "a")
+    saved, save = [], checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda t: saved.append(t.epoch) or save(t))
+    sparse = dataclasses.replace(config, checkpoint_every_s=3600.0)
+    assert sparse.run_id == config.run_id and sparse.config_hash == config.config_hash
+    result = run(sparse, tmp_path / "b")
+    assert saved == [4]
+    for key in ("top1", "sparsity", "nonzero_params", "steps", "resumed"):
+        assert result[key] == every_epoch[key], key
+    assert len((tmp_path / "b" / config.run_id / "history.csv").read_text().splitlines()) == 1 + 4
+    saved.clear()
+    assert run(dataclasses.replace(config, checkpoint_every_s=0.0), tmp_path / "c")["status"] == "ok"
+    assert saved == [1, 2, 3, 4]
+
+    original = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def crash_in_third_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(sparse, tmp_path / "d")
+    assert not (tmp_path / "d" / config.run_id / "checkpoint.pt").exists()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    again = run(sparse, tmp_path / "d")
+    assert again["resumed"] is False and again["top1"] == every_epoch["top1"]
+
+
+@pytest.mark.parametrize("bad", [-1.0, "soon", True])
+def test_checkpoint_every_s_must_be_seconds(bad):
+    with pytest.raises(ConfigError, match=r"checkpoint_every_s = .*expected a number of seconds >= 0"):
+        check_config(RunConfig(checkpoint_every_s=bad))
 
 
 def test_truncated_checkpoint_is_recomputed(tmp_path):

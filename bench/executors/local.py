@@ -59,7 +59,7 @@ class Local(Executor):
             return []
         n_gpus = local_devices()[1]
         lanes = self.lanes(len(cells))
-        groups = [cells[i::lanes] for i in range(lanes)]
+        groups = balanced(cells, lanes)
         threads = self.cell_threads(len(cells))
         ex = submitit.LocalExecutor(out.absolute() / ".submitit" / "%j", max_num_timeout=MAX_TIMEOUTS)
         jobs = []
@@ -89,6 +89,22 @@ class Local(Executor):
         except OSError:
             started = False
         return "running" if started else "pending"
+
+
+def balanced(cells: list[RunConfig], lanes: int) -> list[list[RunConfig]]:
+    """The cells split into `lanes` jobs: longest first (by `budget_multiple`: IMP's full-budget
+    rounds), each to the job with the least work so far, so that no job is left running the long
+    cells alone at the end. Equal cells keep the sweep's order, dealt out in turn."""
+    from bench.estimate import budget_multiple
+
+    cost = {c.run_id: budget_multiple(c) for c in cells}
+    groups: list[list[RunConfig]] = [[] for _ in range(lanes)]
+    loads = [0.0] * lanes
+    for c in sorted(cells, key=lambda c: -cost[c.run_id]):  # stable: the sweep's order among equals
+        i = loads.index(min(loads))
+        groups[i].append(c)
+        loads[i] += cost[c.run_id]
+    return groups
 
 
 def _start_ticks(pid: int) -> int | None:

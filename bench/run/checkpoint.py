@@ -50,8 +50,17 @@ def restore_weights(pruner: Pruner, model: nn.Module, ckpt: dict[str, Any]) -> N
     model.load_state_dict(ckpt["model"])
 
 
+def due(trainer: Trainer, last: bool) -> bool:
+    """Whether the epoch that just ended checkpoints: the last one always; the others every epoch
+    (`checkpoint_every_s` 0, or several ranks, which must agree without talking), else once that
+    many seconds of training passed since the last checkpoint."""
+    every = trainer.config.checkpoint_every_s
+    return last or not every or trainer.world > 1 or trainer.train_time - trainer.saved_train_time >= every
+
+
 def save(trainer: Trainer) -> None:
     """Every rank calls it (it gathers each rank's RNG state and the peak memory); rank 0 writes."""
+    trainer.saved_train_time = trainer.train_time
     rng = [_rng_state(trainer.device)]
     if trainer.world > 1:
         rng = [None] * trainer.world
@@ -158,6 +167,7 @@ def _restore(t: Trainer, ckpt: dict[str, Any]) -> None:
     t.peak_before = ckpt.get("peak_memory_bytes") or 0
     t.epoch, t.step, t.samples = ckpt["epoch"], ckpt["step"], ckpt["samples"]
     t.train_time, t.history = ckpt["train_time"], ckpt["history"]
+    t.saved_train_time = t.train_time
     t.train_macs = ckpt.get("train_macs", 0.0)
     t.step_times.extend(ckpt["step_times"])
     t.tensor_peak = ckpt.get("tensor_peak")

@@ -57,15 +57,12 @@ class Trainer:
         # this epoch's correct training predictions, and its examples (train_top1)
         self.correct, self.epoch_samples = torch.zeros((), dtype=torch.int64, device=self.device), 0
         self.peak_before = 0  # the peak memory of the segments before a resume (bytes)
+        self.saved_train_time = 0.0  # train_time at the last checkpoint
         self.history: list[dict[str, Any]] = []
         self.step_times: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
         self.tensor_peak: int | None = None  # CPU: peak live tensor bytes over MEMORY_STEPS
         self.load_before: float | None = None  # the machine's load when training (re)started
         self.predictions: dict[str, torch.Tensor] = {}  # the final evaluation's, per split
-
-    def save(self) -> None:
-        """Checkpoint this epoch (bench.run.checkpoint.save; every rank calls it)."""
-        checkpoint.save(self)
 
     def peak_memory(self) -> int:
         """The run's peak memory so far (bytes): over the segments before a resume and, with several
@@ -224,8 +221,9 @@ class Trainer:
                 break
             self.history.append(history.epoch_row(self, loss, self.pruner.finalize(self.model)))
             self.epoch += 1
-            self.save()
-            history.write(self)
+            if checkpoint.due(self, last=not (self.epoch < epochs and self.step < self.total_steps)):
+                checkpoint.save(self)  # every rank calls it
+                history.write(self)
             self.call("on_epoch_end", self.history[-1])
             bar.update(1)
             row = self.history[-1]
