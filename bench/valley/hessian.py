@@ -4,6 +4,7 @@ fraction of a direction's squared norm in their span."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,7 +47,9 @@ def hessian_eigs(model: nn.Module, batches: Batches, k: int, seed: int = 0) -> t
 
     op = LinearOperator((w.numel(), w.numel()), matvec=hvp, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(w.numel())
-    values, vectors = eigsh(op, k=k, which="LA", v0=v0, tol=1e-6)
+    with warnings.catch_warnings():  # torch.func's first jvp scripts decompositions: torch's own warning
+        warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning)
+        values, vectors = eigsh(op, k=k, which="LA", v0=v0, tol=1e-6)
     order = np.argsort(values)[::-1]
     return values[order], vectors[:, order]
 
