@@ -112,6 +112,7 @@ def run_sweep(
     out = Path(out)
     executor = executor or executors.create()
     check_devices(spec.cells, executor.tasks)  # before anything is written
+    executor.check_cells(spec.cells)
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
     check_out_folder(out, spec.cells)
     try:
@@ -199,6 +200,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _dry_run(spec: SweepSpec, out: Path, executor: Executor, probe: bool = False) -> int:
     cells = spec.cells
+    executor.check_cells(cells)
     print(f"sweep {spec.name} ({spec.path}): {len(cells)} cells")
     for pruner, n in spec.per_pruner().items():
         print(f"  {pruner:<14} {n}")

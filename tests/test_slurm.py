@@ -19,6 +19,8 @@ import pytest
 import torch
 
 from bench import cli, executors
+from bench.config import RunConfig
+from bench.errors import ConfigError
 from bench.executors import slurm as slurm_executor
 from bench.io import read_json
 from bench.run.job import run
@@ -184,3 +186,21 @@ def test_invalid_sweep_submits_nothing(cluster, tmp_path, capsys):
         assert line in err
     assert not out.exists()
     assert arrays_submitted(name) == set()
+
+
+def test_a_checkpoint_cadence_longer_than_a_run_is_refused_before_anything_is_written(tmp_path, capsys):
+    """A requeued run resumes from its last checkpoint: with `checkpoint_every_s` at or above the
+    profile's usable time (10 min less the 90 s USR2 lead) every requeue would start over."""
+    ex = executors.create("slurm", {"profile": "local-test"})
+    ex.check_cells([RunConfig(checkpoint_every_s=60.0)])  # well below: accepted
+    with pytest.raises(ConfigError, match=r"checkpoint_every_s = 510: .* valid choices: 0 \(every epoch\) "
+                                          r"up to below 510"):
+        ex.check_cells([RunConfig(checkpoint_every_s=510.0)])
+    path = sweep_file(tmp_path, 1, 32, "[pruners.grda]")
+    path.write_text("checkpoint_every_s = 600\n" + path.read_text())
+    out = tmp_path / "out"
+    for extra in (["--dry-run"], []):
+        argv = ["sweep", str(path), "--executor", "slurm", "--profile", "local-test", "--out", str(out)]
+        assert cli.main(argv + extra) == 2
+        assert "checkpoint_every_s = 600" in capsys.readouterr().err
+    assert not out.exists()

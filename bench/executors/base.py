@@ -73,6 +73,11 @@ class Executor(ABC):
         for a sweep whose cells cannot finish under this executor's limits."""
         return []
 
+    def check_cells(self, cells: list[RunConfig]) -> None:
+        """Raise ConfigError for cells this executor cannot run as configured (before anything is
+        written or submitted; the dry run calls it too). Default: any cell runs."""
+        return None
+
     # -- job states: class methods, since `bench status` has only the job records ------------
     @classmethod
     @abstractmethod

@@ -66,6 +66,18 @@ class Slurm(Executor):
         record_jobs(out, self.name, jobs, groups)
         return jobs
 
+    def check_cells(self, cells: list[RunConfig]) -> None:
+        """A requeued run resumes from its last checkpoint: one written less often than a run
+        lasts (`checkpoint_every_s`) would make every requeue start over."""
+        usable = self.profile.timeout_min * 60 - USR2_LEAD_S
+        for every in sorted({c.checkpoint_every_s for c in cells}):
+            if every >= usable:
+                raise ConfigError(
+                    f"checkpoint_every_s = {every:g}: a run of profile {self.options.profile} trains at "
+                    f"most {usable} s before it is requeued (time limit {self.profile.timeout_min} min, "
+                    f"less {USR2_LEAD_S} s), so it would never checkpoint before its time runs out; valid "
+                    f"choices: 0 (every epoch) up to below {usable}")
+
     def dry_run_check(self, est: Estimate) -> list[str]:
         """Refuse (ConfigError) a sweep whose longest cell cannot finish within the profile's time
         limit x (1 + MAX_TIMEOUTS) runs; a probe timed on another kind of device than the
