@@ -49,7 +49,9 @@ class attribute `paper_recipe`, the optimizer its paper trained with (None: it h
 own, and keeps the shared one); the SGD-momentum papers' recipe takes its weight decay and
 Nesterov from the budget when it sets them (`OptimizerRecipe.on`). Either way `make_optimizer`
 builds `self.optimizer_recipe()`; a pruner that builds its own optimizer (gRDA) or parameter
-groups (STR) reads it from there.
+groups (STR) reads it from there. The recipe builds `bench.optimizers.SGD`/`Adam` (torch's,
+without the torch._dynamo import torch.optim triggers); an optimizer of one's own subclasses
+`bench.optimizers.EagerOptimizer` for the same start-up.
 Epochs, batches, the lr schedule (it scales each parameter group's own initial lr), data and
 evaluation are shared by both tracks.
 
