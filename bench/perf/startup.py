@@ -17,10 +17,14 @@ import tempfile
 import time
 
 HEAVY = ("torchvision", "torch._dynamo", "torch._inductor", "sklearn", "pandas", "scipy")
-RUN_ARGS = ["run", "--pruner", "dense", "--model", "mlp", "--dataset", "digits", "--epochs", "1",
-            "--quiet", "--force"]
 _PROBE = "import sys; from bench.cli import main; main(sys.argv[1:]); " \
          f"print('heavy:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+
+
+def run_args(pruner: str = "dense") -> list[str]:
+    """The `bench` arguments of a 1-epoch digits run of `pruner` (a new run each time: --force)."""
+    return ["run", "--pruner", pruner, "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--quiet",
+            "--force"]
 
 
 def _wall(cmd: list[str]) -> float:
@@ -31,8 +35,7 @@ def _wall(cmd: list[str]) -> float:
 
 def heavy_imports(out: str, pruner: str = "dense") -> list[str]:
     """The HEAVY modules a 1-epoch digits `bench run` of `pruner` imports, in a fresh interpreter."""
-    args = [pruner if a == "dense" else a for a in RUN_ARGS]
-    cmd = [sys.executable, "-c", _PROBE, *args, "--out", out]
+    cmd = [sys.executable, "-c", _PROBE, *run_args(pruner), "--out", out]
     out_lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
     listed = next(line for line in reversed(out_lines) if line.startswith("heavy:"))
     return [m for m in listed.removeprefix("heavy:").split(",") if m]
@@ -41,7 +44,7 @@ def heavy_imports(out: str, pruner: str = "dense") -> list[str]:
 def measure_startup(repeats: int = 7) -> dict[str, object]:
     """Seconds (medians) of `import torch` and of the digits run as processes, and their ratio."""
     with tempfile.TemporaryDirectory() as out:
-        run = [sys.executable, "-m", "bench.cli", *RUN_ARGS, "--out", out]
+        run = [sys.executable, "-m", "bench.cli", *run_args(), "--out", out]
         torch_only = [sys.executable, "-c", "import torch"]
         _wall(run)  # warm-up: the file cache, the digits split in the user cache
         pairs = []
