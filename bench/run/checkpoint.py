@@ -50,12 +50,13 @@ def restore_weights(pruner: Pruner, model: nn.Module, ckpt: dict[str, Any]) -> N
     model.load_state_dict(ckpt["model"])
 
 
-def due(trainer: Trainer, last: bool) -> bool:
-    """Whether the epoch that just ended checkpoints: the last one always; the others every epoch
-    (`checkpoint_every_s` 0, or several ranks, which must agree without talking), else once that
-    many seconds of training passed since the last checkpoint."""
-    every = trainer.config.checkpoint_every_s
-    return last or not every or trainer.world > 1 or trainer.train_time - trainer.saved_train_time >= every
+def due(trainer: Trainer) -> bool:
+    """Whether the epoch that just ended checkpoints: the run's last one always; the others every
+    epoch (`checkpoint_every_s` 0, or several ranks, which must agree without talking), else once
+    that many seconds of training passed since the last checkpoint."""
+    t, every = trainer, trainer.config.checkpoint_every_s
+    last = t.epoch >= t.total_epochs or t.step >= t.total_steps  # the end of `fit`'s loop
+    return last or not every or t.world > 1 or t.train_time - t.saved_train_time >= every
 
 
 def save(trainer: Trainer) -> None:

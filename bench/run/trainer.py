@@ -221,7 +221,7 @@ class Trainer:
                 break
             self.history.append(history.epoch_row(self, loss, self.pruner.finalize(self.model)))
             self.epoch += 1
-            if checkpoint.due(self, last=not (self.epoch < epochs and self.step < self.total_steps)):
+            if checkpoint.due(self):
                 checkpoint.save(self)  # every rank calls it
                 history.write(self)
             self.call("on_epoch_end", self.history[-1])
