@@ -52,6 +52,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "retraining)"),
     "valley": ("bench.valley.cli", "is a pruned model in its dense run's valley: loss along the path between "
                "them, barrier, Hessian top-k projection of their difference"),
+    "readme": ("bench.readme", "rewrite the README's generated blocks (column glossary, what the boards "
+               "find, valley findings) from the code and the committed boards"),
     "perf": ("bench.perf", "wall time and memory of every pruner vs dense SGD-momentum, and the harness's "
              "speed"),
 }

@@ -200,7 +200,7 @@ def test_the_readme_glossary_is_the_generated_one() -> None:
 
 def test_the_readme_findings_are_generated_from_every_built_board(monkeypatch) -> None:
     """The README's "What the boards find" table is `findings_table` of every committed board that
-    has a runs table, as it is now (rebuild a board, then paste the function's output)."""
+    has a runs table, as it is now (after rebuilding a board: `bench readme`)."""
     from bench.board.write import findings_table
 
     root = Path(__file__).resolve().parents[1]
@@ -486,3 +486,37 @@ def test_committed_digits_boards_rebuild_without_running(tmp_path: Path, name: s
     assert matched["top1_low"].min() >= 0 and matched["top1_high"].max() <= 1
     on = matched[matched["on_level"]]
     assert ((on["sparsity_mean"] - on["target"]).abs() <= 0.005 + 1e-9).all()
+
+
+def test_bench_readme_rewrites_a_stale_findings_block_and_check_reports_it(tmp_path: Path, capsys) -> None:
+    """After a board is rebuilt, `bench readme --check` names the stale block and exits 1 without
+    writing; `bench readme` rewrites only the blocks, keeping the text around them."""
+    from bench.readme import BLOCKS, block
+
+    main = cli.main
+    board = tmp_path / "leaderboards" / "digits-mlp"
+    board.mkdir(parents=True)
+    for name in ("results.parquet", "matched_sparsity.csv", "valley.csv"):  # what the blocks read
+        (board / name).write_bytes((LEADERBOARDS / "digits-mlp" / name).read_bytes())
+    readme = tmp_path / "README.md"
+    stale = "\n\n".join(f"{begin}\nold\n{end}\nafter {name}" for name, begin, end, _ in BLOCKS)
+    readme.write_text(f"intro\n\n{stale}\n")
+    before = readme.read_text()
+    assert main(["readme", str(readme), "--check"]) == 1
+    assert "stale: column glossary, what the boards find, valley findings" in capsys.readouterr().err
+    assert readme.read_text() == before
+    assert main(["readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert block(text, BLOCKS[1][1], BLOCKS[1][2]).startswith("| board | recipe |")
+    assert "[digits-mlp](leaderboards/digits-mlp/)" in text and "after valley findings" in text
+    assert "[`digits-mlp`](leaderboards/digits-mlp/) (digits, mlp, paper track" in text
+    assert main(["readme", str(readme), "--check"]) == 0
+
+
+def test_bench_readme_refuses_a_readme_without_the_markers(tmp_path: Path, capsys) -> None:
+    main = cli.main
+    readme = tmp_path / "README.md"
+    readme.write_text("no blocks here\n")
+    assert main(["readme", str(readme)]) == 2
+    assert "column glossary block needs exactly one" in capsys.readouterr().err
+    assert readme.read_text() == "no blocks here\n"
