@@ -6,8 +6,8 @@ optimizer state tensor of their shape (SGD's momentum, Adam's exp_avg and exp_av
 then on their gradients are masked after every backward pass. With a zero weight, a zero
 gradient and zero state, the update of SGD (momentum and coupled weight decay included) and of
 Adam is exactly zero, so masked weights stay exactly zero without a second pass over the weights
-after each step. The gradient masking is one
-multi-tensor multiply by float copies of the masks (bool masks take torch's per-tensor path).
+after each step. The gradient masking is one multi-tensor multiply by float copies of the masks
+(bool masks take torch's per-tensor path).
 
 Masks keep the highest-scoring weights (|w| for magnitude pruning, uniform noise for random
 pruning), per layer or globally over all prunable weights, removing round(sparsity * n) like

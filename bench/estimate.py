@@ -302,9 +302,9 @@ def _device_rate(device: Any, steps: int = 5) -> float:
 
 def _probe(
     config: RunConfig, steps: int, max_s: float = 3.0, cpu_batch: int = 4
-) -> tuple[float, float, int | None, float, str]:
-    """(load s, s per training step, training examples before the validation split or None, the
-    pruner's optimizer steps per budget step, how) of one cell, timed here.
+) -> tuple[float, float, int | None, str]:
+    """(load s, s per training step, training examples before the validation split or None, how)
+    of one cell, timed here (the pruner's steps per budget step: `budget_multiple`).
 
     The step is timed alone: `Trainer.train_step` on one batch fetched before the clock starts
     (the loader is timed on its own, `bench.loader_probe`, and a cell takes the slower of the
