@@ -61,6 +61,11 @@ class Estimate:
     unavailable: list[str]  # groups without an estimate, and why
     cells: dict[str, CellTime]  # "pruner/model/dataset" -> one cell's time (the groups with one)
 
+    def wall_s(self, parallel: int) -> float:
+        """Wall time of the cells to run, `parallel` at a time: their compute spread over the lanes,
+        never less than the longest cell's (nor more than all of it in turn)."""
+        return min(self.todo_s, max(self.todo_s / max(parallel, 1), self.max_cell_s))
+
 
 PROBE_MAX_MACS = 1e7  # forward MACs per example: above it, no probe unless asked for (a ResNet-20: 4e7)
 RATE_MODEL, RATE_BATCH = "resnet20", 16  # the dense training step that measures a device's MAC rate

@@ -227,7 +227,7 @@ def _dry_run(spec: SweepSpec, out: Path, executor: Executor, probe: bool = False
         f"longest cell {_hours(est.max_cell_s)}"
     )
     lanes = executor.lanes(len(cells))
-    print(f"  {executor.name}: about {_hours(est.todo_s / lanes)} of wall time with {lanes} cell(s) at a "
+    print(f"  {executor.name}: about {_hours(est.wall_s(lanes))} of wall time with {lanes} cell(s) at a "
           "time, if its devices are as fast as this one's, plus a few seconds of start-up per job")
     for label, how in est.rates.items():
         print(f"  {label}: {how}")

@@ -280,6 +280,10 @@ def test_a_dry_run_counts_each_cells_own_steps(tmp_path, monkeypatch) -> None:
     assert est.max_cell_s == pytest.approx(1.0 + (first - 1.0) * 2.2)
     cell = est.cells["imp/mlp/digits"]
     assert cell.total_s == pytest.approx(1.0 + 0.01 * 11 * 2 * 41, rel=0.01)
+    # wall time: the compute over the lanes, but never less than the longest cell (four lanes: it)
+    assert est.wall_s(1) == pytest.approx(est.todo_s)
+    assert est.wall_s(2) == pytest.approx(est.todo_s / 2)
+    assert est.max_cell_s > est.todo_s / 4 and est.wall_s(4) == pytest.approx(est.max_cell_s)
 
 
 def test_a_dry_run_reuses_its_cached_probe_unless_asked_to_probe(tmp_path, monkeypatch) -> None:
