@@ -43,7 +43,6 @@ from bench.pruner import (
     RunContext,
     ScheduleHparams,
     layer_coverage,
-    mask_optimizer_state,
 )
 from bench.registry import MODELS, PRUNERS
 from bench.run import checkpoint as run_checkpoint
@@ -617,26 +616,21 @@ def test_nm_with_an_m_that_divides_no_layer_fails_the_run_naming_m(tmp_path: Pat
 # -------------------------------------------------------------------- optimizer state, recipes
 
 
-def test_adam_state_of_a_pruned_weight_stays_zero() -> None:
+def test_adam_state_of_a_pruned_weight_stays_zero(tmp_path: Path) -> None:
     """Mask pruners mask every per-parameter optimizer state, not only SGD's momentum: under Adam
-    (with weight decay) a pruned weight, its exp_avg and exp_avg_sq stay exactly zero."""
+    (with weight decay) a pruned weight, its exp_avg and exp_avg_sq stay exactly zero through the
+    trainer's steps (`Trainer.update` zeroes the state of the weights a pruner masks)."""
     torch.manual_seed(0)
-    hp = GMPHparams(sparsity=0.8, start=0.2, end=0.6, every=0.1)
-    p = GMPPruner(hp, Budget(), RunContext(total_steps=50, input_shape=(1, 8, 8)))
+    cfg = config("gmp", Budget(epochs=2, max_steps=50), sparsity=0.8, start=0.2, end=0.6, every=0.1)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    p = trainer.pruner
     p.optimizer_recipe = lambda: OptimizerRecipe("adam", lr=1e-2, weight_decay=1e-3)  # type: ignore[method-assign]
-    model = p.prepare(MODELS.get("mlp").build(10))
-    opt = p.make_optimizer(model)
-    assert isinstance(opt, torch.optim.Adam)
+    opt = trainer.rebuild_optimizer()
+    assert isinstance(opt, torch.optim.Adam) and p.ctx.total_steps == 50
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     checked = 0
-    for step in range(50):  # the trainer's `update`
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        p.after_backward(step)
-        mask_optimizer_state(opt, p.masked_weights())
-        opt.step()
-        p.after_step(step)
-        mask_optimizer_state(opt, p.masked_weights())
+    for _ in range(50):
+        trainer.train_step(x, y)
         for name, mask in p.masks.items():
             w = p.layers[name].weight
             state = opt.state[w]

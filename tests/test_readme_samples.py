@@ -30,6 +30,9 @@ VOLATILE = [
     (r"[\d.e+-]+ ms/batch", "<n> ms/batch"),
     (r"\(timed probe(?:[^()]|\([^()]*\))*\)", "(timed probe)"),  # threads, batch, cache date
     (r"with \d+ CPUs per task \(\d+ workers\)", "with <n> CPUs per task"),
+    # `bench compare` rows measured on the machine that trained the runs: the main command retrains
+    # the digits board's runs here, with this machine's wall times, loads and memory
+    (r"^\| (train time s|process peak RSS MiB) \|.*", r"| \1 | <measured here> |"),
 ]
 
 
